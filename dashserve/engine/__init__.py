@@ -1,0 +1,1 @@
+"""Continuous-batching inference engine: knows tokens and tensors, nothing of HTTP."""

@@ -1,0 +1,45 @@
+"""The one interface the server uses to reach an engine (real or fake)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from dashserve.engine.outputs import EngineEvent, EngineStats
+from dashserve.engine.params import SamplingParams
+
+if TYPE_CHECKING:
+    from dashserve.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the serving layer needs to know about the loaded model."""
+
+    name: str  # directory or hub id it was loaded from
+    architecture: str  # e.g. "Qwen3ForCausalLM"
+    max_model_len: int  # context length in tokens (prompt + output)
+    vocab_size: int
+
+
+class EngineClient(Protocol):
+    """Async front of an engine. ``submit`` yields events until the request finishes.
+
+    Breaking out of the iterator (or cancelling the task consuming it) aborts the request
+    and frees its KV blocks. ``submit`` raises ``InvalidParameter``/``PromptTooLong``
+    before anything is scheduled when the request cannot run.
+    """
+
+    tokenizer: Tokenizer
+    model_info: ModelInfo
+
+    def submit(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[EngineEvent]: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    def stats(self) -> EngineStats: ...
+
+    async def shutdown(self) -> None: ...
