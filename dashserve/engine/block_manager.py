@@ -1,0 +1,150 @@
+"""Paged KV blocks: reference counts, chained prefix hashes, a free queue in eviction order.
+
+A block holds ``block_size`` consecutive tokens of one or more sequences (shared prefixes).
+Once full, a block gets a hash chained from its predecessor's, so any later sequence with the
+same token prefix can reuse it. Freed blocks keep their hash and sit in the free queue,
+least recently used first; allocating a fresh block evicts from the front.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from dashserve.engine.sequence import Sequence
+
+
+@dataclass(slots=True)
+class Block:
+    block_id: int
+    ref_count: int = 0
+    hash: int | None = None  # set once the block is full and its content is final
+
+
+def blocks_for(num_tokens: int, block_size: int) -> int:
+    return (num_tokens + block_size - 1) // block_size
+
+
+class BlockManager:
+    """Owns every KV block. Sequences hold ``block_table`` lists of block ids."""
+
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.enable_prefix_caching = enable_prefix_caching
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self.free_queue: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
+        self.hash_to_block: dict[int, int] = {}
+        self.num_cached_tokens_served = 0
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free_queue)
+
+    def _prefix_hashes(self, seq: Sequence) -> list[int]:
+        """Chained hashes of the full blocks before the last token (which must be computed)."""
+        if not self.enable_prefix_caching:
+            return []
+        hashes: list[int] = []
+        parent = 0
+        bs = self.block_size
+        for start in range(0, seq.num_tokens - 1 - bs + 1, bs):
+            parent = hash((parent, tuple(seq.token_ids[start:start + bs])))
+            hashes.append(parent)
+        return hashes
+
+    def _cached_prefix(self, seq: Sequence) -> list[int]:
+        hits: list[int] = []
+        for h in self._prefix_hashes(seq):
+            block_id = self.hash_to_block.get(h)
+            if block_id is None:
+                break
+            hits.append(block_id)
+        return hits
+
+    def can_allocate(self, seq: Sequence, reserve: int = 0) -> bool:
+        """Whether the whole current token list fits, counting prefix-cache hits."""
+        hits = self._cached_prefix(seq)
+        revived = sum(1 for b in hits if self.blocks[b].ref_count == 0)
+        needed = blocks_for(seq.num_tokens, self.block_size) - len(hits) + revived
+        return needed + reserve <= self.num_free_blocks
+
+    def allocate(self, seq: Sequence) -> None:
+        """Give ``seq`` blocks for all its tokens; reuse cached prefix blocks."""
+        assert not seq.block_table
+        hits = self._cached_prefix(seq)
+        for block_id in hits:
+            block = self.blocks[block_id]
+            if block.ref_count == 0:
+                del self.free_queue[block_id]
+            block.ref_count += 1
+        seq.block_table = list(hits)
+        seq.num_computed_tokens = len(hits) * self.block_size
+        self.num_cached_tokens_served += seq.num_computed_tokens
+        for _ in range(blocks_for(seq.num_tokens, self.block_size) - len(hits)):
+            seq.block_table.append(self._take_fresh())
+
+    def _take_fresh(self) -> int:
+        block_id, _ = self.free_queue.popitem(last=False)
+        block = self.blocks[block_id]
+        if block.hash is not None:
+            if self.hash_to_block.get(block.hash) == block_id:
+                del self.hash_to_block[block.hash]
+            block.hash = None
+        block.ref_count = 1
+        return block_id
+
+    def can_append(self, seqs: list[Sequence]) -> bool:
+        needed = sum(self._blocks_missing(s) for s in seqs)
+        return needed <= self.num_free_blocks
+
+    def _blocks_missing(self, seq: Sequence) -> int:
+        return max(0, blocks_for(seq.num_tokens, self.block_size) - len(seq.block_table))
+
+    def append_slots(self, seq: Sequence) -> None:
+        """Make room for every token of ``seq`` (called before a decode step)."""
+        for _ in range(self._blocks_missing(seq)):
+            seq.block_table.append(self._take_fresh())
+
+    def register_full_blocks(self, seq: Sequence) -> None:
+        """Hash the blocks whose tokens are now all computed, so others can reuse them."""
+        if not self.enable_prefix_caching:
+            return
+        bs = self.block_size
+        parent = 0
+        for i in range(seq.num_computed_tokens // bs):
+            block = self.blocks[seq.block_table[i]]
+            if block.hash is None:
+                block.hash = hash((parent, tuple(seq.token_ids[i * bs:(i + 1) * bs])))
+                self.hash_to_block.setdefault(block.hash, block.block_id)
+            parent = block.hash
+
+    def fork(self, parent: Sequence, child: Sequence) -> tuple[int, int] | None:
+        """Share ``parent``'s blocks with ``child``. Returns (src, dst) when the partially
+        filled last block had to be copied (copy-on-write), else None."""
+        child.block_table = list(parent.block_table)
+        for block_id in child.block_table:
+            self.blocks[block_id].ref_count += 1
+        child.num_computed_tokens = parent.num_computed_tokens
+        if parent.num_computed_tokens % self.block_size == 0:
+            return None
+        src = child.block_table[-1]
+        self.blocks[src].ref_count -= 1
+        dst = self._take_fresh()
+        child.block_table[-1] = dst
+        return src, dst
+
+    def free(self, seq: Sequence) -> None:
+        """Release ``seq``'s blocks; the tail goes to the front of the eviction order."""
+        for block_id in reversed(seq.block_table):
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            assert block.ref_count >= 0, "block freed twice"
+            if block.ref_count == 0:
+                if block.hash is None:
+                    self.free_queue[block_id] = None
+                    self.free_queue.move_to_end(block_id, last=False)
+                else:
+                    self.free_queue[block_id] = None
+        seq.block_table = []
+        seq.num_computed_tokens = 0

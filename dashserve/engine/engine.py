@@ -1,0 +1,207 @@
+"""LLMEngine: add requests, run steps (schedule → forward → sample → stop), emit EngineEvents."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dashserve.engine.block_manager import BlockManager, blocks_for
+from dashserve.engine.detokenize import IncrementalDetokenizer
+from dashserve.engine.outputs import EngineEvent, EngineStats
+from dashserve.engine.params import InvalidParameter, PromptTooLong, SamplingParams
+from dashserve.engine.request_state import RequestState, SampleState, sample_seed
+from dashserve.engine.runner import CacheConfig, ModelRunner
+from dashserve.engine.scheduler import ScheduledChunk, Scheduler, SchedulerConfig
+from dashserve.engine.sequence import Sequence, SequenceStatus
+from dashserve.engine.stepper import StepPostprocessor
+from dashserve.model.config import ModelConfig
+from dashserve.model.loader import load_model, pick_dtype, resolve_model_dir
+from dashserve.sampling.sampler import make_generator
+from dashserve.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Validated once; derived values (KV blocks, context length) live on the engine."""
+
+    model: str
+    dtype: str = "auto"
+    device: str = "auto"
+    max_model_len: int | None = None
+    kv_cache_gb: float | None = None  # None: 4 GiB on CPU, most free memory on GPU
+    block_size: int = 16
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 512
+    enable_prefix_caching: bool = True
+
+
+class LLMEngine:
+    """The synchronous engine. Not thread-safe: one thread calls add/abort/step."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.model_dir = resolve_model_dir(config.model)
+        self.model_config = ModelConfig.from_dir(self.model_dir)
+        self.tokenizer = Tokenizer.from_dir(self.model_dir)
+        device = _pick_device(config.device)
+        dtype = pick_dtype(config.dtype, device)
+        model = load_model(self.model_dir, self.model_config, dtype, device)
+        num_blocks, self.max_model_len = _size_cache(config, self.model_config, dtype, device)
+        self.runner = ModelRunner(model, CacheConfig(config.block_size, num_blocks), device)
+        self.block_manager = BlockManager(
+            num_blocks, config.block_size, config.enable_prefix_caching
+        )
+        self.scheduler = Scheduler(
+            SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens),
+            self.block_manager,
+        )
+        self.requests: dict[str, RequestState] = {}
+        self._seq_ids = itertools.count()
+        self.eos_token_ids = frozenset(
+            [*self.model_config.eos_token_ids, *self.tokenizer.stop_token_ids]
+        )
+        self.grammar_compiler: Any | None = None  # set lazily on first constrained request
+        self.post = StepPostprocessor(self)
+        log.info("engine ready: %s, max_model_len %d", self.model_dir, self.max_model_len)
+
+    # ----- requests -------------------------------------------------------------------------
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Validate and queue a request; raises InvalidParameter before scheduling anything."""
+        if request_id in self.requests:
+            raise InvalidParameter("request_id", f"request {request_id!r} is already running")
+        self._validate_prompt(prompt_token_ids, params)
+        state = RequestState(request_id, params, len(prompt_token_ids))
+        if params.structured is not None:
+            state.compiled_grammar = self._compile_grammar(params)
+        max_total = self.max_model_len
+        if params.max_tokens is not None:
+            max_total = min(max_total, len(prompt_token_ids) + params.max_tokens)
+        seq = Sequence(
+            seq_id=next(self._seq_ids), request_id=request_id, index=0,
+            token_ids=list(prompt_token_ids), num_prompt_tokens=len(prompt_token_ids),
+            params=params, max_total_tokens=max_total, arrival_time=time.monotonic(),
+            pending_forks=params.n - 1, in_thinking=params.starts_in_thinking,
+        )
+        state.samples[0] = self._new_sample(state, seq)
+        self.requests[request_id] = state
+        self.scheduler.add(seq)
+
+    def _validate_prompt(self, prompt: list[int], params: SamplingParams) -> None:
+        if not prompt:
+            raise InvalidParameter("input", "the prompt is empty")
+        vocab = self.model_config.vocab_size
+        if min(prompt) < 0 or max(prompt) >= vocab:
+            raise InvalidParameter("input", f"prompt token ids must be in [0, {vocab})")
+        if len(prompt) >= self.max_model_len:
+            raise PromptTooLong(
+                "input",
+                f"Range of input length should be [1, {self.max_model_len - 1}]; "
+                f"the prompt has {len(prompt)} tokens",
+            )
+        if params.max_tokens is not None and len(prompt) + params.max_tokens > self.max_model_len:
+            raise PromptTooLong(
+                "max_tokens",
+                f"max_tokens {params.max_tokens} plus the prompt's {len(prompt)} tokens exceeds "
+                f"the model's context of {self.max_model_len} tokens",
+            )
+
+    def _compile_grammar(self, params: SamplingParams) -> Any:
+        if self.grammar_compiler is None:
+            from dashserve.sampling.structured import GrammarCompiler
+
+            self.grammar_compiler = GrammarCompiler(self.tokenizer, self.model_config.vocab_size)
+        return self.grammar_compiler.compile(params.structured)
+
+    def _new_sample(self, state: RequestState, seq: Sequence) -> SampleState:
+        p = state.params
+        skip = self.tokenizer.special_ids if p.skip_special_tokens else frozenset()
+        detok = IncrementalDetokenizer(self.tokenizer.id_to_bytes, skip, p.stop)
+        matcher = None
+        if state.compiled_grammar is not None:
+            assert self.grammar_compiler is not None
+            matcher = self.grammar_compiler.matcher(state.compiled_grammar)
+        gen = make_generator(sample_seed(p.seed, seq.index))
+        return SampleState(seq, detok, gen, matcher)
+
+    def abort(self, request_id: str) -> list[EngineEvent]:
+        """Finish every sample of the request now and free its KV blocks."""
+        state = self.requests.get(request_id)
+        if state is None:
+            return []
+        for sample in state.samples.values():  # samples never forked count as finished
+            state.num_finished += sample.seq.pending_forks
+            sample.seq.pending_forks = 0
+        events = []
+        for sample in list(state.samples.values()):
+            if not sample.seq.is_finished:
+                events.append(self.post.finish(state, sample, SequenceStatus.FINISHED_ABORTED))
+        return events
+
+    def has_unfinished(self) -> bool:
+        return bool(self.requests)
+
+    # ----- stepping -------------------------------------------------------------------------
+
+    def step(self) -> list[EngineEvent]:
+        out = self.scheduler.schedule()
+        if out.is_empty:
+            return []
+        logits = self.runner.execute(out.decodes, out.prefills)
+        sampling: list[ScheduledChunk] = []
+        for chunk in out.chunks:
+            if chunk.samples:
+                sampling.append(chunk)
+            chunk.seq.num_computed_tokens += chunk.num_tokens
+            self.block_manager.register_full_blocks(chunk.seq)
+        return self.post.process(sampling, logits)
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            num_waiting=len(self.scheduler.waiting),
+            num_running=len(self.scheduler.running),
+            num_kv_blocks_total=self.block_manager.num_blocks,
+            num_kv_blocks_free=self.block_manager.num_free_blocks,
+            num_preemptions=self.scheduler.num_preemptions,
+            num_prefix_cache_hits=self.block_manager.num_cached_tokens_served,
+        )
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _size_cache(
+    config: EngineConfig, model: ModelConfig, dtype: torch.dtype, device: torch.device
+) -> tuple[int, int]:
+    """Number of KV blocks from the memory budget, and the context length that fits."""
+    max_len = min(config.max_model_len or model.max_position_embeddings,
+                  model.max_position_embeddings)
+    per_token = model.kv_bytes_per_token // 2 * dtype.itemsize
+    if config.kv_cache_gb is not None:
+        budget = config.kv_cache_gb * 2**30
+    elif device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = free * 0.85
+    else:
+        budget = 4 * 2**30
+    bs = config.block_size
+    num_blocks = int(budget // (per_token * bs))
+    useful = blocks_for(max_len, bs) * config.max_num_seqs + 1
+    num_blocks = min(num_blocks, useful)
+    if num_blocks * bs < max_len:
+        log.warning("KV cache holds %d tokens; context limited to that", num_blocks * bs)
+        max_len = num_blocks * bs
+    if num_blocks < 2:
+        raise ValueError("the KV cache budget is too small for even two blocks")
+    return num_blocks, max_len
+

@@ -1,0 +1,121 @@
+"""ModelRunner: owns the model and its paged KV cache; turns a scheduled step into logits."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from dashserve.engine.scheduler import ScheduledChunk
+from dashserve.model.attention import AttentionMetadata, PrefillSegment
+from dashserve.model.qwen import QwenForCausalLM
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    block_size: int
+    num_blocks: int
+
+
+class ModelRunner:
+    def __init__(self, model: QwenForCausalLM, cache: CacheConfig, device: torch.device) -> None:
+        self.model = model
+        self.cache = cache
+        self.device = device
+        cfg = model.config
+        dtype = model.lm_head.weight.dtype
+        num_slots = cache.num_blocks * cache.block_size
+        shape = (num_slots, cfg.num_key_value_heads, cfg.head_dim)
+        self.kv_caches = [
+            (torch.zeros(shape, dtype=dtype, device=device),
+             torch.zeros(shape, dtype=dtype, device=device))
+            for _ in range(cfg.num_hidden_layers)
+        ]
+        bs = cache.block_size
+        self._offsets = torch.arange(bs, device=device)
+        log.info(
+            "KV cache: %d blocks x %d tokens = %d tokens, %.2f GiB",
+            cache.num_blocks, bs, num_slots,
+            2 * len(self.kv_caches) * num_slots * shape[1] * shape[2] * dtype.itemsize / 2**30,
+        )
+
+    def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
+        """Copy whole KV blocks src -> dst in every layer (copy-on-write for forked samples)."""
+        bs = self.cache.block_size
+        for src, dst in pairs:
+            for k, v in self.kv_caches:
+                k[dst * bs:(dst + 1) * bs] = k[src * bs:(src + 1) * bs]
+                v[dst * bs:(dst + 1) * bs] = v[src * bs:(src + 1) * bs]
+
+    def _slots(self, block_table: list[int], start: int, end: int) -> torch.Tensor:
+        bt = torch.tensor(block_table, dtype=torch.long, device=self.device)
+        return (bt.unsqueeze(1) * self.cache.block_size + self._offsets).view(-1)[start:end]
+
+    def _decode_context(
+        self, decodes: list[ScheduledChunk]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        bs = self.cache.block_size
+        lengths = [c.seq.num_tokens for c in decodes]
+        max_blocks = max(len(c.seq.block_table) for c in decodes)
+        table = torch.tensor(
+            [c.seq.block_table + [0] * (max_blocks - len(c.seq.block_table)) for c in decodes],
+            dtype=torch.long, device=self.device,
+        )
+        max_len = max(lengths)
+        slots = (table.unsqueeze(2) * bs + self._offsets).view(len(decodes), -1)[:, :max_len]
+        lens = torch.tensor(lengths, device=self.device).unsqueeze(1)
+        valid = torch.arange(max_len, device=self.device).unsqueeze(0) < lens
+        mask = torch.zeros(valid.shape, dtype=torch.float32, device=self.device)
+        mask.masked_fill_(~valid, float("-inf"))
+        return slots.contiguous(), mask.view(len(decodes), 1, 1, max_len)
+
+    def prepare(
+        self, decodes: list[ScheduledChunk], prefills: list[ScheduledChunk]
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
+        """Flatten the step into input ids, positions, attention metadata and the rows whose
+        hidden states produce logits (one per sampling chunk, in chunk order)."""
+        ids: list[int] = []
+        positions: list[int] = []
+        slot_parts: list[torch.Tensor] = []
+        sample_rows: list[int] = []
+        segments: list[PrefillSegment] = []
+        decode_slots = decode_mask = None
+        if decodes:
+            decode_slots, decode_mask = self._decode_context(decodes)
+            for i, c in enumerate(decodes):
+                ids.append(c.seq.token_ids[-1])
+                positions.append(c.seq.num_tokens - 1)
+            slot_parts.append(decode_slots[torch.arange(len(decodes)),
+                                           torch.tensor(positions, device=self.device)])
+            sample_rows.extend(range(len(decodes)))
+        for c in prefills:
+            start = c.seq.num_computed_tokens
+            end = start + c.num_tokens
+            context = self._slots(c.seq.block_table, 0, end)
+            segments.append(PrefillSegment(len(ids), c.num_tokens, context))
+            ids.extend(c.seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            slot_parts.append(context[start:end])
+            if c.samples:
+                sample_rows.append(len(ids) - 1)
+        meta = AttentionMetadata(
+            slot_mapping=torch.cat(slot_parts), num_decode=len(decodes),
+            decode_slots=decode_slots, decode_mask=decode_mask, prefills=segments,
+        )
+        as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)  # noqa: E731
+        return as_tensor(ids), as_tensor(positions), meta, sample_rows
+
+    @torch.inference_mode()
+    def execute(
+        self, decodes: list[ScheduledChunk], prefills: list[ScheduledChunk]
+    ) -> torch.Tensor:
+        """Run one forward pass; returns float32 logits [num_sampling_chunks, vocab]."""
+        input_ids, positions, meta, rows = self.prepare(decodes, prefills)
+        hidden = self.model(input_ids, positions, self.kv_caches, meta)
+        if not rows:
+            return torch.empty(0, self.model.config.vocab_size)
+        logits = self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])
+        return logits.float().cpu()

@@ -1,0 +1,163 @@
+"""After the forward pass: fork samples, constrain and sample logits, append tokens, apply stops."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from dashserve.engine.outputs import EngineEvent, TokenLogprob, TopLogprob
+from dashserve.engine.request_state import RequestState, SampleState
+from dashserve.engine.scheduler import ScheduledChunk
+from dashserve.engine.sequence import Sequence, SequenceStatus
+from dashserve.sampling.sampler import NEG_INF, RowInput, RowOutput, sample
+
+if TYPE_CHECKING:
+    from dashserve.engine.engine import LLMEngine
+
+
+class StepPostprocessor:
+    """Turns one step's logits into new tokens and EngineEvents for the engine."""
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+        tok = engine.tokenizer
+        self.think_start_id = tok.token_to_id("<think>")
+        self.think_end_id = tok.token_to_id("</think>")
+        self.think_close_ids = tok.encode("\n</think>\n\n") if self.think_end_id is not None else []
+
+    def process(self, chunks: list[ScheduledChunk], logits: torch.Tensor) -> list[EngineEvent]:
+        items: list[tuple[RequestState, SampleState]] = []
+        rows: list[int] = []
+        copies: list[tuple[int, int]] = []
+        for row, chunk in enumerate(chunks):
+            state = self.engine.requests[chunk.seq.request_id]
+            items.append((state, state.samples[chunk.seq.index]))
+            rows.append(row)
+            if chunk.seq.pending_forks:
+                for child in self._fork(state, chunk.seq, copies):
+                    items.append((state, child))
+                    rows.append(row)
+        self.engine.runner.copy_blocks(copies)
+        if not items:
+            return []
+        batch = logits[torch.tensor(rows)] if len(rows) != logits.shape[0] else logits.clone()
+        self._constrain(batch, items)
+        row_inputs = [
+            RowInput(s.seq.params, s.generator, s.seq.token_ids[: s.seq.num_prompt_tokens],
+                     s.seq.output_token_ids)
+            for _, s in items
+        ]
+        outs = sample(batch, row_inputs, self.engine.tokenizer.vocab_size)
+        return [self._append(state, s, out) for (state, s), out in zip(items, outs, strict=True)]
+
+    def _fork(
+        self, state: RequestState, parent: Sequence, copies: list[tuple[int, int]]
+    ) -> list[SampleState]:
+        engine = self.engine
+        children = []
+        for index in range(1, parent.pending_forks + 1):
+            child = Sequence(
+                seq_id=next(engine._seq_ids), request_id=parent.request_id, index=index,
+                token_ids=list(parent.token_ids), num_prompt_tokens=parent.num_prompt_tokens,
+                params=parent.params, max_total_tokens=parent.max_total_tokens,
+                arrival_time=parent.arrival_time, in_thinking=parent.params.starts_in_thinking,
+                num_cached_tokens=parent.num_cached_tokens,
+            )
+            needs_copy = parent.num_computed_tokens % engine.block_manager.block_size != 0
+            if engine.block_manager.num_free_blocks >= int(needs_copy):
+                pair = engine.block_manager.fork(parent, child)
+                if pair is not None:
+                    copies.append(pair)
+                engine.scheduler.add_running(child)
+            else:  # no block for copy-on-write: recompute later, mostly from the prefix cache
+                engine.scheduler.add(child)
+            sample_state = engine._new_sample(state, child)
+            state.samples[index] = sample_state
+            children.append(sample_state)
+        parent.pending_forks = 0
+        return children
+
+    def _constrain(self, batch: torch.Tensor, items: list[tuple[RequestState, SampleState]]) -> None:
+        """Mask end-of-sequence ids before min_tokens (or always with ignore_eos), and apply
+        grammar masks to constrained rows outside a thinking block."""
+        eos = list(self.engine.eos_token_ids)
+        grammar_rows, matchers = [], []
+        for i, (_, s) in enumerate(items):
+            p = s.seq.params
+            if p.ignore_eos or s.seq.num_output_tokens < p.min_tokens:
+                batch[i, eos] = NEG_INF
+            if s.matcher is not None and not s.seq.in_thinking and not s.forced:
+                grammar_rows.append(i)
+                matchers.append(s.matcher)
+        if grammar_rows:
+            from dashserve.sampling.structured import apply_masks
+
+            apply_masks(batch, grammar_rows, matchers)
+
+    def _append(self, state: RequestState, s: SampleState, out: RowOutput) -> EngineEvent:
+        seq, p = s.seq, s.seq.params
+        forced = bool(s.forced)
+        token = s.forced.popleft() if forced else out.token_id
+        seq.token_ids.append(token)
+        self._track_thinking(s, token)
+        if s.matcher is not None and not seq.in_thinking and token != self.think_end_id:
+            s.matcher.accept_token(token)
+        status = None
+        if token in self.engine.eos_token_ids or token in p.stop_token_ids:
+            status = SequenceStatus.FINISHED_STOPPED
+        else:
+            s.detokenizer.push(token)
+            if s.detokenizer.stopped:
+                status = SequenceStatus.FINISHED_STOPPED
+        if status is None and seq.num_tokens >= seq.max_total_tokens:
+            status = SequenceStatus.FINISHED_LENGTH
+        logprobs = [self._logprob(token, out)] if p.logprobs and not forced else None
+        if status is not None:
+            return self.finish(state, s, status, [token], logprobs)
+        return self._event(state, s, [token], s.detokenizer.take(), logprobs)
+
+    def _track_thinking(self, s: SampleState, token: int) -> None:
+        seq = s.seq
+        if seq.in_thinking:
+            seq.num_reasoning_tokens += 1
+            if token == self.think_end_id:
+                seq.in_thinking = False
+            elif (seq.params.thinking_budget is not None and not s.forced
+                  and seq.num_reasoning_tokens >= seq.params.thinking_budget):
+                s.forced.extend(self.think_close_ids)
+        elif token == self.think_start_id and seq.num_output_tokens == 1:
+            seq.in_thinking = True
+            seq.num_reasoning_tokens += 1
+
+    def _logprob(self, token: int, out: RowOutput) -> TokenLogprob:
+        tok = self.engine.tokenizer
+        top = [TopLogprob(t, tok.token_str(t), list(tok.token_bytes(t)), lp) for t, lp in out.top or []]
+        lp = out.logprob if out.logprob is not None else 0.0
+        return TokenLogprob(token, tok.token_str(token), list(tok.token_bytes(token)), lp, top)
+
+    def finish(
+        self, state: RequestState, s: SampleState, status: SequenceStatus,
+        token_ids: list[int] | None = None, logprobs: list[TokenLogprob] | None = None,
+    ) -> EngineEvent:
+        """End one sample: free its blocks, flush its text, close the request if it was last."""
+        self.engine.scheduler.finish(s.seq, status)
+        state.num_finished += 1
+        event = self._event(state, s, token_ids or [], s.detokenizer.take(final=True), logprobs)
+        if state.is_finished:
+            event.finished = True
+            del self.engine.requests[state.request_id]
+        return event
+
+    def _event(
+        self, state: RequestState, s: SampleState, token_ids: list[int], text: str,
+        logprobs: list[TokenLogprob] | None,
+    ) -> EngineEvent:
+        seq = s.seq
+        return EngineEvent(
+            request_id=state.request_id, index=seq.index, token_ids=token_ids, text=text,
+            finish_reason=seq.finish_reason, num_prompt_tokens=state.num_prompt_tokens,
+            num_output_tokens=seq.num_output_tokens,
+            num_cached_tokens=min(state.samples[0].seq.num_cached_tokens, state.num_prompt_tokens),
+            logprobs=logprobs, num_reasoning_tokens=seq.num_reasoning_tokens,
+        )
