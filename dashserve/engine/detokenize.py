@@ -1,8 +1,8 @@
 """Incremental detokenization with stop strings: bytes in, whole UTF-8 characters out.
 
 Each token contributes raw bytes; only complete UTF-8 characters are released. While stop
-strings are set, the last ``max(len(stop)) - 1`` characters are held back, because they could
-still become the start of a stop string; once a stop string appears, the text is cut right
+strings are set, a tail of the text that is the beginning of some stop string is held back,
+because it could still become one; once a stop string appears, the text is cut right
 before it and nothing after it is ever released.
 """
 
@@ -52,12 +52,20 @@ class IncrementalDetokenizer:
         U+FFFD, held-back characters are released)."""
         if final and not self.stopped:
             self._text += self._decoder.decode(b"", final=True)
-        keep = 0 if (final or self.stopped) else self._hold
+        keep = 0 if (final or self.stopped) else self._partial_stop_len()
         n = max(0, len(self._text) - keep)
         out, self._text = self._text[:n], self._text[n:]
         if out:
             self._full.append(out)
         return out
+
+    def _partial_stop_len(self) -> int:
+        """Length of the longest tail of the pending text that begins some stop string."""
+        for k in range(min(self._hold, len(self._text)), 0, -1):
+            tail = self._text[-k:]
+            if any(s.startswith(tail) for s in self._stop):
+                return k
+        return 0
 
     @property
     def text(self) -> str:

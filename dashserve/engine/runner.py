@@ -28,7 +28,7 @@ class ModelRunner:
         cfg = model.config
         dtype = model.lm_head.weight.dtype
         num_slots = cache.num_blocks * cache.block_size
-        shape = (num_slots, cfg.num_key_value_heads, cfg.head_dim)
+        shape = (cfg.num_key_value_heads, num_slots, cfg.head_dim)
         self.kv_caches = [
             (torch.zeros(shape, dtype=dtype, device=device),
              torch.zeros(shape, dtype=dtype, device=device))
@@ -39,7 +39,7 @@ class ModelRunner:
         log.info(
             "KV cache: %d blocks x %d tokens = %d tokens, %.2f GiB",
             cache.num_blocks, bs, num_slots,
-            2 * len(self.kv_caches) * num_slots * shape[1] * shape[2] * dtype.itemsize / 2**30,
+            2 * len(self.kv_caches) * num_slots * shape[0] * shape[2] * dtype.itemsize / 2**30,
         )
 
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
@@ -47,8 +47,8 @@ class ModelRunner:
         bs = self.cache.block_size
         for src, dst in pairs:
             for k, v in self.kv_caches:
-                k[dst * bs:(dst + 1) * bs] = k[src * bs:(src + 1) * bs]
-                v[dst * bs:(dst + 1) * bs] = v[src * bs:(src + 1) * bs]
+                k[:, dst * bs:(dst + 1) * bs] = k[:, src * bs:(src + 1) * bs]
+                v[:, dst * bs:(dst + 1) * bs] = v[:, src * bs:(src + 1) * bs]
 
     def _slots(self, block_table: list[int], start: int, end: int) -> torch.Tensor:
         bt = torch.tensor(block_table, dtype=torch.long, device=self.device)
@@ -70,7 +70,7 @@ class ModelRunner:
         valid = torch.arange(max_len, device=self.device).unsqueeze(0) < lens
         mask = torch.zeros(valid.shape, dtype=torch.float32, device=self.device)
         mask.masked_fill_(~valid, float("-inf"))
-        return slots.contiguous(), mask.view(len(decodes), 1, 1, max_len)
+        return slots.contiguous(), mask.view(1, len(decodes), 1, max_len)
 
     def prepare(
         self, decodes: list[ScheduledChunk], prefills: list[ScheduledChunk]

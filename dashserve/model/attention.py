@@ -8,6 +8,8 @@ A step's tokens are laid out decode-first::
 
 Each layer writes the new K/V rows into its cache at ``slot_mapping`` (slot = block * block_size
 + offset), then reads each sequence's whole context back through the slots listed for it.
+Caches are laid out head-major, ``[num_kv_heads, num_slots, head_dim]``, so one gather yields
+``[KVH, B, L, D]``, which batched matmuls consume without a further copy.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class AttentionMetadata:
     slot_mapping: torch.Tensor  # [T] where each new token's K/V is written
     num_decode: int  # the first num_decode tokens are single-token decodes
     decode_slots: torch.Tensor | None  # [B, L] context slots per decoding seq (padded with 0)
-    decode_mask: torch.Tensor | None  # [B, 1, 1, L] additive mask: 0 valid, -inf padding
+    decode_mask: torch.Tensor | None  # [1, B, 1, L] additive mask: 0 valid, -inf padding
     prefills: list[PrefillSegment]
 
 
@@ -43,9 +45,9 @@ def paged_attention(
     k_cache: torch.Tensor, v_cache: torch.Tensor,
     meta: AttentionMetadata, scale: float,
 ) -> torch.Tensor:
-    """q: [T, H, D]; k, v: [T, KVH, D]; caches: [num_slots, KVH, D]. Returns [T, H, D]."""
-    k_cache.index_copy_(0, meta.slot_mapping, k)
-    v_cache.index_copy_(0, meta.slot_mapping, v)
+    """q: [T, H, D]; k, v: [T, KVH, D]; caches: [KVH, num_slots, D]. Returns [T, H, D]."""
+    k_cache.index_copy_(1, meta.slot_mapping, k.transpose(0, 1))
+    v_cache.index_copy_(1, meta.slot_mapping, v.transpose(0, 1))
     out = torch.empty_like(q)
     if meta.num_decode:
         out[: meta.num_decode] = _decode(q[: meta.num_decode], k_cache, v_cache, meta, scale)
@@ -61,14 +63,14 @@ def _decode(
 ) -> torch.Tensor:
     assert meta.decode_slots is not None and meta.decode_mask is not None
     b, h, d = q.shape
-    kvh = k_cache.shape[1]
+    kvh = k_cache.shape[0]
     group = h // kvh
-    keys = k_cache[meta.decode_slots].permute(0, 2, 3, 1)  # [B, KVH, D, L]
-    values = v_cache[meta.decode_slots].transpose(1, 2)  # [B, KVH, L, D]
-    qg = q.view(b, kvh, group, d)
-    scores = torch.matmul(qg, keys).float() * scale + meta.decode_mask  # [B, KVH, G, L]
-    probs = torch.softmax(scores, dim=-1).to(values.dtype)
-    return torch.matmul(probs, values).reshape(b, h, d)
+    keys = k_cache[:, meta.decode_slots]  # [KVH, B, L, D]
+    values = v_cache[:, meta.decode_slots]
+    qg = q.view(b, kvh, group, d).transpose(0, 1)  # [KVH, B, G, D]
+    scores = torch.matmul(qg, keys.transpose(-1, -2)).float() * scale + meta.decode_mask
+    probs = torch.softmax(scores, dim=-1).to(values.dtype)  # [KVH, B, G, L]
+    return torch.matmul(probs, values).transpose(0, 1).reshape(b, h, d)
 
 
 def _prefill(
@@ -77,8 +79,8 @@ def _prefill(
 ) -> torch.Tensor:
     n, h, d = q.shape
     ctx = seg.context_slots.shape[0]
-    keys = k_cache[seg.context_slots].transpose(0, 1).unsqueeze(0)  # [1, KVH, ctx, D]
-    values = v_cache[seg.context_slots].transpose(0, 1).unsqueeze(0)
+    keys = k_cache[:, seg.context_slots].unsqueeze(0)  # [1, KVH, ctx, D]
+    values = v_cache[:, seg.context_slots].unsqueeze(0)
     qh = q.transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
     if ctx == n:
         out = F.scaled_dot_product_attention(
