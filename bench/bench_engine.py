@@ -105,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         max_num_seqs=max(args.batches), max_num_batched_tokens=max(512, args.prompt),
         kv_cache_gb=2.0,
     ))
-    weight_bytes = sum(p.numel() * p.element_size()
-                       for p in {id(p): p for p in engine.runner.model.parameters()}.values())
+    weight_bytes = engine.weight_bytes
     bandwidth = measure_bandwidth_gbs()
     roofline_ms = weight_bytes / (bandwidth * 1e9) * 1000
     log.info("threads %d, weights %.2f GB, copy bandwidth %.1f GB/s, roofline %.1f ms/token",

@@ -26,7 +26,7 @@ class ModelRunner:
         self.cache = cache
         self.device = device
         cfg = model.config
-        dtype = model.lm_head.weight.dtype
+        dtype = model.model.embed_tokens.weight.dtype
         num_slots = cache.num_blocks * cache.block_size
         shape = (cfg.num_key_value_heads, num_slots, cfg.head_dim)
         self.kv_caches = [
