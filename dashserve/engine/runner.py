@@ -9,6 +9,7 @@ import torch
 
 from dashserve.engine.scheduler import ScheduledChunk
 from dashserve.model.attention import AttentionMetadata, PrefillSegment
+from dashserve.model.cpu_kernels import paged_decode_module
 from dashserve.model.qwen import QwenForCausalLM
 
 log = logging.getLogger(__name__)
@@ -21,8 +22,15 @@ class CacheConfig:
 
 
 class ModelRunner:
-    def __init__(self, model: QwenForCausalLM, cache: CacheConfig, device: torch.device) -> None:
+    def __init__(
+        self, model: QwenForCausalLM, cache: CacheConfig, device: torch.device,
+        use_native_kernels: bool = True,
+    ) -> None:
         self.model = model
+        self.decode_kernel = None
+        if use_native_kernels and device.type == "cpu":
+            native = paged_decode_module()
+            self.decode_kernel = native.paged_decode if native is not None else None
         self.cache = cache
         self.device = device
         cfg = model.config
@@ -56,7 +64,7 @@ class ModelRunner:
 
     def _decode_context(
         self, decodes: list[ScheduledChunk]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         bs = self.cache.block_size
         lengths = [c.seq.num_tokens for c in decodes]
         max_blocks = max(len(c.seq.block_table) for c in decodes)
@@ -66,11 +74,11 @@ class ModelRunner:
         )
         max_len = max(lengths)
         slots = (table.unsqueeze(2) * bs + self._offsets).view(len(decodes), -1)[:, :max_len]
-        lens = torch.tensor(lengths, device=self.device).unsqueeze(1)
+        lens = torch.tensor(lengths, dtype=torch.long, device=self.device).unsqueeze(1)
         valid = torch.arange(max_len, device=self.device).unsqueeze(0) < lens
         mask = torch.zeros(valid.shape, dtype=torch.float32, device=self.device)
         mask.masked_fill_(~valid, float("-inf"))
-        return slots.contiguous(), mask.view(1, len(decodes), 1, max_len)
+        return slots.contiguous(), mask.view(1, len(decodes), 1, max_len), lens.view(-1)
 
     def prepare(
         self, decodes: list[ScheduledChunk], prefills: list[ScheduledChunk]
@@ -82,9 +90,9 @@ class ModelRunner:
         slot_parts: list[torch.Tensor] = []
         sample_rows: list[int] = []
         segments: list[PrefillSegment] = []
-        decode_slots = decode_mask = None
+        decode_slots = decode_mask = decode_lens = None
         if decodes:
-            decode_slots, decode_mask = self._decode_context(decodes)
+            decode_slots, decode_mask, decode_lens = self._decode_context(decodes)
             for i, c in enumerate(decodes):
                 ids.append(c.seq.token_ids[-1])
                 positions.append(c.seq.num_tokens - 1)
@@ -104,6 +112,7 @@ class ModelRunner:
         meta = AttentionMetadata(
             slot_mapping=torch.cat(slot_parts), num_decode=len(decodes),
             decode_slots=decode_slots, decode_mask=decode_mask, prefills=segments,
+            decode_lens=decode_lens, decode_kernel=self.decode_kernel,
         )
         as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)  # noqa: E731
         return as_tensor(ids), as_tensor(positions), meta, sample_rows

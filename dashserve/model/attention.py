@@ -14,6 +14,7 @@ Caches are laid out head-major, ``[num_kv_heads, num_slots, head_dim]``, so one 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,9 @@ class AttentionMetadata:
     decode_slots: torch.Tensor | None  # [B, L] context slots per decoding seq (padded with 0)
     decode_mask: torch.Tensor | None  # [1, B, 1, L] additive mask: 0 valid, -inf padding
     prefills: list[PrefillSegment]
+    decode_lens: torch.Tensor | None = None  # [B] context length per decoding seq
+    # native kernel (q, k_cache, v_cache, slots, lens, scale) -> out, reading the cache in place
+    decode_kernel: Callable[..., torch.Tensor] | None = None
 
 
 def paged_attention(
@@ -49,7 +53,12 @@ def paged_attention(
     k_cache.index_copy_(1, meta.slot_mapping, k.transpose(0, 1))
     v_cache.index_copy_(1, meta.slot_mapping, v.transpose(0, 1))
     out = torch.empty_like(q)
-    if meta.num_decode:
+    if meta.num_decode and meta.decode_kernel is not None:
+        out[: meta.num_decode] = meta.decode_kernel(
+            q[: meta.num_decode].contiguous(), k_cache, v_cache, meta.decode_slots,
+            meta.decode_lens, scale,
+        )
+    elif meta.num_decode:
         out[: meta.num_decode] = _decode(q[: meta.num_decode], k_cache, v_cache, meta, scale)
     for seg in meta.prefills:
         end = seg.token_start + seg.num_tokens

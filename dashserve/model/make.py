@@ -1,0 +1,176 @@
+"""``dashserve make-model``: write a random-weight Qwen checkpoint directory (config, weights, tokenizer).
+
+Weights are drawn without transformers: one ``torch.Generator`` seeded with ``seed`` fills the
+tensors in a fixed order (normal(0, 0.02) for matrices, ones for norms, zeros for biases), each
+created directly in the target dtype, and streamed one by one into ``model.safetensors`` with a
+fixed header, so the same preset, seed and dtype always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import struct
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
+
+import torch
+
+from dashserve.model.presets import (
+    DESCRIPTIONS, PRESETS, generation_config, head_dim, is_moe_layer, param_count, preset_config,
+)
+
+log = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
+INIT_STD = 0.02
+CHUNK_ELEMENTS = 1 << 23  # random fill granularity, bounds temporary memory
+
+
+class TensorSpec(NamedTuple):
+    name: str
+    shape: tuple[int, ...]
+    init: str  # "normal" | "ones" | "zeros"
+
+
+def _layer_specs(cfg: dict[str, Any], i: int) -> list[TensorSpec]:
+    h, hd = cfg["hidden_size"], head_dim(cfg)
+    q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    p = f"model.layers.{i}."
+    specs = [TensorSpec(p + "input_layernorm.weight", (h,), "ones")]
+    for proj, rows in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
+        specs.append(TensorSpec(f"{p}self_attn.{proj}.weight", (rows, h), "normal"))
+        if cfg["model_type"] == "qwen2" or cfg.get("attention_bias"):
+            specs.append(TensorSpec(f"{p}self_attn.{proj}.bias", (rows,), "zeros"))
+    specs.append(TensorSpec(p + "self_attn.o_proj.weight", (h, q), "normal"))
+    if cfg["model_type"] != "qwen2":
+        specs += [TensorSpec(p + "self_attn.q_norm.weight", (hd,), "ones"),
+                  TensorSpec(p + "self_attn.k_norm.weight", (hd,), "ones")]
+    specs.append(TensorSpec(p + "post_attention_layernorm.weight", (h,), "ones"))
+    if is_moe_layer(cfg, i):
+        mi = cfg["moe_intermediate_size"]
+        specs.append(TensorSpec(p + "mlp.gate.weight", (cfg["num_experts"], h), "normal"))
+        for e in range(cfg["num_experts"]):
+            specs += _mlp_specs(f"{p}mlp.experts.{e}.", h, mi)
+    else:
+        specs += _mlp_specs(p + "mlp.", h, cfg["intermediate_size"])
+    return specs
+
+
+def _mlp_specs(prefix: str, hidden: int, inter: int) -> list[TensorSpec]:
+    return [TensorSpec(prefix + "gate_proj.weight", (inter, hidden), "normal"),
+            TensorSpec(prefix + "up_proj.weight", (inter, hidden), "normal"),
+            TensorSpec(prefix + "down_proj.weight", (hidden, inter), "normal")]
+
+
+def tensor_specs(cfg: dict[str, Any]) -> list[TensorSpec]:
+    """Every tensor of the checkpoint, with Hugging Face names, in file and fill order."""
+    h, v = cfg["hidden_size"], cfg["vocab_size"]
+    specs = [TensorSpec("model.embed_tokens.weight", (v, h), "normal")]
+    for i in range(cfg["num_hidden_layers"]):
+        specs += _layer_specs(cfg, i)
+    specs.append(TensorSpec("model.norm.weight", (h,), "ones"))
+    if not cfg["tie_word_embeddings"]:
+        specs.append(TensorSpec("lm_head.weight", (v, h), "normal"))
+    return specs
+
+
+def _make_tensor(spec: TensorSpec, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
+    if spec.init == "ones":
+        return torch.ones(spec.shape, dtype=dtype)
+    if spec.init == "zeros":
+        return torch.zeros(spec.shape, dtype=dtype)
+    t = torch.empty(spec.shape, dtype=dtype)
+    flat = t.view(-1)
+    for start in range(0, flat.numel(), CHUNK_ELEMENTS):
+        flat[start : start + CHUNK_ELEMENTS].normal_(0.0, INIT_STD, generator=gen)
+    return t
+
+
+def _write_header(f: BinaryIO, specs: list[TensorSpec], dtype: torch.dtype) -> None:
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for s in specs:
+        n = itemsize
+        for d in s.shape:
+            n *= d
+        header[s.name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(s.shape),
+                          "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # tensor data starts 8-byte aligned
+    f.write(struct.pack("<Q", len(raw)))
+    f.write(raw)
+
+
+def _iter_tensors(cfg: dict[str, Any], dtype: torch.dtype, seed: int) -> Iterator[tuple[TensorSpec, torch.Tensor]]:
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(seed)
+    for spec in tensor_specs(cfg):
+        yield spec, _make_tensor(spec, dtype, gen)
+
+
+def write_weights(cfg: dict[str, Any], path: Path, seed: int, dtype: torch.dtype) -> None:
+    """Stream random weights into a safetensors file; one tensor in memory at a time."""
+    specs = tensor_specs(cfg)
+    level = logging.INFO if param_count(cfg) > 100_000_000 else logging.DEBUG
+    layers = cfg["num_hidden_layers"]
+    done_layer = -1
+    with open(path, "wb") as f:
+        _write_header(f, specs, dtype)
+        for spec, t in _iter_tensors(cfg, dtype, seed):
+            f.write(t.contiguous().view(-1).view(torch.uint8).numpy().data)
+            if spec.name.startswith("model.layers."):
+                layer = int(spec.name.split(".")[2])
+                if layer != done_layer and layer > 0:
+                    log.log(level, "layer %d/%d written", layer, layers)
+                done_layer = layer
+    log.log(level, "layer %d/%d written", layers, layers)
+
+
+def make_model(preset: str, out_dir: Path, seed: int = 0, dtype: str | None = None) -> Path:
+    """Write a Hugging Face checkpoint directory for ``preset`` into ``out_dir``; returns it."""
+    started = time.monotonic()
+    cfg = preset_config(preset, dtype)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    (out_dir / "generation_config.json").write_text(json.dumps(generation_config(cfg), indent=2) + "\n")
+    write_weights(cfg, out_dir / "model.safetensors", seed, TORCH_DTYPES[cfg["torch_dtype"]])
+    from dashserve.tokenizer_build import write_tokenizer_files
+
+    write_tokenizer_files(out_dir)
+    log.info("made %s (%s, seed %d, %.1fM params) in %s in %.1fs", preset, cfg["torch_dtype"], seed,
+             param_count(cfg) / 1e6, out_dir, time.monotonic() - started)
+    return out_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="model shape to write")
+    parser.add_argument("--out", type=Path, help="output directory")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"),
+                        help="weight dtype (default: the preset's)")
+    parser.add_argument("--list", action="store_true", help="list the presets and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        for name, cfg in PRESETS.items():
+            line = f"{name:<20} {cfg['torch_dtype']:<9} {param_count(cfg) / 1e6:8.1f}M  {DESCRIPTIONS.get(name, '')}"
+            print(line)  # noqa: T201
+        return 0
+    if not args.preset or not args.out:
+        print("dashserve make-model: --preset and --out are required (or --list)", file=sys.stderr)  # noqa: T201
+        return 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = make_model(args.preset, args.out, seed=args.seed, dtype=args.dtype)
+    print(out)  # noqa: T201
+    return 0
