@@ -1,7 +1,8 @@
-"""``dashserve make-model``: write a random-weight Qwen checkpoint directory (config, weights, tokenizer).
+"""``dashserve make-model``: write a random-weight Qwen checkpoint directory (config, weights,
+tokenizer).
 
 Weights are drawn without transformers: one ``torch.Generator`` seeded with ``seed`` fills the
-tensors in a fixed order (normal(0, 0.02) for matrices, ones for norms, zeros for biases), each
+tensors in a fixed order (normal(0, 0.02) for matrices, 1 + normal(0, 0.1) for norms, normal(0, 0.02) for biases), each
 created directly in the target dtype, and streamed one by one into ``model.safetensors`` with a
 fixed header, so the same preset, seed and dtype always give the same bytes.
 """
@@ -81,10 +82,12 @@ def tensor_specs(cfg: dict[str, Any]) -> list[TensorSpec]:
 
 
 def _make_tensor(spec: TensorSpec, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
+    # norms near one and small biases, both random, so that a loader which drops a bias or
+    # misplaces a norm weight changes the logits and parity tests catch it
     if spec.init == "ones":
-        return torch.ones(spec.shape, dtype=dtype)
+        return (1.0 + 0.1 * torch.randn(spec.shape, generator=gen)).to(dtype)
     if spec.init == "zeros":
-        return torch.zeros(spec.shape, dtype=dtype)
+        return (INIT_STD * torch.randn(spec.shape, generator=gen)).to(dtype)
     t = torch.empty(spec.shape, dtype=dtype)
     flat = t.view(-1)
     for start in range(0, flat.numel(), CHUNK_ELEMENTS):
@@ -109,7 +112,9 @@ def _write_header(f: BinaryIO, specs: list[TensorSpec], dtype: torch.dtype) -> N
     f.write(raw)
 
 
-def _iter_tensors(cfg: dict[str, Any], dtype: torch.dtype, seed: int) -> Iterator[tuple[TensorSpec, torch.Tensor]]:
+def _iter_tensors(
+    cfg: dict[str, Any], dtype: torch.dtype, seed: int
+) -> Iterator[tuple[TensorSpec, torch.Tensor]]:
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed)
     for spec in tensor_specs(cfg):
@@ -141,7 +146,8 @@ def make_model(preset: str, out_dir: Path, seed: int = 0, dtype: str | None = No
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    (out_dir / "generation_config.json").write_text(json.dumps(generation_config(cfg), indent=2) + "\n")
+    gen = generation_config(cfg)
+    (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     write_weights(cfg, out_dir / "model.safetensors", seed, TORCH_DTYPES[cfg["torch_dtype"]])
     from dashserve.tokenizer_build import write_tokenizer_files
 
@@ -163,11 +169,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.list:
         for name, cfg in PRESETS.items():
-            line = f"{name:<20} {cfg['torch_dtype']:<9} {param_count(cfg) / 1e6:8.1f}M  {DESCRIPTIONS.get(name, '')}"
+            size = f"{param_count(cfg) / 1e6:8.1f}M"
+            line = f"{name:<20} {cfg['torch_dtype']:<9} {size}  {DESCRIPTIONS.get(name, '')}"
             print(line)  # noqa: T201
         return 0
     if not args.preset or not args.out:
-        print("dashserve make-model: --preset and --out are required (or --list)", file=sys.stderr)  # noqa: T201
+        msg = "dashserve make-model: --preset and --out are required (or --list)"
+        print(msg, file=sys.stderr)  # noqa: T201
         return 2
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -2,8 +2,8 @@
 
 Every row carries its own parameters and its own ``torch.Generator``, and is processed on its
 own slice, so a seeded request gives the same tokens whatever else shares the batch.
-Sampling uses the exponential-race trick (argmax of p / Exp(1) noise), which draws from
-exactly the filtered distribution with one generator call per row.
+Sampling inverts the cumulative distribution of the filtered probabilities with one uniform
+draw per row: exact, and far cheaper than drawing noise for the whole vocabulary.
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ def sample_row(logits: torch.Tensor, row: RowInput) -> RowOutput:
         logprobs = torch.log_softmax(logits, dim=-1)
         return RowOutput(token, float(logprobs[token]), _top(logprobs, None, p.top_logprobs))
     logprobs, ids = _candidates(logits, p)
-    noise = torch.empty_like(logprobs).exponential_(generator=row.generator)
-    pick = int(torch.argmax(logprobs - noise.log()))
+    cdf = logprobs.exp().cumsum(0, dtype=torch.float64)
+    u = torch.rand(1, generator=row.generator, dtype=torch.float64) * cdf[-1]
+    pick = min(int(torch.searchsorted(cdf, u, right=True)), cdf.shape[0] - 1)
     token = int(ids[pick]) if ids is not None else pick
     if not p.logprobs:
         return RowOutput(token)

@@ -1,0 +1,225 @@
+"""Tokenizer: the runtime wrapper around a checkpoint's tokenizer.json, its special tokens,
+per-token bytes and chat template (rendered the way Hugging Face transformers renders it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dashserve.errors import InvalidRequest
+from dashserve.tokenizer_build import bytes_to_unicode
+
+log = logging.getLogger(__name__)
+
+# Names templates read a message's reasoning under; the first is the standard one.
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+_SPECIAL_TOKEN_NAMES = (
+    "bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
+)
+
+
+def _token_content(value: Any) -> str | None:
+    """A special-token entry of tokenizer_config.json: a string, an AddedToken dict or null."""
+    if isinstance(value, Mapping):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _plain(value: Any) -> Any:
+    """Template input rebuilt from plain JSON-like types (pydantic models and dataclasses too)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if callable(getattr(value, "model_dump", None)):
+        return _plain(value.model_dump())
+    return f"<{type(value).__name__}>"
+
+
+def _prepare_messages(messages: Sequence[Any]) -> list[dict[str, Any]]:
+    """Drop keys whose value is None and alias the reasoning fields, as transformers does."""
+    out = []
+    for message in messages:
+        msg = {k: v for k, v in _plain(message).items() if v is not None}
+        reasoning = next((msg[k] for k in _REASONING_FIELDS if msg.get(k) is not None), None)
+        if reasoning is not None:
+            msg = {"thinking": reasoning, **msg, "reasoning_content": reasoning}
+        out.append(msg)
+    return out
+
+
+def compile_chat_template(template: str):  # -> jinja2.Template
+    """Compile with the same environment transformers uses for chat templates."""
+    import jinja2
+    from jinja2.ext import Extension, loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class GenerationTag(Extension):
+        """``{% generation %}...{% endgeneration %}`` renders its body unchanged."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            node = jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body)
+            return node.set_lineno(lineno)
+
+        def _body(self, caller):
+            return caller()
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)
+
+    def strftime_now(fmt):
+        return datetime.now().strftime(fmt)
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTag, loopcontrols]
+    )
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    return env.from_string(template)
+
+
+class Tokenizer:
+    """Encode/decode, special ids, per-id bytes and chat-template rendering for one checkpoint."""
+
+    def __init__(
+        self,
+        backend: Any,  # tokenizers.Tokenizer
+        config: Mapping[str, Any] | None = None,
+        chat_template: str | None = None,
+        model_vocab_size: int | None = None,
+    ) -> None:
+        config = dict(config or {})
+        self.backend = backend
+        self.chat_template = chat_template
+        self._compiled = None
+        added = backend.get_added_tokens_decoder()  # id -> AddedToken
+        self.vocab_size: int = backend.get_vocab_size(with_added_tokens=True)
+        self.special_ids: frozenset[int] = frozenset(i for i, t in added.items() if t.special)
+        self.id_to_bytes: list[bytes] = self._build_id_to_bytes(added, model_vocab_size)
+        named = {name: _token_content(config.get(name)) for name in _SPECIAL_TOKEN_NAMES}
+        self.special_tokens: dict[str, str] = {k: v for k, v in named.items() if v is not None}
+        self.eos_token_id = self._id_of(self.special_tokens.get("eos_token"))
+        self.pad_token_id = self._id_of(self.special_tokens.get("pad_token"))
+        self.bos_token_id = self._id_of(self.special_tokens.get("bos_token"))
+        stops = [self.eos_token_id, self.token_to_id("<|endoftext|>")]
+        self.stop_token_ids: tuple[int, ...] = tuple(
+            dict.fromkeys(i for i in stops if i is not None)
+        )
+
+    def _build_id_to_bytes(
+        self, added: Mapping[int, Any], model_vocab_size: int | None
+    ) -> list[bytes]:
+        to_latin1 = str.maketrans({u: chr(b) for b, u in bytes_to_unicode().items()})
+        table = [b""] * max(self.vocab_size, model_vocab_size or 0)
+        for token, i in self.backend.get_vocab(with_added_tokens=False).items():
+            try:  # byte-level chars -> the bytes they stand for
+                table[i] = token.translate(to_latin1).encode("latin-1")
+            except UnicodeEncodeError:  # not a byte-level vocabulary entry
+                table[i] = token.encode("utf-8")
+        for i, tok in added.items():
+            table[i] = tok.content.encode("utf-8")
+        return table
+
+    def _id_of(self, token: str | None) -> int | None:
+        return None if token is None else self.token_to_id(token)
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> Tokenizer:
+        """Load tokenizer.json + tokenizer_config.json (+ chat_template.jinja when present). The id
+        table is padded to config.json's vocab_size when the directory is a model checkpoint."""
+        from tokenizers import Tokenizer as Backend
+
+        path = Path(path)
+        backend = Backend.from_file(str(path / "tokenizer.json"))
+        cfg_path = path / "tokenizer_config.json"
+        config = json.loads(cfg_path.read_text("utf-8")) if cfg_path.exists() else {}
+        template = config.get("chat_template")
+        if isinstance(template, list):  # [{"name": ..., "template": ...}, ...]
+            named = {t.get("name"): t.get("template") for t in template}
+            template = named.get("default") or next(iter(named.values()), None)
+        jinja_path = path / "chat_template.jinja"
+        if jinja_path.exists():
+            template = jinja_path.read_text("utf-8")
+        return cls(backend, config, template, _model_vocab_size(path))
+
+    # ---- encoding ---------------------------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; added/special tokens in the text are recognized. No BOS."""
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes token ``token_id`` stands for; b"" for ids with no token."""
+        if 0 <= token_id < len(self.id_to_bytes):
+            return self.id_to_bytes[token_id]
+        return b""
+
+    def token_str(self, token_id: int) -> str:
+        return self.token_bytes(token_id).decode("utf-8", errors="replace")
+
+    def token_to_id(self, text: str) -> int | None:
+        return self.backend.token_to_id(text)
+
+    # ---- chat template ----------------------------------------------------------------------
+
+    def apply_chat_template(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None = None,
+        add_generation_prompt: bool = True,
+        **template_kwargs: Any,
+    ) -> str:
+        """The prompt text for ``messages``; equal to transformers'
+        ``apply_chat_template(messages, tools=tools, tokenize=False, ...)``."""
+        import jinja2
+
+        if not self.chat_template:
+            raise InvalidRequest("this model has no chat template; send a plain prompt instead")
+        if self._compiled is None:
+            self._compiled = compile_chat_template(self.chat_template)
+        kwargs = {**self.special_tokens, **_plain(template_kwargs)}
+        documents = kwargs.pop("documents", None)
+        try:
+            return self._compiled.render(
+                messages=_prepare_messages(messages),
+                tools=_plain(list(tools)) if tools is not None else None,
+                documents=documents,
+                add_generation_prompt=add_generation_prompt,
+                **kwargs,
+            )
+        except (jinja2.TemplateError, TypeError) as exc:
+            raise InvalidRequest(
+                f"the messages do not fit the model's chat template: {exc}"
+            ) from exc
+
+
+def _model_vocab_size(path: Path) -> int | None:
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        return None
+    cfg = json.loads(cfg_path.read_text("utf-8"))
+    size = cfg.get("vocab_size") or (cfg.get("text_config") or {}).get("vocab_size")
+    return int(size) if size else None

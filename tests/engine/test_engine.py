@@ -1,0 +1,219 @@
+"""The real engine on the tiny presets: parity with transformers, batching, sampling, limits."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import torch
+
+from dashserve.engine.async_engine import AsyncEngine
+from dashserve.engine.engine import EngineConfig, LLMEngine
+from dashserve.engine.outputs import FinishReason
+from dashserve.engine.params import InvalidParameter, PromptTooLong, SamplingParams
+from dashserve.engine.scheduler import ScheduledChunk
+from dashserve.engine.sequence import Sequence
+from dashserve.llm import LLM
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+
+
+def make_engine(model_dir: Path, **kw) -> LLMEngine:
+    opts = dict(dtype="fp32", max_model_len=512, max_num_seqs=16, max_num_batched_tokens=64)
+    opts.update(kw)
+    return LLMEngine(EngineConfig(model=str(model_dir), **opts))
+
+
+def run(engine: LLMEngine, prompts: dict[str, tuple[list[int], SamplingParams]]) -> dict:
+    out: dict[str, dict[int, list[int]]] = {}
+    for rid, (ids, p) in prompts.items():
+        engine.add_request(rid, ids, p)
+        out[rid] = {}
+    while engine.has_unfinished():
+        for ev in engine.step():
+            out[ev.request_id].setdefault(ev.index, []).extend(ev.token_ids)
+    return out
+
+
+def random_ids(n: int, seed: int) -> list[int]:
+    return torch.randint(100, 150000, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+@pytest.fixture(scope="module")
+def engine(qwen3_tiny_dir: Path) -> LLMEngine:
+    return make_engine(qwen3_tiny_dir)
+
+
+@pytest.mark.parametrize("preset", ["qwen3-tiny", "qwen3-tiny-untied", "qwen2.5-tiny", "qwen3-moe-tiny"])
+def test_logits_and_greedy_tokens_match_transformers(model_dir_factory, preset: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model_dir = model_dir_factory(preset, dtype="fp32")
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ids = random_ids(40, seed=3)
+    with torch.inference_mode():
+        ref = hf.generate(torch.tensor([ids]), max_new_tokens=12, min_new_tokens=12,
+                          do_sample=False, pad_token_id=151643)[0, 40:].tolist()
+        ref_logits = hf(torch.tensor([ids])).logits[0, -1]
+    engine = make_engine(model_dir, max_num_batched_tokens=16)  # forces chunked prefill
+    engine.add_request("a", ids, GREEDY)
+    tokens: list[int] = []
+    while engine.has_unfinished():
+        for ev in engine.step():
+            tokens.extend(ev.token_ids)
+    assert tokens == ref
+    seq = Sequence(999, "x", 0, list(ids), len(ids), GREEDY, 512, 0.0)
+    engine.block_manager.allocate(seq)
+    seq.num_computed_tokens = 0
+    logits = engine.runner.execute([], [ScheduledChunk(seq, len(ids))])[0]
+    engine.block_manager.free(seq)
+    assert torch.allclose(logits, ref_logits, atol=1e-4), (logits - ref_logits).abs().max()
+
+
+def test_batched_greedy_equals_one_at_a_time(engine: LLMEngine) -> None:
+    prompts = {f"r{i}": (random_ids(10 + 7 * i, seed=i), GREEDY) for i in range(6)}
+    alone = {rid: run(engine, {rid: v})[rid] for rid, v in prompts.items()}
+    together = run(engine, prompts)
+    assert together == alone
+
+
+def test_seeded_sampling_is_batch_invariant(engine: LLMEngine) -> None:
+    p = SamplingParams(temperature=0.9, top_p=0.9, top_k=50, seed=1234, max_tokens=10, ignore_eos=True)
+    ids = random_ids(20, seed=11)
+    alone = run(engine, {"s": (ids, p)})["s"]
+    others = {f"o{i}": (random_ids(15, seed=100 + i), SamplingParams(temperature=1.0, max_tokens=8))
+              for i in range(5)}
+    mixed = run(engine, {"s": (ids, p), **others})["s"]
+    assert mixed == alone
+    other_seed = run(engine, {"s": (ids, SamplingParams(
+        temperature=0.9, top_p=0.9, top_k=50, seed=99, max_tokens=10, ignore_eos=True))})["s"]
+    assert other_seed != alone
+
+
+def test_n_samples_share_prompt_and_differ(engine: LLMEngine) -> None:
+    p = SamplingParams(temperature=1.0, seed=5, n=4, max_tokens=6, ignore_eos=True)
+    out = run(engine, {"n": (random_ids(37, seed=2), p)})["n"]
+    assert sorted(out) == [0, 1, 2, 3]
+    assert all(len(t) == 6 for t in out.values())
+    assert len({tuple(t) for t in out.values()}) > 1
+    assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
+
+
+def test_max_tokens_and_counts(engine: LLMEngine) -> None:
+    engine.add_request("m", random_ids(9, seed=4), SamplingParams(temperature=0, max_tokens=5, ignore_eos=True))
+    events = []
+    while engine.has_unfinished():
+        events.extend(engine.step())
+    last = events[-1]
+    assert last.finished and last.finish_reason == FinishReason.LENGTH
+    assert last.num_prompt_tokens == 9 and last.num_output_tokens == 5
+    assert sum(len(e.token_ids) for e in events) == 5
+
+
+def test_stop_token_ids_and_stop_strings(engine: LLMEngine) -> None:
+    ids = random_ids(12, seed=8)
+    free_run = run(engine, {"f": (ids, GREEDY)})["f"][0]
+    stop_tok = free_run[3]
+    out = run(engine, {"t": (ids, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True,
+                                                  stop_token_ids=(stop_tok,)))})["t"][0]
+    assert out == free_run[: free_run.index(stop_tok) + 1]
+    llm_text = engine.tokenizer.decode(free_run, skip_special_tokens=True)
+    stop = llm_text[len(llm_text) // 2: len(llm_text) // 2 + 2]
+    if stop.strip():
+        engine.add_request("s", ids, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, stop=(stop,)))
+        text, reason = "", None
+        while engine.has_unfinished():
+            for ev in engine.step():
+                text += ev.text
+                reason = ev.finish_reason or reason
+        assert stop not in text and llm_text.startswith(text) and reason == FinishReason.STOP
+
+
+def test_logprobs_and_top_logprobs(engine: LLMEngine) -> None:
+    p = SamplingParams(temperature=0.7, seed=1, max_tokens=4, logprobs=True, top_logprobs=3, ignore_eos=True)
+    engine.add_request("l", random_ids(10, seed=6), p)
+    entries = []
+    while engine.has_unfinished():
+        for ev in engine.step():
+            entries.extend(ev.logprobs or [])
+    assert len(entries) == 4
+    for e in entries:
+        assert e.logprob <= 0 and len(e.top_logprobs) == 3
+        assert e.top_logprobs[0].logprob >= e.logprob - 1e-6
+        assert bytes(e.bytes) == engine.tokenizer.token_bytes(e.token_id)
+
+
+def test_invalid_requests_raise_before_scheduling(engine: LLMEngine) -> None:
+    with pytest.raises(PromptTooLong) as exc:
+        engine.add_request("x", random_ids(600, seed=1), GREEDY)
+    assert exc.value.param == "input"
+    with pytest.raises(PromptTooLong) as exc:
+        engine.add_request("x", random_ids(10, seed=1), SamplingParams(max_tokens=510))
+    assert exc.value.param == "max_tokens"
+    for kwargs, param in [({"n": 5}, "n"), ({"top_logprobs": 6}, "top_logprobs"),
+                          ({"temperature": -0.1}, "temperature")]:
+        with pytest.raises(InvalidParameter) as exc:
+            SamplingParams(**kwargs)
+        assert exc.value.param == param
+    assert not engine.has_unfinished()
+
+
+def test_thousand_requests_leave_the_cache_empty(qwen3_tiny_dir: Path) -> None:
+    engine = make_engine(qwen3_tiny_dir, max_num_seqs=32, max_num_batched_tokens=256)
+    total = engine.block_manager.num_blocks
+    for i in range(1000):
+        p = SamplingParams(temperature=1.0, max_tokens=1 + i % 3, n=1 + i % 2)
+        engine.add_request(f"k{i}", random_ids(5 + i % 40, seed=i), p)
+        if i % 7 == 0:
+            engine.step()
+        if i % 11 == 0:
+            engine.abort(f"k{i}")
+    while engine.has_unfinished():
+        engine.step()
+    assert engine.block_manager.num_free_blocks == total
+    assert all(b.ref_count == 0 for b in engine.block_manager.blocks)
+
+
+def test_preemption_under_a_tiny_cache_completes_everything(qwen3_tiny_dir: Path) -> None:
+    engine = make_engine(qwen3_tiny_dir, kv_cache_gb=40 * 16 * 512 / 2**30, max_model_len=256)
+    assert engine.block_manager.num_blocks < 60
+    prompts = {f"p{i}": (random_ids(60, seed=i), SamplingParams(temperature=0, max_tokens=60, ignore_eos=True))
+               for i in range(8)}
+    out = run(engine, prompts)
+    assert engine.scheduler.num_preemptions > 0
+    assert all(len(v[0]) == 60 for v in out.values())
+    alone = run(engine, {"p0": prompts["p0"]})["p0"]
+    assert out["p0"] == alone
+    assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
+
+
+def test_offline_llm_api(qwen3_tiny_dir: Path) -> None:
+    llm = LLM(model=str(qwen3_tiny_dir), dtype="fp32", max_model_len=256)
+    outs = llm.generate(["你好, world", "def f(x):"], SamplingParams(temperature=0, max_tokens=5, ignore_eos=True))
+    assert [len(o.outputs[0].token_ids) for o in outs] == [5, 5]
+    assert outs[0].num_prompt_tokens == len(llm.tokenizer.encode("你好, world"))
+    chat = llm.chat([{"role": "user", "content": "hi"}], SamplingParams(max_tokens=3))
+    assert chat.num_output_tokens <= 3
+
+
+async def test_async_engine_streams_and_aborts(qwen3_tiny_dir: Path) -> None:
+    engine = AsyncEngine(make_engine(qwen3_tiny_dir))
+    try:
+        events = [e async for e in engine.submit("a", random_ids(8, seed=1), GREEDY)]
+        assert events[-1].finished and sum(len(e.token_ids) for e in events) == 12
+        gen = engine.submit("b", random_ids(8, seed=2), SamplingParams(max_tokens=400, ignore_eos=True))
+        async for _ in gen:
+            break
+        await gen.aclose()
+        for _ in range(100):
+            if not engine.engine.has_unfinished():
+                break
+            await asyncio.sleep(0.02)
+        bm = engine.engine.block_manager
+        assert bm.num_free_blocks == bm.num_blocks
+        with pytest.raises(InvalidParameter):
+            async for _ in engine.submit("c", [], GREEDY):
+                pass
+    finally:
+        await engine.shutdown()
