@@ -1,0 +1,241 @@
+"""DbGate: the Gate backed by the key store, a rate limiter, the usage writer and metrics.
+
+Authentication reads the key store on every request, so a key revoked by any process fails on
+its very next request. If the store cannot be reached, keys seen valid within
+``offline_grace_s`` keep working (a request against a dead database is still served); unknown
+keys then get 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from dashserve.engine.outputs import EngineStats
+from dashserve.errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    DashServeError,
+    ModelAccessDenied,
+    ModelUnavailable,
+    WorkspaceAccessDenied,
+)
+from dashserve.platform.gate import Admission, Principal, UsageRecord
+from dashserve.platform.keys import (
+    DEFAULT_WORKSPACE,
+    KeyManager,
+    allows_model,
+    hash_secret,
+    is_usable,
+    match_static,
+    now_utc,
+)
+from dashserve.platform.limits import LimitPolicy, Limiter, Reservation, check_engine_capacity
+from dashserve.platform.metering import UsageWriter
+from dashserve.platform.metrics import PlatformMetrics
+from dashserve.store.db import Store
+from dashserve.store.repos import KeyRow
+
+logger = logging.getLogger(__name__)
+
+_CACHE_SIZE = 10_000
+
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPrincipal(Principal):
+    """A principal carrying its key's rate limits to ``admit``."""
+
+    policy: LimitPolicy = field(default_factory=LimitPolicy)
+
+
+@dataclass(slots=True)
+class GateAdmission(Admission):
+    """An admission holding its limiter reservation until ``finish``."""
+
+    reservation: Reservation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GateConfig:
+    """Static keys (from ``--api-key``), admin keys and admission settings."""
+
+    static_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()
+    static_limits: LimitPolicy = field(default_factory=LimitPolicy)
+    default_workspace: str = DEFAULT_WORKSPACE
+    max_waiting: int | None = None  # engine queue length at which new requests get 429
+    max_kv_usage: float = 1.0  # KV cache fraction at which requests get 429 if any are waiting
+    offline_grace_s: float = 3600.0  # how long a key seen valid works while the store is down
+    store_retry_s: float = 1.0  # after a store failure, trust the cache this long before retrying
+
+
+def static_prefix(secret_hash: str) -> str:
+    """A loggable name for a static key that reveals nothing of it."""
+    return "static-" + secret_hash[:8]
+
+
+class DbGate:
+    """Implements ``Gate``: authenticate → admit → finish(UsageRecord)."""
+
+    def __init__(
+        self, store: Store, *, limiter: Limiter, writer: UsageWriter,
+        metrics: PlatformMetrics | None = None, config: GateConfig | None = None,
+        engine_stats: Callable[[], EngineStats | None] | None = None,
+        hooks: tuple[Hook, Hook] | None = None,
+    ) -> None:
+        """``hooks``: (on_start, on_stop), run first in ``start`` and last in ``stop``."""
+        self.config = config or GateConfig()
+        self.keys = KeyManager(store)
+        self.writer = writer
+        self.metrics = metrics
+        self._limiter = limiter
+        self._engine_stats = engine_stats
+        self._admin_hashes = {hash_secret(k) for k in self.config.admin_keys}
+        self._static_hashes = [hash_secret(k) for k in self.config.static_keys]
+        self._static_hashes += [h for h in self._admin_hashes if h not in self._static_hashes]
+        self._known: OrderedDict[str, tuple[KeyRow, float]] = OrderedDict()
+        self._store_down_until = 0.0
+        self._started = False
+        self._hooks = hooks
+
+    def set_engine_stats(self, engine_stats: Callable[[], EngineStats | None]) -> None:
+        self._engine_stats = engine_stats
+
+    async def start(self) -> None:
+        """Run the start hook (migrations, first key), then the usage writer. Idempotent."""
+        if not self._started:
+            if self._hooks is not None:
+                await self._hooks[0]()
+            await self.writer.start()
+            self._started = True
+
+    async def stop(self) -> None:
+        """Drain the usage writer, release the limiter, run the stop hook. Idempotent."""
+        if self._started:
+            self._started = False
+            await self.writer.stop()
+            await self._limiter.close()
+            if self._hooks is not None:
+                await self._hooks[1]()
+
+    async def authenticate(
+        self, api_key: str | None, workspace: str | None, model: str
+    ) -> Principal:
+        try:
+            return await self._authenticate(api_key, workspace, model)
+        except DashServeError as exc:
+            self._observe_rejected(model, exc)
+            raise
+
+    async def authenticate_admin(self, api_key: str | None) -> Principal:
+        """An admin principal, or AuthenticationFailed (401) / AccessDenied (403)."""
+        principal = await self._authenticate(api_key, None, "")
+        if not principal.is_admin:
+            raise AccessDenied("This API key may not use the admin API.")
+        return principal
+
+    async def _authenticate(
+        self, api_key: str | None, workspace: str | None, model: str
+    ) -> Principal:
+        if not api_key:
+            raise AuthenticationFailed()
+        static = match_static(api_key, self._static_hashes)
+        if static is not None:
+            return KeyPrincipal(
+                key_id=None, key_prefix=static_prefix(static),
+                workspace=workspace or self.config.default_workspace,
+                is_admin=static in self._admin_hashes, policy=self.config.static_limits,
+            )
+        key = await self._lookup(api_key)
+        if key is None or not is_usable(key, now_utc()):
+            raise AuthenticationFailed()
+        if workspace and workspace != key.workspace:
+            raise WorkspaceAccessDenied()
+        if not allows_model(key, model):
+            raise ModelAccessDenied()
+        return KeyPrincipal(
+            key_id=key.id, key_prefix=key.prefix, workspace=key.workspace, name=key.name,
+            is_admin=key.is_admin, policy=LimitPolicy(key.rpm, key.tpm, key.max_concurrency),
+        )
+
+    async def _lookup(self, secret: str) -> KeyRow | None:
+        digest = hash_secret(secret)
+        now = time.monotonic()
+        if now >= self._store_down_until:
+            try:
+                key = await self.keys.lookup(secret)
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                self._store_down_until = now + self.config.store_retry_s
+                logger.error("key store unavailable, using keys seen recently: %s", exc)
+            else:
+                self._remember(digest, key, now)
+                return key
+        cached = self._known.get(digest)
+        if cached is None or now - cached[1] > self.config.offline_grace_s:
+            raise ModelUnavailable("The key store is unavailable, please try again later.")
+        return cached[0]
+
+    def _remember(self, digest: str, key: KeyRow | None, now: float) -> None:
+        if key is None or not is_usable(key, now_utc()):
+            self._known.pop(digest, None)
+            return
+        self._known[digest] = (key, now)
+        self._known.move_to_end(digest)
+        while len(self._known) > _CACHE_SIZE:
+            self._known.popitem(last=False)
+
+    async def admit(
+        self, principal: Principal, request_id: str, model: str, estimated_tokens: int
+    ) -> Admission:
+        policy = (
+            principal.policy if isinstance(principal, KeyPrincipal) else self.config.static_limits
+        )
+        try:
+            stats = self._engine_stats() if self._engine_stats is not None else None
+            check_engine_capacity(
+                stats, max_waiting=self.config.max_waiting, max_kv_usage=self.config.max_kv_usage
+            )
+            subject = principal.key_id or principal.key_prefix
+            reservation = await self._limiter.acquire(subject, policy, estimated_tokens)
+        except DashServeError as exc:
+            self._observe_rejected(model, exc)
+            raise
+        return GateAdmission(
+            principal=principal, request_id=request_id, model=model,
+            reserved_tokens=reservation.tokens, started_at=time.monotonic(),
+            reservation=reservation,
+        )
+
+    async def finish(self, admission: Admission, record: UsageRecord) -> None:
+        """Settle the reservation with actual tokens, count metrics, queue the record."""
+        reservation = getattr(admission, "reservation", None)
+        if reservation is not None:
+            admission.reservation = None  # type: ignore[attr-defined]
+            try:
+                await self._limiter.settle(reservation, record.input_tokens + record.output_tokens)
+            except Exception as exc:  # noqa: BLE001 - finish never raises
+                logger.error("rate limiter settle failed for %s: %s", record.request_id, exc)
+        if self.metrics is not None:
+            self.metrics.observe_request(record)
+        logger.info(
+            "request finished",
+            extra={
+                "request_id": record.request_id, "key_prefix": record.key_prefix,
+                "workspace": record.workspace, "model": record.model,
+                "status_code": record.status_code, "finish_reason": record.finish_reason,
+                "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,
+                "ttft_ms": record.ttft_ms, "duration_ms": record.duration_ms,
+            },
+        )
+        await self.writer.submit(record)
+
+    def _observe_rejected(self, model: str, exc: DashServeError) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_rejected(model, exc.status_code, exc.code)

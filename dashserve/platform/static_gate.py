@@ -1,0 +1,70 @@
+"""StaticKeyGate: the Gate for keys given on the command line; no quotas, usage goes to the log.
+
+With keys configured, a request must carry one of them. With none configured, any
+non-empty bearer token is accepted (the official SDKs refuse to send a request without
+some key, so a missing header still means a broken client), and start-up warns that
+the server is open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Iterable
+
+from dashserve.errors import AuthenticationFailed
+from dashserve.platform.gate import Admission, Principal, UsageRecord
+
+log = logging.getLogger(__name__)
+
+
+def key_prefix(key: str) -> str:
+    """The part of a key that is safe to log."""
+    return key[:7] if len(key) > 12 else key[:3]
+
+
+class StaticKeyGate:
+    """Implements ``dashserve.platform.gate.Gate`` for a fixed list of keys."""
+
+    def __init__(self, api_keys: Iterable[str] = ()) -> None:
+        self._keys = tuple(k for k in api_keys if k)
+        self.num_finished = 0
+
+    @property
+    def is_open(self) -> bool:
+        """True when no keys are configured (any non-empty key is accepted)."""
+        return not self._keys
+
+    async def start(self) -> None:
+        if self.is_open:
+            log.warning("no --api-key given: any non-empty API key is accepted")
+        else:
+            log.info("%d API keys configured", len(self._keys))
+
+    async def stop(self) -> None:
+        return None
+
+    async def authenticate(self, api_key: str | None, workspace: str | None,
+                           model: str) -> Principal:
+        if not api_key:
+            raise AuthenticationFailed("No API-key provided.")
+        if self._keys and not any(hmac.compare_digest(api_key.encode(), k.encode())
+                                  for k in self._keys):
+            raise AuthenticationFailed("Invalid API-key provided.")
+        return Principal(key_id=None, key_prefix=key_prefix(api_key), workspace=workspace)
+
+    async def admit(self, principal: Principal, request_id: str, model: str,
+                    estimated_tokens: int) -> Admission:
+        return Admission(principal=principal, request_id=request_id, model=model,
+                         reserved_tokens=estimated_tokens, started_at=time.monotonic())
+
+    async def finish(self, admission: Admission, record: UsageRecord) -> None:
+        self.num_finished += 1
+        log.info(
+            "usage request_id=%s key=%s model=%s status=%d finish=%s input=%d output=%d "
+            "cached=%d ttft_ms=%s duration_ms=%.0f", record.request_id, record.key_prefix,
+            record.model, record.status_code, record.finish_reason, record.input_tokens,
+            record.output_tokens, record.cached_tokens,
+            "-" if record.ttft_ms is None else f"{record.ttft_ms:.0f}", record.duration_ms,
+        )
