@@ -85,7 +85,8 @@ class StepPostprocessor:
         grammar_rows, matchers = [], []
         for i, (_, s) in enumerate(items):
             p = s.seq.params
-            if p.ignore_eos or s.seq.num_output_tokens < p.min_tokens:
+            grammar_done = s.matcher is not None and s.matcher.is_terminated()
+            if (p.ignore_eos or s.seq.num_output_tokens < p.min_tokens) and not grammar_done:
                 batch[i, eos] = NEG_INF
             if s.matcher is not None and not s.seq.in_thinking and not s.forced:
                 grammar_rows.append(i)

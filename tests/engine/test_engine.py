@@ -217,3 +217,20 @@ async def test_async_engine_streams_and_aborts(qwen3_tiny_dir: Path) -> None:
                 pass
     finally:
         await engine.shutdown()
+
+
+def test_thinking_budget_closes_the_block_and_the_answer_follows(engine: LLMEngine) -> None:
+    tok = engine.tokenizer
+    close = tok.encode("\n</think>\n\n")
+    p = SamplingParams(temperature=0.8, seed=3, max_tokens=20, ignore_eos=True,
+                       starts_in_thinking=True, thinking_budget=5)
+    engine.add_request("think", random_ids(12, seed=9), p)
+    tokens, last = [], None
+    while engine.has_unfinished():
+        for ev in engine.step():
+            tokens.extend(ev.token_ids)
+            last = ev
+    assert tokens[5:5 + len(close)] == close
+    end_at = tokens.index(tok.token_to_id("</think>"))
+    assert last is not None and last.num_reasoning_tokens == end_at + 1
+    assert len(tokens) == 20

@@ -291,13 +291,15 @@ def test_refused_token_leaves_state_intact(compiler: GrammarCompiler, tokenizer:
 def _expected_mask(matcher: Any) -> torch.Tensor:
     bitmask = torch.empty((1, bitmask_words(VOCAB)), dtype=torch.int32)
     matcher.fill_bitmask(bitmask, 0)
-    return disallowed_from_bitmask(bitmask, VOCAB)[0]
+    return torch.from_numpy(disallowed_from_bitmask(bitmask, VOCAB)[0].copy())
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 def test_apply_masks_on_mixed_batch(dtype: torch.dtype, compiler: GrammarCompiler, tokenizer: Tokenizer) -> None:
+    """float64 takes the generic torch path (the one GPU logits take)."""
     gen = torch.Generator().manual_seed(0)
-    logits = torch.randn(5, VOCAB + 64, generator=gen).to(dtype)  # wider than the grammar's vocab
+    with torch.inference_mode():  # as in the engine
+        logits = torch.randn(5, VOCAB + 64, generator=gen).to(dtype)  # wider than the grammar's vocab
     original = logits.clone()
     schema = compiler.matcher(compiler.compile(StructuredOutputSpec(json_schema=SCHEMAS["nested"])))
     for token in tokenizer.encode('{"user": {"id": 1'):
@@ -307,7 +309,8 @@ def test_apply_masks_on_mixed_batch(dtype: torch.dtype, compiler: GrammarCompile
     for token in tokenizer.encode('{"version": 2, "tag": "v2"}'):
         assert done.accept_token(token)
     expected = {0: _expected_mask(schema), 2: _expected_mask(obj), 3: _expected_mask(done)}
-    apply_masks(logits, [0, 2, 3], [schema, obj, done])
+    with torch.inference_mode():
+        apply_masks(logits, [0, 2, 3], [schema, obj, done])
     for row in (1, 4):
         assert torch.equal(logits[row], original[row])
     for row, disallowed in expected.items():
@@ -337,3 +340,18 @@ def test_thinking_tags_are_plain_text_to_the_grammar(compiler: GrammarCompiler, 
     disallowed = _expected_mask(matcher)
     assert not disallowed[tokenizer.token_to_id("<tool_call>")]
     assert disallowed[tokenizer.token_to_id("<|im_start|>")]
+
+
+def test_parallel_fill_matches_row_by_row(compiler: GrammarCompiler, tokenizer: Tokenizer) -> None:
+    parallel = GrammarCompiler(compiler.ll_tokenizer, VOCAB, num_threads=2)
+    assert parallel.executor is not None
+    prefixes = ['{"name": "a', '{"name": "ab", "age": 1', "", '{"name": "", "age": -3}']
+    matchers = [parallel.matcher(parallel.compile(StructuredOutputSpec(json_schema=SCHEMAS["flat"])))
+                for _ in prefixes]
+    for matcher, prefix in zip(matchers, prefixes, strict=True):
+        for token in tokenizer.encode(prefix):
+            assert matcher.accept_token(token)
+    logits = torch.zeros(len(prefixes), VOCAB)
+    apply_masks(logits, range(len(prefixes)), matchers)
+    for row, matcher in enumerate(matchers):
+        assert torch.equal(torch.isneginf(logits[row]), _expected_mask(matcher))
