@@ -234,3 +234,29 @@ def test_thinking_budget_closes_the_block_and_the_answer_follows(engine: LLMEngi
     end_at = tokens.index(tok.token_to_id("</think>"))
     assert last is not None and last.num_reasoning_tokens == end_at + 1
     assert len(tokens) == 20
+
+
+def test_constrained_and_free_requests_share_a_batch(engine: LLMEngine) -> None:
+    import json
+
+    from dashserve.engine.params import StructuredOutputSpec
+
+    schema = {"type": "object", "properties": {
+        "city": {"type": "string", "enum": ["杭州", "Beijing"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        "tags": {"type": "array", "items": {"type": "boolean"}, "maxItems": 2}},
+        "required": ["city", "days", "tags"], "additionalProperties": False}
+    constrained = SamplingParams(temperature=1.0, seed=4, max_tokens=60,
+                                 structured=StructuredOutputSpec(json_schema=schema))
+    free = SamplingParams(temperature=1.0, seed=4, max_tokens=10, ignore_eos=True)
+    texts: dict[str, str] = {"j": "", "f": ""}
+    reasons = {}
+    engine.add_request("j", random_ids(10, seed=1), constrained)
+    engine.add_request("f", random_ids(10, seed=2), free)
+    while engine.has_unfinished():
+        for ev in engine.step():
+            texts[ev.request_id] += ev.text
+            reasons[ev.request_id] = ev.finish_reason
+    doc = json.loads(texts["j"])
+    assert doc["city"] in ("杭州", "Beijing") and 1 <= doc["days"] <= 7 and len(doc["tags"]) <= 2
+    assert reasons == {"j": FinishReason.STOP, "f": FinishReason.LENGTH}
