@@ -1,0 +1,95 @@
+"""Wire helpers both APIs share: content flattening, stop lists, logprobs, request ids."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from types import MappingProxyType
+from typing import Any
+
+from dashserve.engine.outputs import TokenLogprob
+from dashserve.errors import InvalidRequest, UnsupportedFeature
+from dashserve.serving.request import Message, StopItem
+
+# Content-part keys (native) and types (OpenAI) that carry media we cannot read yet.
+MEDIA_KEYS = ("image", "video", "audio")
+MEDIA_TYPES = MappingProxyType({
+    "image_url": "image", "input_audio": "audio", "video_url": "video", "video": "video",
+    "image": "image", "audio": "audio", "file": "file"})
+LOGPROB_FLOOR = -9999.0  # stands in for -inf, which JSON cannot carry
+MESSAGE_EXTRAS = ("name", "tool_calls", "tool_call_id", "reasoning_content")
+
+
+def media_refusal(kind: str, where: str) -> UnsupportedFeature:
+    return UnsupportedFeature(
+        f"{kind} input is not available on this server yet; send text content only",
+        param=where)
+
+
+def flatten_content(content: Any, where: str) -> str:
+    """Text of a message's content: a string, or a list of parts whose text is joined.
+
+    Native parts look like ``{"text": ...}``, OpenAI parts like ``{"type": "text",
+    "text": ...}``; image, video and audio parts are refused.
+    """
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts: list[str] = []
+    for i, part in enumerate(content):
+        here = f"{where}[{i}]"
+        if not isinstance(part, dict):
+            raise InvalidRequest(f"{here} must be an object", param=where)
+        kind = str(part.get("type", ""))
+        if kind in MEDIA_TYPES:
+            raise media_refusal(MEDIA_TYPES[kind], here)
+        for key in MEDIA_KEYS:
+            if key in part:
+                raise media_refusal(key, here)
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise InvalidRequest(f"{here} has no text", param=where)
+        texts.append(text)
+    return "".join(texts)
+
+
+def to_message(role: str, content: Any, where: str, *, partial: bool | None,
+               fields: dict[str, Any]) -> Message:
+    """A serving ``Message`` from one wire message (already shape-checked)."""
+    if content is None and role in ("user", "system"):
+        raise InvalidRequest(f"{where}.content is required for role {role!r}", param=where)
+    text = flatten_content(content, f"{where}.content")
+    extra = tuple((k, fields[k]) for k in MESSAGE_EXTRAS if fields.get(k) is not None)
+    return Message(role=role, content=text, partial=bool(partial), extra=extra)
+
+
+def stop_items(stop: str | Sequence[Any] | None) -> tuple[StopItem, ...] | None:
+    """The stop list as strings and token-id tuples; ``None`` when not given."""
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return (stop,)
+    items: list[StopItem] = []
+    for item in stop:
+        if isinstance(item, str):
+            items.append(item)
+        elif isinstance(item, int):
+            items.append((item,))
+        else:
+            items.append(tuple(item))
+    return tuple(items)
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else LOGPROB_FLOOR
+
+
+def logprobs_content(entries: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+    """``logprobs.content`` entries, the same shape in both APIs."""
+    return [
+        {"token": e.token, "bytes": list(e.bytes), "logprob": _finite(e.logprob),
+         "top_logprobs": [{"token": t.token, "bytes": list(t.bytes),
+                           "logprob": _finite(t.logprob)} for t in e.top_logprobs]}
+        for e in entries
+    ]

@@ -1,0 +1,1 @@
+"""DashScope native API (/api/v1)."""

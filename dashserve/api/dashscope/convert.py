@@ -1,0 +1,173 @@
+"""Native wire ↔ serving: request → GenerationRequest; completions and updates → bodies/chunks.
+
+Rendering rules (protocol.md §6-7): every success body has ``output``; message-format
+choices always carry ``role``; stream chunks carry ``usage`` (running totals) and the
+``request_id``; ``finish_reason`` is the string ``"null"`` until a choice ends. With
+``incremental_output`` true a chunk holds what is new, otherwise the whole text so far.
+On the multimodal path ``content`` is a list of ``{"text": ...}`` parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dashserve.api.common import logprobs_content, stop_items, to_message
+from dashserve.api.dashscope.protocol import NativeInput, NativeParameters, NativeRequest
+from dashserve.api.sse import native_error_event, native_event
+from dashserve.errors import DashServeError, InvalidRequest, MissingInput
+from dashserve.serving.assemble import ChoiceState, Completion, GenerationUpdate, Usage
+from dashserve.serving.normalize import check_extras
+from dashserve.serving.profiles import ModelProfile
+from dashserve.serving.request import GenerationRequest, Message, RequestedParams
+
+
+def native_messages(inp: NativeInput | None) -> tuple[Message, ...]:
+    """``input.messages`` (+ ``input.prompt`` as a last user turn), or ``history`` + prompt."""
+    if inp is None or (not inp.messages and inp.prompt is None):
+        raise MissingInput('Either "prompt" or "messages" must exist and cannot both be none.',
+                           param="input")
+    messages: list[Message] = []
+    for turn in inp.history or ():
+        if "user" in turn:
+            messages.append(Message("user", turn["user"]))
+        if "bot" in turn:
+            messages.append(Message("assistant", turn["bot"]))
+    for i, m in enumerate(inp.messages or ()):
+        fields = m.model_dump(exclude_none=True)
+        messages.append(to_message(m.role, m.content, f"input.messages[{i}]",
+                                   partial=m.partial, fields=fields))
+    if inp.prompt is not None:
+        messages.append(Message("user", inp.prompt))
+    return tuple(messages)
+
+
+def requested_params(p: NativeParameters) -> RequestedParams:
+    return RequestedParams(
+        temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
+        repetition_penalty=p.repetition_penalty, presence_penalty=p.presence_penalty,
+        frequency_penalty=p.frequency_penalty, seed=p.seed, max_tokens=p.max_tokens,
+        max_input_tokens=p.max_input_tokens, stop=stop_items(p.stop), n=p.n,
+        logprobs=p.logprobs, top_logprobs=p.top_logprobs, enable_thinking=p.enable_thinking,
+        thinking_budget=p.thinking_budget,
+    )
+
+
+def to_generation_request(body: NativeRequest, *, request_id: str,
+                          stream: bool) -> GenerationRequest:
+    params = body.parameters
+    check_extras(params.model_dump(exclude_none=True))
+    return GenerationRequest(
+        request_id=request_id, model=body.model, messages=native_messages(body.input),
+        params=requested_params(params), stream=stream, api="dashscope",
+        tools=tuple(params.tools or ()), tool_choice=params.tool_choice,
+        response_format=params.response_format,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NativeView:
+    """How one request's answer is rendered."""
+
+    result_format: str  # "text" | "message"
+    incremental: bool
+    multimodal: bool
+    n: int
+    logprobs: bool
+
+
+def native_view(params: NativeParameters, profile: ModelProfile, multimodal: bool) -> NativeView:
+    """Result format and stream mode: the request's values over the profile's defaults."""
+    fmt = "message" if multimodal else (params.result_format or profile.result_format)
+    incremental = (profile.incremental_output if params.incremental_output is None
+                   else params.incremental_output)
+    n = params.n or 1
+    if fmt == "text" and n > 1:
+        raise InvalidRequest("n > 1 needs result_format 'message'", param="n")
+    if fmt == "text" and params.logprobs:
+        raise InvalidRequest("logprobs needs result_format 'message'", param="logprobs")
+    return NativeView(fmt, incremental, multimodal, n, bool(params.logprobs))
+
+
+def native_usage(usage: Usage, output_tokens: int | None = None) -> dict[str, Any]:
+    out = usage.output_tokens if output_tokens is None else output_tokens
+    body: dict[str, Any] = {"input_tokens": usage.input_tokens, "output_tokens": out,
+                            "total_tokens": usage.input_tokens + out}
+    if usage.cached_tokens:
+        body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.reasoning_tokens:
+        body["output_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return body
+
+
+def _choice(view: NativeView, index: int, content: str, reasoning: str, logprobs: list[Any],
+            finish: str | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant",
+                               "content": ([{"text": content}] if content else [])
+                               if view.multimodal else content}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    choice: dict[str, Any] = {"finish_reason": finish, "message": message}
+    if view.n > 1:
+        choice["index"] = index
+    if view.logprobs:
+        choice["logprobs"] = {"content": logprobs_content(logprobs)}
+    return choice
+
+
+def native_body(completion: Completion, view: NativeView, request_id: str) -> dict[str, Any]:
+    """The non-stream response body (``finish_reason`` null for unfinished choices)."""
+    if view.result_format == "text":
+        first = completion.choices[0]
+        output: dict[str, Any] = {"text": first.content, "finish_reason": first.finish_reason}
+    else:
+        output = {"choices": [
+            _choice(view, c.index, c.content, c.reasoning_content, c.logprobs, c.finish_reason)
+            for c in completion.choices]}
+    return {"output": output, "usage": native_usage(completion.usage), "request_id": request_id}
+
+
+class NativeStreamRenderer:
+    """Frames of one native SSE stream (``id:`` counts from 1)."""
+
+    def __init__(self, view: NativeView, request_id: str, *, status_line: bool = True) -> None:
+        self.view = view
+        self.request_id = request_id
+        self.status_line = status_line
+        self._next_id = 1
+
+    def _frame(self, data: dict[str, Any]) -> bytes:
+        frame = native_event(self._next_id, data)
+        self._next_id += 1
+        return frame
+
+    def frames(self, update: GenerationUpdate) -> list[bytes]:
+        delta, state = update.delta, update.choice
+        if self.view.incremental and delta.is_empty and not update.is_last:
+            return []
+        if self.view.incremental:
+            content, reasoning, logprobs = delta.content, delta.reasoning_content, delta.logprobs
+        else:
+            content, reasoning, logprobs = state.content, state.reasoning_content, state.logprobs
+        finish = delta.finish_reason or "null"
+        # With n > 1 each chunk carries one choice and that choice's output tokens.
+        usage = native_usage(update.usage, state.num_output_tokens if self.view.n > 1 else None)
+        if self.view.result_format == "text":
+            output: dict[str, Any] = {"text": content, "finish_reason": finish}
+        else:
+            output = {"choices": [_choice(self.view, state.index, content, reasoning, logprobs,
+                                          finish)]}
+        return [self._frame({"output": output, "usage": usage, "request_id": self.request_id})]
+
+    def end(self) -> list[bytes]:
+        return []
+
+    def error(self, error: DashServeError) -> bytes:
+        frame = native_error_event(self._next_id, error.status_code, error.code, error.message,
+                                   self.request_id, status_line=self.status_line)
+        self._next_id += 1
+        return frame
+
+
+def unfinished(choices: list[ChoiceState]) -> bool:
+    return any(not c.is_finished for c in choices)

@@ -1,0 +1,125 @@
+"""OpenAI-compatible wire ↔ serving: chat requests in, completions and chunks out.
+
+Stream rules (protocol.md §9.3): every chunk has the same ``id``/``created``/``model``;
+``role`` appears only in the first delta of each choice (the openai stream helper
+concatenates repeated strings); ``finish_reason`` is JSON null until the end; with
+``stream_options.include_usage`` one last chunk has ``choices: []`` and the usage; the
+stream ends with ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dashserve.api.common import logprobs_content, stop_items, to_message
+from dashserve.api.errors import openai_error_body
+from dashserve.api.openai.protocol import ChatCompletionRequest
+from dashserve.api.sse import OPENAI_DONE, openai_event
+from dashserve.errors import DashServeError
+from dashserve.serving.assemble import Completion, GenerationUpdate, Usage
+from dashserve.serving.normalize import check_extras
+from dashserve.serving.request import GenerationRequest, RequestedParams
+
+
+def to_generation_request(body: ChatCompletionRequest, *, request_id: str) -> GenerationRequest:
+    check_extras(body.model_dump(exclude_none=True))
+    messages = tuple(
+        to_message(m.role, m.content, f"messages[{i}]", partial=m.partial,
+                   fields=m.model_dump(exclude_none=True))
+        for i, m in enumerate(body.messages))
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None \
+        else body.max_tokens
+    params = RequestedParams(
+        temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
+        repetition_penalty=body.repetition_penalty, presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty, seed=body.seed, max_tokens=max_tokens,
+        max_input_tokens=body.max_input_tokens, stop=stop_items(body.stop), n=body.n,
+        logprobs=body.logprobs, top_logprobs=body.top_logprobs,
+        enable_thinking=body.enable_thinking, thinking_budget=body.thinking_budget,
+    )
+    return GenerationRequest(
+        request_id=request_id, model=body.model, messages=messages, params=params,
+        stream=bool(body.stream), api="openai", tools=tuple(body.tools or ()),
+        tool_choice=body.tool_choice, response_format=body.response_format,
+    )
+
+
+def completion_id(request_id: str) -> str:
+    return f"chatcmpl-{request_id}"
+
+
+def openai_usage(usage: Usage) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+    if usage.reasoning_tokens:
+        body["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return body
+
+
+def openai_body(completion: Completion, *, request_id: str, model: str, created: int,
+                logprobs: bool) -> dict[str, Any]:
+    """The non-stream ``chat.completion`` object."""
+    choices = []
+    for c in completion.choices:
+        message: dict[str, Any] = {"role": "assistant", "content": c.content}
+        if c.reasoning_content:
+            message["reasoning_content"] = c.reasoning_content
+        choices.append({
+            "index": c.index, "message": message, "finish_reason": c.finish_reason,
+            "logprobs": {"content": logprobs_content(c.logprobs)} if logprobs else None,
+        })
+    return {
+        "id": completion_id(request_id), "object": "chat.completion", "created": created,
+        "model": model, "choices": choices, "usage": openai_usage(completion.usage),
+        "system_fingerprint": None, "request_id": request_id,
+    }
+
+
+class OpenAIStreamRenderer:
+    """Chunks of one ``chat.completion.chunk`` stream."""
+
+    def __init__(self, *, request_id: str, model: str, created: int, logprobs: bool,
+                 include_usage: bool) -> None:
+        self.request_id = request_id
+        self.logprobs = logprobs
+        self.include_usage = include_usage
+        self._head = {"id": completion_id(request_id), "object": "chat.completion.chunk",
+                      "created": created, "model": model, "system_fingerprint": None}
+        self._started: set[int] = set()
+        self._usage = Usage()
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None) -> bytes:
+        return openai_event({**self._head, "choices": choices, "usage": usage})
+
+    def frames(self, update: GenerationUpdate) -> list[bytes]:
+        self._usage = update.usage
+        delta = update.delta
+        first = delta.index not in self._started
+        if not first and delta.is_empty:
+            return []
+        self._started.add(delta.index)
+        body: dict[str, Any] = {"role": "assistant"} if first else {}
+        body["content"] = delta.content
+        if delta.reasoning_content:
+            body["reasoning_content"] = delta.reasoning_content
+        choice = {
+            "index": delta.index, "delta": body, "finish_reason": delta.finish_reason,
+            "logprobs": ({"content": logprobs_content(delta.logprobs)}
+                         if self.logprobs and delta.logprobs else None),
+        }
+        return [self._chunk([choice], None)]
+
+    def end(self) -> list[bytes]:
+        frames = []
+        if self.include_usage:
+            frames.append(self._chunk([], openai_usage(self._usage)))
+        frames.append(OPENAI_DONE)
+        return frames
+
+    def error(self, error: DashServeError) -> bytes:
+        body: dict[str, Any] = openai_error_body(error, self.request_id)
+        body["id"] = self._head["id"]
+        return openai_event(body)

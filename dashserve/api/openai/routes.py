@@ -1,0 +1,58 @@
+"""OpenAI-compatible routes: chat completions (stream and not) and the model list."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from dashserve.api.deps import authenticate, authenticated_body, parse, registry_of, service_of
+from dashserve.api.errors import request_id_of
+from dashserve.api.openai.convert import OpenAIStreamRenderer, openai_body, to_generation_request
+from dashserve.api.openai.protocol import ChatCompletionRequest
+from dashserve.api.streaming import complete_response, stream_response
+from dashserve.errors import ModelNotFound
+from dashserve.serving.registry import ServedModel
+
+router = APIRouter(prefix="/compatible-mode/v1")
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    principal, data = await authenticated_body(request)
+    body = parse(ChatCompletionRequest, data)
+    generation = to_generation_request(body, request_id=request_id_of(request))
+    run = await service_of(request).start(generation, principal)
+    created = int(time.time())
+    logprobs = bool(body.logprobs)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        renderer = OpenAIStreamRenderer(request_id=run.request_id, model=body.model,
+                                        created=created, logprobs=logprobs,
+                                        include_usage=include_usage)
+        return stream_response(request, run, renderer)
+    return await complete_response(request, run, lambda done: openai_body(
+        done, request_id=run.request_id, model=body.model, created=created, logprobs=logprobs))
+
+
+def _model_object(model: ServedModel) -> dict[str, Any]:
+    return {"id": model.name, "object": "model", "created": model.created,
+            "owned_by": "dashserve"}
+
+
+@router.get("/models")
+async def list_models(request: Request) -> JSONResponse:
+    await authenticate(request, "")
+    data = [_model_object(m) for m in registry_of(request).models]
+    return JSONResponse({"object": "list", "data": data})
+
+
+@router.get("/models/{model_id:path}")
+async def get_model(request: Request, model_id: str) -> JSONResponse:
+    await authenticate(request, model_id)
+    model = registry_of(request).find(model_id)
+    if model is None:
+        raise ModelNotFound(param="model")
+    return JSONResponse(_model_object(model))

@@ -1,0 +1,99 @@
+"""Serving a GenerationRun over HTTP: an SSE stream, or one JSON body with the time cut-off.
+
+Both paths close the run exactly once (``GenerationRun.aclose`` is idempotent): at the
+end of the body, on an error, and, for a client that went away, from the cancelled body
+and again from the response's background task as a safety net.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from dashserve.api.deps import ClientDisconnected, settings_of, unless_disconnected
+from dashserve.api.sse import KEEPALIVE, SSE_HEADERS, SSE_MEDIA_TYPE
+from dashserve.errors import DashServeError, InternalError
+from dashserve.serving.assemble import Completion, GenerationUpdate
+from dashserve.serving.run import CLIENT_CLOSED, GenerationRun
+
+log = logging.getLogger(__name__)
+
+PARTIAL_HEADER = "x-dashscope-partialresponse"
+
+
+class StreamRenderer(Protocol):
+    """Turns run updates into SSE frames for one protocol."""
+
+    def frames(self, update: GenerationUpdate) -> list[bytes]: ...
+
+    def end(self) -> list[bytes]: ...
+
+    def error(self, error: DashServeError) -> bytes: ...
+
+
+async def _frames(run: GenerationRun, renderer: StreamRenderer,
+                  heartbeat_s: float) -> AsyncIterator[bytes]:
+    status: int | None = None
+    disconnected = True
+    try:
+        try:
+            async for update in run.stream(heartbeat_s):
+                if update is None:
+                    yield KEEPALIVE
+                    continue
+                for frame in renderer.frames(update):
+                    yield frame
+            for frame in renderer.end():
+                yield frame
+        except DashServeError as exc:
+            status = exc.status_code
+            yield renderer.error(exc)
+        except Exception as exc:  # a bug of ours: tell the client, keep the trace
+            log.error("stream of %s failed", run.request_id, exc_info=exc)
+            status = 500
+            yield renderer.error(InternalError())
+        disconnected = False
+    finally:
+        await run.aclose(status_code=status, disconnected=disconnected)
+
+
+def stream_response(request: Request, run: GenerationRun, renderer: StreamRenderer,
+                    ) -> StreamingResponse:
+    settings = settings_of(request)
+    headers = dict(SSE_HEADERS)
+    headers["x-request-id"] = run.request_id
+    return StreamingResponse(
+        _frames(run, renderer, settings.sse_keepalive_s), media_type=SSE_MEDIA_TYPE,
+        headers=headers, background=BackgroundTask(run.aclose, disconnected=True),
+    )
+
+
+async def complete_response(request: Request, run: GenerationRun,
+                            render: Callable[[Completion], dict[str, Any]]) -> Response:
+    """Wait for the whole answer (or the cut-off) unless the client leaves; one JSON body."""
+    settings = settings_of(request)
+    status: int | None = None
+    disconnected = False
+    try:
+        completion = await unless_disconnected(
+            request, run.complete(settings.partial_response_timeout_s))
+    except ClientDisconnected:
+        disconnected = True
+        return Response(status_code=CLIENT_CLOSED)
+    except DashServeError as exc:
+        status = exc.status_code
+        raise
+    except Exception:
+        status = 500
+        raise
+    finally:
+        await run.aclose(status_code=status, disconnected=disconnected)
+    headers = {"x-request-id": run.request_id}
+    if completion.is_partial:
+        headers[PARTIAL_HEADER] = "true"
+    return JSONResponse(render(completion), headers=headers)

@@ -1,0 +1,154 @@
+"""create_app(): the FastAPI application — state, lifespan, middleware, routers, error handlers.
+
+Engines are either given ready (tests, embedding) or built by a ``loader`` in a
+background thread once the server is up, so ``/health`` can answer 503 with progress
+while weights load and 200 once every model is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dashserve.api import health
+from dashserve.api.dashscope import routes as native_routes
+from dashserve.api.errors import install_error_handlers
+from dashserve.api.openai import routes as openai_routes
+from dashserve.config import Settings
+from dashserve.engine.client_protocol import EngineClient
+from dashserve.platform.gate import Gate
+from dashserve.serving.registry import ModelRegistry, ServerState
+from dashserve.serving.service import GenerationService
+
+log = logging.getLogger(__name__)
+
+# Builds the engines (served name -> engine) off the event loop; may report progress
+# through ``registry.detail``.
+EngineLoader = Callable[[ModelRegistry], Mapping[str, EngineClient]]
+
+
+class RequestIdMiddleware:
+    """Gives each HTTP request an id (``request.state.request_id``) and echoes it in the
+    ``x-request-id`` response header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4())
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def _run_loader(loader: EngineLoader, registry: ModelRegistry) -> Mapping[str, Any]:
+    """Run ``loader`` on a daemon thread (an unfinished load must not block exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Mapping[str, Any]] = loop.create_future()
+
+    def deliver(setter: Callable[[Any], None], value: Any) -> None:
+        if not future.done():
+            setter(value)
+
+    def work() -> None:
+        try:
+            result = loader(registry)
+        except BaseException as exc:  # handed to the event loop, which reports it
+            outcome: tuple[Callable[[Any], None], Any] = (future.set_exception, exc)
+        else:
+            outcome = (future.set_result, result)
+        try:
+            loop.call_soon_threadsafe(deliver, *outcome)
+        except RuntimeError:  # the loop is gone: the server stopped while loading
+            pass
+
+    threading.Thread(target=work, name="dashserve-loader", daemon=True).start()
+    return await future
+
+
+async def _load(app: FastAPI, loader: EngineLoader,
+                on_fatal: Callable[[BaseException], None] | None) -> None:
+    registry: ModelRegistry = app.state.registry
+    try:
+        engines = await _run_loader(loader, registry)
+    except Exception as exc:
+        registry.state = ServerState.FAILED
+        registry.detail = f"loading failed: {type(exc).__name__}: {exc}"
+        log.error("model loading failed", exc_info=exc)
+        if on_fatal is not None:
+            on_fatal(exc)
+        return
+    registry.install(engines)
+    log.info("ready: serving %s", ", ".join(m.name for m in registry.models))
+
+
+def _lifespan(loader: EngineLoader | None, on_fatal: Callable[[BaseException], None] | None
+              ) -> Callable[[FastAPI], Any]:
+    """Start-up: the gate, then (maybe) loading. Shutdown: stop taking requests, abort what
+    is left, stop the engines and the gate."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry: ModelRegistry = app.state.registry
+        service: GenerationService = app.state.service
+        gate: Gate = app.state.gate
+        await gate.start()
+        loading = None
+        if loader is not None and not registry.is_ready:
+            loading = asyncio.create_task(_load(app, loader, on_fatal), name="dashserve-load")
+        try:
+            yield
+        finally:
+            registry.state = ServerState.DRAINING
+            registry.detail = "shutting down"
+            if loading is not None:
+                loading.cancel()
+            await service.close_all()
+            for engine in registry.engines:
+                await engine.shutdown()
+            await gate.stop()
+
+    return lifespan
+
+
+def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, gate: Gate, *,
+               loader: EngineLoader | None = None,
+               on_fatal: Callable[[BaseException], None] | None = None) -> FastAPI:
+    """The application. ``engines`` maps each served name to its engine (aliases share
+    one engine); alternatively ``loader`` builds that mapping after start-up."""
+    registry = ModelRegistry()
+    if engines is not None:
+        registry.install(engines)
+    service = GenerationService(registry, gate,
+                                max_inflight_per_engine=settings.max_inflight_per_model)
+    app = FastAPI(title="dashserve", lifespan=_lifespan(loader, on_fatal), docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.gate = gate
+    app.state.service = service
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(native_routes.router)
+    app.include_router(openai_routes.router)
+    return app

@@ -1,0 +1,157 @@
+"""Settings: every server option, validated once, from CLI values > env (DASHSERVE_*) > config file.
+
+The config file (``--config FILE`` or ``DASHSERVE_CONFIG_FILE``) is TOML or JSON with
+the same keys as ``Settings``; several models go in a ``models`` list::
+
+    port = 8000
+    api_keys = ["sk-local-1"]
+    [[models]]
+    model = "/models/Qwen3-8B"
+    served_model_names = ["qwen-plus", "qwen3-8b"]
+    max_model_len = 32768
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+# Names the demo model answers to: the model names the DashScope docs use in examples.
+DEMO_NAMES: tuple[str, ...] = (
+    "qwen-plus", "qwen-max", "qwen-flash", "qwen-turbo", "qwen3-max", "qwen3-0.6b",
+    "qwen-plus-latest", "qwen-max-latest", "qwen-turbo-latest", "qwen3-vl-plus",
+)
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "dashserve"
+
+
+class ModelSpec(BaseModel):
+    """One checkpoint to load and the names it is served under."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1, description="checkpoint directory or hub id")
+    served_model_names: tuple[str, ...] = ()
+    # Engine options; None means the server-wide value from Settings.
+    dtype: str | None = None
+    max_model_len: int | None = Field(default=None, ge=16)
+    kv_cache_gb: float | None = Field(default=None, gt=0)
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    max_num_batched_tokens: int | None = Field(default=None, ge=16)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Served names; the checkpoint's directory name when none were given."""
+        return self.served_model_names or (Path(self.model.rstrip("/")).name,)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Values from the TOML/JSON file named by ``config_file`` (init value or env)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | None) -> None:
+        super().__init__(settings_cls)
+        self._path = path
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        if not self._path:
+            return {}
+        path = Path(self._path)
+        text = path.read_text("utf-8")
+        if path.suffix == ".json":
+            data = json.loads(text)
+        elif path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            raise ValueError(f"config file {path} must end in .toml or .json")
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path} must hold a table of settings")
+        return data
+
+
+class Settings(BaseSettings):
+    """All server options. Built once at start-up; frozen afterwards."""
+
+    model_config = SettingsConfigDict(env_prefix="DASHSERVE_", frozen=True, extra="forbid")
+
+    config_file: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: tuple[str, ...] = ()
+    data_dir: Path = Field(default_factory=default_data_dir)
+    models: tuple[ModelSpec, ...] = ()
+    demo_preset: str = "qwen3-0.6b"
+    # Engine options for models that do not set their own.
+    dtype: str = "auto"
+    max_model_len: int | None = Field(default=None, ge=16)
+    kv_cache_gb: float | None = Field(default=None, gt=0)
+    max_num_seqs: int = Field(default=64, ge=1)
+    max_num_batched_tokens: int = Field(default=512, ge=16)
+    demo_names: tuple[str, ...] = DEMO_NAMES
+    partial_response_timeout_s: float = Field(default=280.0, gt=0)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    sse_keepalive_s: float = Field(default=20.0, gt=0)
+    sse_status_line: bool = True
+    max_inflight_per_model: int = Field(default=256, ge=1)
+    max_body_bytes: int = Field(default=32 * 2**20, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        init_kwargs = getattr(init_settings, "init_kwargs", {})
+        path = init_kwargs.get("config_file") or os.environ.get("DASHSERVE_CONFIG_FILE")
+        return init_settings, env_settings, _ConfigFileSource(settings_cls,
+                                                              str(path) if path else None)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        seen: dict[str, str] = {}
+        for spec in self.models:
+            for name in spec.names:
+                if name in seen:
+                    raise ValueError(f"served model name {name!r} is given to both "
+                                     f"{seen[name]!r} and {spec.model!r}")
+                seen[name] = spec.model
+        return self
+
+    @property
+    def is_demo(self) -> bool:
+        """No model configured: serve the random-weight demo model."""
+        return not self.models
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.data_dir / "models" / f"demo-{self.demo_preset}"
+
+    def model_specs(self) -> tuple[ModelSpec, ...]:
+        """The models to load; the demo model when none is configured."""
+        if self.models:
+            return self.models
+        return (ModelSpec(model=str(self.demo_dir), served_model_names=self.demo_names),)
+
+    def engine_options(self, spec: ModelSpec) -> dict[str, Any]:
+        """Keyword arguments for ``AsyncEngine.from_pretrained(spec.model, ...)``."""
+        def pick(name: str) -> Any:
+            value = getattr(spec, name)
+            return getattr(self, name) if value is None else value
+
+        return {name: pick(name) for name in
+                ("dtype", "max_model_len", "kv_cache_gb", "max_num_seqs",
+                 "max_num_batched_tokens")}

@@ -1,0 +1,207 @@
+"""``dashserve serve``: settings from flags, engines loaded in the background, uvicorn in front.
+
+``--served-model-name`` names the ``--model`` given just before it (or the demo model
+when no ``--model`` is given), so several models can be served from the command line:
+``--model A --served-model-name qwen-plus --model B --served-model-name qwen-max``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import textwrap
+import time
+from pathlib import Path
+from types import FrameType, MappingProxyType
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from dashserve.app import create_app
+from dashserve.config import ModelSpec, Settings
+from dashserve.engine.client_protocol import EngineClient
+from dashserve.platform.static_gate import StaticKeyGate
+from dashserve.serving.registry import ModelRegistry, ServerState
+
+log = logging.getLogger("dashserve.serve")
+
+_OPTIONAL = MappingProxyType({  # flag dest -> Settings field, copied only when given
+    "host": "host", "port": "port", "config": "config_file", "data_dir": "data_dir",
+    "dtype": "dtype", "max_model_len": "max_model_len", "kv_cache_gb": "kv_cache_gb",
+    "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
+    "partial_timeout": "partial_response_timeout_s", "shutdown_grace": "shutdown_grace_s",
+    "demo_preset": "demo_preset", "log_level": "log_level",
+})
+
+
+class _ModelAction(argparse.Action):
+    """``--model X`` starts a new model entry."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        models = list(getattr(namespace, "models", None) or [])
+        models.append({"model": values})
+        namespace.models = models
+
+
+class _NamesAction(argparse.Action):
+    """``--served-model-name A B`` names the most recent ``--model`` (or the demo)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        models = list(getattr(namespace, "models", None) or [])
+        if models:
+            models[-1] = {**models[-1], "served_model_names": list(values)}
+            namespace.models = models
+        else:
+            namespace.demo_names = list(values)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--model", action=_ModelAction, dest="models", metavar="DIR|HUB_ID",
+        help="checkpoint to serve (repeatable); none: the random-weight demo model")
+    add("--served-model-name", action=_NamesAction, nargs="+", dest="demo_names",
+        metavar="NAME", help="names for the preceding --model, e.g. qwen-plus qwen3-8b")
+    add("--host", help="bind address (default 127.0.0.1)")
+    add("--port", type=int, help="port (default 8000)")
+    add("--api-key", action="append", dest="api_keys", metavar="KEY",
+        help="accepted API key (repeatable); none: any non-empty key is accepted")
+    add("--config", type=Path, metavar="FILE", help="TOML or JSON settings file")
+    add("--data-dir", type=Path, help="where the demo model is cached "
+        "(default ~/.local/share/dashserve, env DASHSERVE_DATA_DIR)")
+    add("--dtype", help="weight dtype: auto, bfloat16, float16, float32")
+    add("--max-model-len", type=int, help="context length limit in tokens")
+    add("--kv-cache-gb", type=float, help="KV cache size in GiB")
+    add("--max-num-seqs", type=int, help="most sequences decoded together")
+    add("--max-num-batched-tokens", type=int, help="token budget of one engine step")
+    add("--partial-timeout", type=float, metavar="SECONDS",
+        help="non-stream cut-off returning a partial answer (default 280)")
+    add("--shutdown-grace", type=float, metavar="SECONDS",
+        help="how long shutdown waits for requests in flight (default 30)")
+    add("--demo-preset", help=argparse.SUPPRESS)
+    add("--log-level", choices=("debug", "info", "warning", "error"))
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the flags that were given (env and the config file fill the rest)."""
+    values: dict[str, Any] = {field: getattr(args, dest) for dest, field in _OPTIONAL.items()
+                              if getattr(args, dest, None) is not None}
+    if getattr(args, "api_keys", None):
+        values["api_keys"] = args.api_keys
+    if getattr(args, "models", None):
+        values["models"] = [ModelSpec(**m) for m in args.models]
+    if getattr(args, "demo_names", None) and not getattr(args, "models", None):
+        values["demo_names"] = args.demo_names
+    return Settings(**values)
+
+
+def ensure_demo_model(settings: Settings) -> Path:
+    """The demo checkpoint, made once (atomically) and cached in the data dir."""
+    out = settings.demo_dir
+    if (out / "config.json").is_file():
+        return out
+    from dashserve.model.make import make_model
+
+    log.warning("making the demo model (%s, random weights) in %s, once; this takes a while",
+                settings.demo_preset, out)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    make_model(settings.demo_preset, tmp, seed=0)
+    tmp.rename(out)
+    return out
+
+
+def load_engines(settings: Settings, registry: ModelRegistry) -> dict[str, EngineClient]:
+    """Build one engine per model spec; every served name maps to its spec's engine."""
+    from dashserve.engine.async_engine import AsyncEngine
+
+    if settings.is_demo:
+        registry.detail = "making the demo model"
+        ensure_demo_model(settings)
+    specs = settings.model_specs()
+    engines: dict[str, EngineClient] = {}
+    for i, spec in enumerate(specs, 1):
+        registry.detail = f"loading model {i}/{len(specs)}: {spec.model}"
+        log.info("loading model %d/%d: %s", i, len(specs), spec.model)
+        started = time.monotonic()
+        engine = AsyncEngine.from_pretrained(spec.model, log_progress=True,
+                                             **settings.engine_options(spec))
+        log.info("loaded %s in %.1f s (context %d tokens), served as %s", spec.model,
+                 time.monotonic() - started, engine.model_info.max_model_len,
+                 ", ".join(spec.names))
+        for name in spec.names:
+            engines[name] = engine
+    if settings.is_demo:
+        log.warning("demo model ready: its answers are gibberish by design")
+    return engines
+
+
+def demo_banner(settings: Settings) -> str:
+    names = textwrap.wrap(", ".join(settings.demo_names), 72, initial_indent="  ",
+                          subsequent_indent="  ")
+    lines = [
+        "DEMO MODE: no --model given.",
+        f"Serving RANDOM WEIGHTS ({settings.demo_preset} shape, real Qwen tokenizer) as:",
+        *names,
+        "Every answer is GIBBERISH BY DESIGN: this checks clients and wiring, not quality.",
+        "Serve real weights with: dashserve serve --model DIR|HUB_ID --served-model-name NAME",
+    ]
+    width = max(len(line) for line in lines) + 4
+    border = "#" * width
+    return "\n".join([border, *(f"# {line.ljust(width - 4)} #" for line in lines), border])
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+    except (ValidationError, ValueError, OSError) as exc:
+        print(f"dashserve serve: invalid settings:\n{exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve(settings)
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until it is stopped; 1 if the models could not be loaded."""
+    failures: list[BaseException] = []
+    server: DrainingServer | None = None
+
+    def on_fatal(exc: BaseException) -> None:
+        failures.append(exc)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, None, StaticKeyGate(settings.api_keys),
+                     loader=lambda registry: load_engines(settings, registry), on_fatal=on_fatal)
+    if settings.is_demo:
+        log.warning("\n%s", demo_banner(settings))
+    grace: Any = settings.shutdown_grace_s  # uvicorn types it int; any wait_for timeout works
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                            log_level=settings.log_level, timeout_graceful_shutdown=grace)
+    server = DrainingServer(config, app.state.registry)
+    server.run()
+    return 1 if failures else 0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, marking the registry as draining as soon as a signal arrives
+    (requests already running get ``shutdown_grace_s`` to finish)."""
+
+    def __init__(self, config: uvicorn.Config, registry: ModelRegistry) -> None:
+        super().__init__(config)
+        self.registry = registry
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.registry.state in (ServerState.READY, ServerState.LOADING):
+            self.registry.state = ServerState.DRAINING
+            self.registry.detail = f"shutting down on {signal.Signals(sig).name}"
+            log.info("shutting down: no new requests; requests in flight get up to %.0f s",
+                     self.config.timeout_graceful_shutdown or 0)
+        super().handle_exit(sig, frame)

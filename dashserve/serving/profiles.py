@@ -1,0 +1,122 @@
+"""Per-model-family defaults (sampling, result format, limits), as DashScope documents them.
+
+Defaults come from the parameter reference (temperature, top_p, top_k, repetition_penalty,
+presence_penalty, seed, result_format, incremental_output per family); context and output
+limits come from the public model list. A served name picks its family by prefix; names
+we do not recognise fall back on the checkpoint's architecture (Qwen3 → the Qwen3
+open-source family, anything else → the older open-source family). The profile is then
+clamped to what the loaded engine can actually hold (``ModelProfile.fitted``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Literal
+
+ResultFormat = Literal["text", "message"]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingDefaults:
+    """Sampling values used when the request leaves them out."""
+
+    temperature: float
+    top_p: float
+    top_k: int | None
+    repetition_penalty: float
+    presence_penalty: float
+    seed: int | None = 1234
+
+
+@dataclass(frozen=True, slots=True)
+class ModelProfile:
+    """What a served model name promises its callers.
+
+    ``max_input_tokens`` is the default input cap, 2,048 tokens short of the context as on
+    the public model list (the ``max_input_tokens`` parameter may raise it, up to the
+    context). ``thinking`` holds the sampling defaults of thinking
+    mode, for families that have one.
+    """
+
+    family: str
+    context_length: int
+    max_output_tokens: int
+    max_input_tokens: int
+    sampling: SamplingDefaults
+    result_format: ResultFormat
+    incremental_output: bool
+    enable_thinking: bool = False
+    thinking: SamplingDefaults | None = None
+
+    def fitted(self, max_model_len: int) -> ModelProfile:
+        """This profile limited to an engine whose context is ``max_model_len`` tokens."""
+        context = min(self.context_length, max_model_len)
+        return replace(
+            self,
+            context_length=context,
+            max_output_tokens=max(1, min(self.max_output_tokens, context - 1)),
+            max_input_tokens=max(1, min(self.max_input_tokens, context - 1)),
+        )
+
+
+def _s(t: float, p: float, k: int | None, rep: float, pres: float) -> SamplingDefaults:
+    return SamplingDefaults(temperature=t, top_p=p, top_k=k, repetition_penalty=rep,
+                            presence_penalty=pres)
+
+
+def _profile(family: str, ctx: int, out: int, sampling: SamplingDefaults, fmt: ResultFormat,
+             incremental: bool, *, max_in: int | None = None,
+             thinking: SamplingDefaults | None = None) -> ModelProfile:
+    return ModelProfile(
+        family=family, context_length=ctx, max_output_tokens=out,
+        max_input_tokens=max_in if max_in is not None else ctx - 2_048, sampling=sampling,
+        result_format=fmt, incremental_output=incremental, thinking=thinking,
+    )
+
+
+QWEN3_MAX = _profile("qwen3-max", 262_144, 65_536, _s(0.7, 0.8, 20, 1.05, 0.0), "message", True)
+QWEN_MAX = _profile("qwen-max", 32_768, 8_192, _s(0.7, 0.8, 20, 1.0, 1.5), "text", False)
+QWEN_PLUS = _profile("qwen-plus", 131_072, 16_384, _s(0.7, 0.8, 20, 1.05, 0.0), "text", False,
+                     thinking=_s(0.6, 0.95, 20, 1.05, 0.5))
+QWEN_FLASH = _profile("qwen-flash", 1_000_000, 32_768, _s(0.7, 0.8, 20, 1.05, 0.0), "text", False,
+                      thinking=_s(0.6, 0.95, 20, 1.05, 0.0))
+QWEN_TURBO = _profile("qwen-turbo", 1_000_000, 16_384, _s(0.7, 0.8, 20, 1.05, 0.0), "text", False,
+                      thinking=_s(0.6, 0.95, 20, 1.05, 0.5))
+QWEN_LONG = _profile("qwen-long", 10_000_000, 8_192, _s(1.0, 0.8, 20, 1.05, 0.0), "message", False)
+QWEN3_VL = _profile("qwen3-vl", 262_144, 32_768, _s(0.7, 0.8, 20, 1.0, 1.5), "message", True,
+                    thinking=_s(0.8, 0.95, 20, 1.0, 0.0))
+QWEN3_SMALL = _profile("qwen3-open", 32_768, 8_192, _s(0.7, 0.8, 20, 1.05, 1.5), "message", True,
+                       thinking=_s(0.6, 0.95, 20, 1.05, 1.5))
+QWEN3_OPEN = _profile("qwen3-open", 131_072, 8_192, _s(0.7, 0.8, 20, 1.05, 1.5), "message", True,
+                      thinking=_s(0.6, 0.95, 20, 1.05, 0.5))
+QWEN3_NEXT_INSTRUCT = replace(QWEN3_OPEN, result_format="text")
+QWEN_OPEN_SMALL = _profile("qwen-open", 32_768, 8_192, _s(0.7, 0.8, 20, 1.1, 0.0), "text", False)
+QWEN_OPEN = _profile("qwen-open", 131_072, 8_192, _s(0.7, 0.8, 20, 1.05, 0.0), "text", False)
+
+# First match wins; patterns are matched against the lower-cased served name.
+_FAMILIES: tuple[tuple[str, ModelProfile], ...] = (
+    (r"qwen3-max", QWEN3_MAX),
+    (r"qwen-max", QWEN_MAX),
+    (r"qwen-plus", QWEN_PLUS),
+    (r"qwen-flash", QWEN_FLASH),
+    (r"qwen-turbo", QWEN_TURBO),
+    (r"qwen-long", QWEN_LONG),
+    (r"qwen3-vl", QWEN3_VL),
+    (r"qwen3-next-80b-a3b-instruct", QWEN3_NEXT_INSTRUCT),
+    (r"qwen3-(0\.6|1\.7|4)b", QWEN3_SMALL),
+    (r"qwen3-", QWEN3_OPEN),
+    (r"qwen2(\.5)?-(0\.5|1\.5)b", QWEN_OPEN_SMALL),
+    (r"qwen2(\.5)?-", QWEN_OPEN),
+)
+
+
+def profile_for(served_name: str, architecture: str = "") -> ModelProfile:
+    """The profile of ``served_name`` (not yet fitted to an engine)."""
+    name = served_name.lower()
+    for pattern, profile in _FAMILIES:
+        if re.match(pattern, name):
+            return profile
+    if architecture.startswith("Qwen3"):
+        return QWEN3_OPEN
+    return QWEN_OPEN

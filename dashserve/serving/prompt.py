@@ -1,0 +1,59 @@
+"""Messages → prompt token ids, through the model's own chat template.
+
+Partial mode: a final assistant message with ``partial: true`` is not closed by the
+template; its text is appended after the generation prompt, so the model continues it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from dashserve.errors import InvalidRequest, MissingInput
+from dashserve.serving.request import Message
+
+if TYPE_CHECKING:
+    from dashserve.tokenizer import Tokenizer
+
+ROLES = frozenset({"system", "user", "assistant", "tool"})
+
+
+def check_messages(messages: Sequence[Message]) -> None:
+    """Roles are known; only the last message, an assistant one, may be partial."""
+    if not messages:
+        raise MissingInput('Either "prompt" or "messages" must exist and cannot both be none.',
+                           param="messages")
+    for i, message in enumerate(messages):
+        if message.role not in ROLES:
+            raise InvalidRequest(
+                f"messages[{i}].role must be one of system, user, assistant, tool; "
+                f"got {message.role!r}", param="messages")
+        if message.partial and (i != len(messages) - 1 or message.role != "assistant"):
+            raise InvalidRequest("only the last message, from the assistant, may be partial",
+                                 param="messages")
+        if message.role == "system" and message.content.startswith("fileid://"):
+            raise InvalidRequest("fileid:// documents are not available on this server yet",
+                                 param="messages")
+
+
+def render_prompt(tokenizer: Tokenizer, messages: Sequence[Message], *,
+                  enable_thinking: bool, tools: Sequence[dict[str, Any]] | None = None) -> str:
+    """The prompt text the model sees."""
+    check_messages(messages)
+    last = messages[-1]
+    history = messages[:-1] if last.partial else messages
+    text = tokenizer.apply_chat_template(
+        [m.to_template() for m in history], tools=list(tools) if tools else None,
+        add_generation_prompt=True, enable_thinking=enable_thinking,
+    )
+    if last.partial:
+        text += last.content
+    return text
+
+
+def build_prompt(tokenizer: Tokenizer, messages: Sequence[Message], *,
+                 enable_thinking: bool, tools: Sequence[dict[str, Any]] | None = None
+                 ) -> list[int]:
+    """Prompt token ids for ``messages`` (the count billed as input tokens)."""
+    text = render_prompt(tokenizer, messages, enable_thinking=enable_thinking, tools=tools)
+    return tokenizer.encode(text)

@@ -1,0 +1,77 @@
+"""The protocol-neutral request that both API adapters hand to the serving layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# One stop entry as the client gave it: a string, or a token-id sequence.
+StopItem = str | tuple[int, ...]
+ApiKind = Literal["dashscope", "openai"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat turn, already flattened to text by the API adapter.
+
+    ``partial`` marks a trailing assistant turn the model must continue (DashScope partial
+    mode). ``extra`` carries template-relevant keys we pass through untouched (``name``,
+    ``tool_calls``, ``tool_call_id``, ``reasoning_content``).
+    """
+
+    role: str
+    content: str
+    partial: bool = False
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def to_template(self) -> dict[str, Any]:
+        """The dict the chat template expects."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        out.update(self.extra)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedParams:
+    """What the client asked for. ``None`` means "not given": the model profile decides.
+
+    Only shape is guaranteed here (types); ranges are checked by ``serving.normalize``.
+    ``stop`` keeps strings and token-id sequences in the order given.
+    """
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    max_input_tokens: int | None = None
+    stop: tuple[StopItem, ...] | None = None
+    n: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    enable_thinking: bool | None = None
+    thinking_budget: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """A chat generation request after wire parsing, before defaults and validation.
+
+    ``model`` is the served name the client used. ``stream`` says whether the client
+    reads a stream; how a stream is rendered (deltas or snapshots) is the API's business.
+    ``tools``/``tool_choice`` and ``response_format`` are passed as the client sent them
+    (JSON-like values); ``serving.normalize`` decides what is supported.
+    """
+
+    request_id: str
+    model: str
+    messages: tuple[Message, ...]
+    params: RequestedParams = field(default_factory=RequestedParams)
+    stream: bool = False
+    api: ApiKind = "dashscope"
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None

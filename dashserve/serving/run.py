@@ -1,0 +1,207 @@
+"""One admitted generation: engine events in, assembled updates out, billed exactly once.
+
+A ``GenerationRun`` owns a pump task that reads the engine's event stream into a local
+buffer, so readers can wait with a timeout (stream heartbeats, the non-stream cut-off)
+without ever cancelling the engine iterator mid-step. ``aclose`` is the single exit:
+it stops the pump (which aborts the request in the engine and frees its KV blocks) and
+reports a ``UsageRecord`` to the gate, once, whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from dashserve.engine.params import InvalidParameter, PromptTooLong, SamplingParams
+from dashserve.errors import DashServeError, InternalError, InvalidRequest, PromptTooLongError
+from dashserve.platform.gate import Admission, Gate, UsageRecord
+from dashserve.serving.assemble import (
+    ChoiceAssembler,
+    Completion,
+    GenerationUpdate,
+    Usage,
+    usage_of,
+)
+from dashserve.serving.registry import ServedModel
+
+log = logging.getLogger(__name__)
+
+CLIENT_CLOSED = 499  # status recorded when the client went away before the end
+SHUTDOWN = 503  # status recorded for requests cut off by server shutdown
+_END = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A validated request, ready for the engine."""
+
+    served: ServedModel
+    prompt_token_ids: tuple[int, ...]
+    sampling: SamplingParams
+
+
+def client_error(exc: BaseException) -> DashServeError:
+    """The client-visible error for an exception raised by the engine."""
+    if isinstance(exc, DashServeError):
+        return exc
+    if isinstance(exc, PromptTooLong):
+        return PromptTooLongError(exc.message, param=exc.param)
+    if isinstance(exc, InvalidParameter):
+        return InvalidRequest(exc.message, param=exc.param)
+    log.error("generation failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+    return InternalError()
+
+
+class GenerationRun:
+    """Reads one request's events; see the module docstring for the life cycle."""
+
+    def __init__(self, request_id: str, plan: Plan, admission: Admission, gate: Gate,
+                 on_close: Callable[[], None]) -> None:
+        self.request_id = request_id
+        self.plan = plan
+        self.admission = admission
+        self._gate = gate
+        self._on_close = on_close
+        self._assemblers = [ChoiceAssembler(i) for i in range(plan.sampling.n)]
+        self._items: deque[Any] = deque()
+        self._ready = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+        self._finalizer: asyncio.Task[None] | None = None
+        self._input_tokens = 0
+        self._cached_tokens = 0
+        self._done = False
+        self._partial = False
+        self._status: int | None = None
+        self._started = time.monotonic()
+        self._first_token_at: float | None = None
+
+    @property
+    def is_done(self) -> bool:
+        """The request's last event was read (or it failed)."""
+        return self._done
+
+    @property
+    def usage(self) -> Usage:
+        return usage_of([a.state for a in self._assemblers], self._input_tokens,
+                        self._cached_tokens)
+
+    def start(self) -> None:
+        self._pump = asyncio.create_task(self._pump_events(), name=f"run-{self.request_id}")
+
+    async def _pump_events(self) -> None:
+        engine = self.plan.served.engine
+        events = engine.submit(self.request_id, list(self.plan.prompt_token_ids),
+                               self.plan.sampling)
+        try:
+            async for event in events:  # the engine ends the iterator after `finished`
+                self._push(event)
+            self._push(_END)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # handed to the reader, which reports it to the client
+            self._push(exc)
+        finally:
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
+
+    def _push(self, item: Any) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    async def next_update(self, timeout_s: float | None = None) -> GenerationUpdate | None:
+        """The next update, or None when ``timeout_s`` passed first. Raises the client
+        error when the engine failed."""
+        while not self._items:
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                return None
+        item = self._items.popleft()
+        if item is _END:
+            self._done = True
+            self._status = 500
+            raise InternalError("the engine ended the request without finishing it")
+        if isinstance(item, BaseException):
+            self._done = True
+            error = client_error(item)
+            self._status = error.status_code
+            raise error
+        assembler = self._assemblers[item.index]
+        delta = assembler.feed(item)
+        self._input_tokens = item.num_prompt_tokens
+        self._cached_tokens = item.num_cached_tokens
+        if self._first_token_at is None and item.token_ids:
+            self._first_token_at = time.monotonic()
+        self._done = bool(item.finished)
+        return GenerationUpdate(delta, assembler.state, self.usage, self._done)
+
+    async def stream(self, heartbeat_s: float | None) -> AsyncIterator[GenerationUpdate | None]:
+        """Updates until the end; None whenever ``heartbeat_s`` passed without one."""
+        while not self._done:
+            yield await self.next_update(heartbeat_s)
+
+    async def complete(self, timeout_s: float | None) -> Completion:
+        """Read to the end, or until ``timeout_s``: then the result is partial."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while not self._done:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                self._partial = True
+                break
+            await self.next_update(remaining)
+        return Completion([a.state for a in self._assemblers], self.usage, self._partial)
+
+    async def aclose(self, *, status_code: int | None = None, disconnected: bool = False) -> None:
+        """Stop generating (if still running) and bill the request. Idempotent.
+
+        Runs to completion even when the calling task is being cancelled (a client that
+        disconnected), because the work happens in a shielded task of its own.
+        """
+        if self._finalizer is None:
+            if status_code is not None:
+                self._status = status_code
+            elif disconnected and not self._done:
+                self._status = CLIENT_CLOSED
+            self._finalizer = asyncio.ensure_future(self._finalize())
+        await asyncio.shield(self._finalizer)
+
+    async def _finalize(self) -> None:
+        try:
+            if self._pump is not None and not self._pump.done():
+                self._pump.cancel()
+                await asyncio.wait({self._pump})
+            await self._gate.finish(self.admission, self._record())
+        except Exception:
+            log.exception("could not report usage of request %s", self.request_id)
+        finally:
+            self._on_close()
+
+    def _record(self) -> UsageRecord:
+        usage = self.usage
+        principal = self.admission.principal
+        status = self._status or 200
+        finish: str | None = None
+        if status in (CLIENT_CLOSED, SHUTDOWN) and not self._done:
+            finish = "abort"
+        elif status == 200 and self._done:
+            finish = self._assemblers[0].state.finish_reason
+        now = time.monotonic()
+        ttft = None if self._first_token_at is None else (self._first_token_at - self._started)
+        return UsageRecord(
+            request_id=self.request_id, key_id=principal.key_id,
+            key_prefix=principal.key_prefix, workspace=principal.workspace,
+            model=self.admission.model, input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens, finish_reason=finish, status_code=status,
+            ttft_ms=None if ttft is None else ttft * 1000.0,
+            duration_ms=(now - self._started) * 1000.0, created_at=datetime.now(timezone.utc),
+        )

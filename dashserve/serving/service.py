@@ -1,0 +1,94 @@
+"""GenerationService: resolve the model, validate, build the prompt, admit, start the run.
+
+This is the only place the platform (the gate) meets the engine. Everything that can
+be refused is refused before admission, so a 4xx never costs a reservation; once
+admitted, the ``GenerationRun`` guarantees exactly one ``Gate.finish``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+from dashserve.errors import ServerBusy
+from dashserve.platform.gate import Gate, Principal
+from dashserve.serving.normalize import (
+    check_features,
+    check_input_length,
+    check_ranges,
+    sampling_params,
+    split_stop,
+)
+from dashserve.serving.prompt import build_prompt
+from dashserve.serving.registry import ModelRegistry
+from dashserve.serving.request import GenerationRequest
+from dashserve.serving.run import SHUTDOWN, GenerationRun, Plan
+
+log = logging.getLogger(__name__)
+
+
+class GenerationService:
+    """Turns ``GenerationRequest``s into running ``GenerationRun``s.
+
+    ``max_inflight_per_engine`` bounds the requests one engine holds (running or
+    queued); past it new requests get 429 ``Throttling`` with a retry hint.
+    """
+
+    def __init__(self, registry: ModelRegistry, gate: Gate, *,
+                 max_inflight_per_engine: int = 256) -> None:
+        self.registry = registry
+        self.gate = gate
+        self.max_inflight_per_engine = max_inflight_per_engine
+        self._inflight: defaultdict[int, int] = defaultdict(int)
+        self._runs: set[GenerationRun] = set()
+
+    def plan(self, request: GenerationRequest) -> Plan:
+        """Validate ``request`` against its model and build the engine's input."""
+        served = self.registry.get(request.model)
+        check_features(request)
+        params = request.params
+        profile = served.profile
+        check_ranges(params, profile)
+        tokenizer = served.engine.tokenizer
+        thinking = profile.enable_thinking if params.enable_thinking is None \
+            else params.enable_thinking
+        prompt_ids = build_prompt(tokenizer, request.messages, enable_thinking=thinking,
+                                  tools=request.tools or None)
+        check_input_length(params, profile, len(prompt_ids))
+        stop = split_stop(params.stop, served.engine.model_info.vocab_size, tokenizer.decode)
+        sampling = sampling_params(params, profile, len(prompt_ids), stop)
+        return Plan(served, tuple(prompt_ids), sampling)
+
+    async def start(self, request: GenerationRequest, principal: Principal) -> GenerationRun:
+        """Plan, admit and start ``request``. The caller must ``aclose()`` the run."""
+        plan = self.plan(request)
+        key = id(plan.served.engine)
+        if self._inflight[key] >= self.max_inflight_per_engine:
+            raise ServerBusy(
+                f"Requests throttling triggered: {self._inflight[key]} requests are already "
+                f"running or queued on model {request.model!r}.", retry_after_s=1.0)
+        estimate = len(plan.prompt_token_ids) + (plan.sampling.max_tokens or 0) * plan.sampling.n
+        admission = await self.gate.admit(principal, request.request_id, request.model, estimate)
+        self._inflight[key] += 1
+        run: GenerationRun
+
+        def release() -> None:
+            self._inflight[key] -= 1
+            self._runs.discard(run)
+
+        run = GenerationRun(request.request_id, plan, admission, self.gate, release)
+        self._runs.add(run)
+        run.start()
+        return run
+
+    @property
+    def num_inflight(self) -> int:
+        return len(self._runs)
+
+    async def close_all(self) -> None:
+        """Abort and bill every run still open (server shutdown)."""
+        runs = list(self._runs)
+        if runs:
+            log.warning("aborting %d requests still running at shutdown", len(runs))
+            await asyncio.gather(*(run.aclose(status_code=SHUTDOWN) for run in runs))

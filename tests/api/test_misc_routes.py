@@ -1,0 +1,54 @@
+"""Health, tokenizer and native model listing."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.api.conftest import native_body
+from tests.utils.fake_engine import FakeEngine
+
+
+async def test_health_ready(client: httpx.AsyncClient) -> None:
+    r = await client.get("/health", headers={"Authorization": ""})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ready" and "qwen-plus" in body["models"]
+
+
+async def test_tokenizer_counts_like_generation(client: httpx.AsyncClient,
+                                                engine: FakeEngine) -> None:
+    body = {"model": "qwen-plus",
+            "input": {"messages": [{"role": "user", "content": "hi"}]}, "parameters": {}}
+    r = await client.post("/api/v1/tokenizer", json=body)
+    assert r.status_code == 200
+    out = r.json()
+    ids = out["output"]["token_ids"]
+    assert out["usage"] == {"input_tokens": len(ids)}
+    assert len(out["output"]["tokens"]) == len(ids)
+    assert out["output"]["tokens"][:2] == ["<|im_start|>", "u"]
+    gen = await client.post("/api/v1/services/aigc/text-generation/generation",
+                            json=native_body())
+    assert gen.json()["usage"]["input_tokens"] == len(ids)
+    prompt = await client.post("/api/v1/tokenizer",
+                               json={"model": "qwen-plus", "input": {"prompt": "hi"}})
+    assert prompt.json()["output"]["token_ids"] == ids
+
+
+async def test_tokenizer_needs_a_known_model(client: httpx.AsyncClient) -> None:
+    r = await client.post("/api/v1/tokenizer", json={"model": "x", "input": {"prompt": "a"}})
+    assert r.status_code == 404
+
+
+async def test_native_models(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/models", params={"page_no": 1, "page_size": 2})
+    out = r.json()["output"]
+    assert (out["page_no"], out["page_size"], out["total"]) == (1, 2, 4)
+    assert [m["model"] for m in out["models"]] == ["qwen-max", "qwen-plus"]
+    one = (await client.get("/api/v1/models", params={"model": "qwen-plus"})).json()
+    assert [m["model"] for m in one["output"]["models"]] == ["qwen-plus"]
+    assert "request_id" in r.json()
+
+
+async def test_models_need_a_key(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/models", headers={"Authorization": ""})
+    assert r.status_code == 401

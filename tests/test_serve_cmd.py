@@ -1,0 +1,128 @@
+"""`dashserve serve`: flags → Settings, the cached demo model, and a real start-up/shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dashserve import serve_cmd
+from dashserve.cli import build_parser
+from dashserve.config import Settings
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["serve", *argv])
+
+
+def test_flags_to_settings(tmp_path: Path) -> None:
+    args = parse("--model", "/m/A", "--served-model-name", "qwen-plus", "qwen3-8b",
+                 "--model", "/m/B", "--api-key", "k1", "--api-key", "k2", "--port", "9000",
+                 "--data-dir", str(tmp_path), "--max-model-len", "2048", "--partial-timeout", "5")
+    s = serve_cmd.settings_from_args(args)
+    assert [spec.names for spec in s.models] == [("qwen-plus", "qwen3-8b"), ("B",)]
+    assert (s.api_keys, s.port, s.data_dir) == (("k1", "k2"), 9000, tmp_path)
+    assert s.max_model_len == 2048 and s.partial_response_timeout_s == 5
+    assert s.engine_options(s.models[0])["max_model_len"] == 2048
+
+
+def test_names_for_the_demo() -> None:
+    s = serve_cmd.settings_from_args(parse("--served-model-name", "a", "b"))
+    assert s.is_demo and s.demo_names == ("a", "b")
+
+
+def test_unset_flags_leave_env_and_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DASHSERVE_PORT", "9123")
+    assert serve_cmd.settings_from_args(parse()).port == 9123
+
+
+def test_invalid_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse("--model", "a", "--served-model-name", "x", "--model", "b",
+                 "--served-model-name", "x")
+    assert serve_cmd.run(args) == 2
+    assert "invalid settings" in capsys.readouterr().err
+
+
+def test_demo_model_is_made_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Path] = []
+
+    def fake_make(preset: str, out: Path, seed: int = 0, dtype: str | None = None) -> Path:
+        calls.append(out)
+        out.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+        return out
+
+    monkeypatch.setattr("dashserve.model.make.make_model", fake_make)
+    s = Settings(data_dir=tmp_path, demo_preset="qwen3-tiny")
+    first = serve_cmd.ensure_demo_model(s)
+    second = serve_cmd.ensure_demo_model(s)
+    assert first == second == tmp_path / "models" / "demo-qwen3-tiny"
+    assert len(calls) == 1 and calls[0].name.startswith("demo-qwen3-tiny.tmp-")
+    assert (first / "config.json").is_file()
+
+
+def test_banner_is_loud() -> None:
+    banner = serve_cmd.demo_banner(Settings())
+    assert "GIBBERISH BY DESIGN" in banner and "qwen-plus" in banner
+    assert banner.splitlines()[0].startswith("####")
+
+
+def _get(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.mark.slow
+def test_serve_demo_end_to_end(tmp_path: Path) -> None:
+    """The real engine on a tiny random model: loads, answers, shuts down on SIGTERM."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DASHSERVE_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashserve", "serve", "--demo-preset", "qwen3-tiny",
+         "--port", str(port), "--api-key", "sk-e2e", "--max-model-len", "512"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        status = 0
+        while time.monotonic() < deadline:
+            try:
+                status, health = _get(base + "/health")
+            except OSError:
+                time.sleep(0.2)
+                continue
+            if status == 200:
+                break
+            assert status == 503 and health["status"] == "loading"
+            time.sleep(0.2)
+        assert status == 200
+        body = json.dumps({"model": "qwen-plus", "input": {"prompt": "hi"},
+                           "parameters": {"max_tokens": 5, "result_format": "message"}})
+        request = urllib.request.Request(
+            base + "/api/v1/services/aigc/text-generation/generation", data=body.encode(),
+            headers={"Authorization": "Bearer sk-e2e", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as r:
+            answer = json.loads(r.read())
+        assert answer["usage"]["output_tokens"] == 5
+        assert answer["output"]["choices"][0]["finish_reason"] == "length"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert "GIBBERISH BY DESIGN" in output
+    assert (tmp_path / "models" / "demo-qwen3-tiny" / "config.json").is_file()
+    assert "Application shutdown complete" in output
