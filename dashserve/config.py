@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     max_inflight_per_model: int = Field(default=256, ge=1)
     max_body_bytes: int = Field(default=32 * 2**20, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Platform: keys, limits and usage live in this database (SQLite in the data dir by default).
+    database_url: str | None = None
+    redis_url: str | None = None
+    admin_keys: tuple[str, ...] = ()
 
     @classmethod
     def settings_customise_sources(

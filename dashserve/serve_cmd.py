@@ -25,7 +25,9 @@ from pydantic import ValidationError
 from dashserve.app import create_app
 from dashserve.config import ModelSpec, Settings
 from dashserve.engine.client_protocol import EngineClient
-from dashserve.platform.static_gate import StaticKeyGate
+from dashserve.api.admin.routes import admin_router, metrics_router
+from dashserve.engine.outputs import EngineStats
+from dashserve.platform.state import add_platform_arguments, prepare_platform
 from dashserve.serving.registry import ModelRegistry, ServerState
 
 log = logging.getLogger("dashserve.serve")
@@ -36,6 +38,7 @@ _OPTIONAL = MappingProxyType({  # flag dest -> Settings field, copied only when 
     "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
     "partial_timeout": "partial_response_timeout_s", "shutdown_grace": "shutdown_grace_s",
     "demo_preset": "demo_preset", "log_level": "log_level",
+    "database_url": "database_url", "redis_url": "redis_url",
 })
 
 
@@ -86,6 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long shutdown waits for requests in flight (default 30)")
     add("--demo-preset", help=argparse.SUPPRESS)
     add("--log-level", choices=("debug", "info", "warning", "error"))
+    add_platform_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -94,6 +98,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                               if getattr(args, dest, None) is not None}
     if getattr(args, "api_keys", None):
         values["api_keys"] = args.api_keys
+    if getattr(args, "admin_keys", None):
+        values["admin_keys"] = args.admin_keys
     if getattr(args, "models", None):
         values["models"] = [ModelSpec(**m) for m in args.models]
     if getattr(args, "demo_names", None) and not getattr(args, "models", None):
@@ -178,8 +184,13 @@ def serve(settings: Settings) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, None, StaticKeyGate(settings.api_keys),
+    platform = prepare_platform(settings, on_bootstrap_key=_print_bootstrap_key)
+    app = create_app(settings, None, platform.gate,
                      loader=lambda registry: load_engines(settings, registry), on_fatal=on_fatal)
+    app.state.platform = platform
+    app.include_router(admin_router())
+    app.include_router(metrics_router())
+    platform.bind_engine_stats(lambda: _engine_stats(app.state.registry))
     if settings.is_demo:
         log.warning("\n%s", demo_banner(settings))
     grace: Any = settings.shutdown_grace_s  # uvicorn types it int; any wait_for timeout works
@@ -188,6 +199,27 @@ def serve(settings: Settings) -> int:
     server = DrainingServer(config, app.state.registry)
     server.run()
     return 1 if failures else 0
+
+
+def _print_bootstrap_key(secret: str) -> None:
+    """A first start with no keys creates an admin key: show it once, never log it."""
+    print(f"\nNo API keys yet: created one (shown only now, store it):\n  {secret}\n"  # noqa: T201
+          "Use it as DASHSCOPE_API_KEY; manage keys with `dashserve keys`.\n", file=sys.stderr)
+
+
+def _engine_stats(registry: ModelRegistry) -> EngineStats | None:
+    """Queue and KV state summed over the loaded engines (None while loading)."""
+    if not registry.is_ready:
+        return None
+    stats = [e.stats() for e in registry.engines]
+    return EngineStats(
+        num_waiting=sum(s.num_waiting for s in stats),
+        num_running=sum(s.num_running for s in stats),
+        num_kv_blocks_total=sum(s.num_kv_blocks_total for s in stats),
+        num_kv_blocks_free=sum(s.num_kv_blocks_free for s in stats),
+        num_preemptions=sum(s.num_preemptions for s in stats),
+        num_prefix_cache_hits=sum(s.num_prefix_cache_hits for s in stats),
+    )
 
 
 class DrainingServer(uvicorn.Server):
