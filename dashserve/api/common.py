@@ -93,3 +93,30 @@ def logprobs_content(entries: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
                            "logprob": _finite(t.logprob)} for t in e.top_logprobs]}
         for e in entries
     ]
+
+
+def tool_call_chunks(fragments: Sequence[Any]) -> list[dict[str, Any]]:
+    """Stream form of tool-call fragments: ``index`` always; ``id``, ``type`` and the name
+    only on a call's first fragment; later fragments carry argument text only."""
+    out: list[dict[str, Any]] = []
+    for f in fragments:
+        if f.id is not None or f.name is not None:
+            out.append({"index": f.index, "id": f.id or "", "type": "function",
+                        "function": {"name": f.name or "", "arguments": f.arguments}})
+        else:
+            out.append({"index": f.index, "function": {"arguments": f.arguments}})
+    return out
+
+
+def merged_tool_calls(fragments: Sequence[Any]) -> list[dict[str, Any]]:
+    """Whole tool calls from all fragments so far, in index order."""
+    calls: dict[int, dict[str, Any]] = {}
+    for f in fragments:
+        call = calls.setdefault(f.index, {"index": f.index, "id": "", "type": "function",
+                                          "function": {"name": "", "arguments": ""}})
+        if f.id:
+            call["id"] = f.id
+        if f.name:
+            call["function"]["name"] += f.name
+        call["function"]["arguments"] += f.arguments
+    return [calls[i] for i in sorted(calls)]

@@ -16,16 +16,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from dashserve.engine.outputs import EngineEvent, FinishReason, TokenLogprob
-
-
-@dataclass(slots=True)
-class ToolCallFragment:
-    """A piece of one tool call, addressed by ``index`` (id/name only on the first piece)."""
-
-    index: int
-    id: str = ""
-    name: str = ""
-    arguments: str = ""
+from dashserve.serving.reasoning import ReasoningSplitter
+from dashserve.serving.tool_calls import ToolCallFragment, ToolCallParser
 
 
 @dataclass(slots=True)
@@ -53,6 +45,33 @@ class PlainText:
 
     def flush(self) -> TextPieces:
         return TextPieces()
+
+
+class ChatText:
+    """Qwen chat output: reasoning split off first (thinking mode: the prompt opened the
+    block), then ``<tool_call>`` blocks parsed out of the answer (when tools are on)."""
+
+    def __init__(self, *, thinking: bool = False, tools: bool = False) -> None:
+        self._reasoning = ReasoningSplitter(True) if thinking else None
+        self._tools = ToolCallParser() if tools else None
+
+    def feed(self, text: str) -> TextPieces:
+        reasoning, content = self._reasoning.feed(text) if self._reasoning else ("", text)
+        return self._answer(reasoning, content, final=False)
+
+    def flush(self) -> TextPieces:
+        reasoning, content = self._reasoning.flush() if self._reasoning else ("", "")
+        return self._answer(reasoning, content, final=True)
+
+    def _answer(self, reasoning: str, content: str, *, final: bool) -> TextPieces:
+        if self._tools is None:
+            return TextPieces(content, reasoning)
+        delta = self._tools.feed(content)
+        if final:
+            tail = self._tools.flush()
+            delta.content += tail.content
+            delta.fragments.extend(tail.fragments)
+        return TextPieces(delta.content, reasoning, delta.fragments)
 
 
 @dataclass(slots=True)

@@ -4,7 +4,8 @@ Ranges follow DashScope's parameter reference: temperature [0, 2), top_p (0, 1],
 top_k >= 0 (0, None or > 100 disable it), repetition_penalty > 0, presence_penalty
 [-2, 2], seed [0, 2^31 - 1], n 1..4, top_logprobs 0..5, max_tokens 1..the model's
 maximum output. Every failure names the offending parameter. Features we do not offer
-are refused with a 400 instead of being ignored.
+are refused with a 400 instead of being ignored; tools, structured output and thinking
+are checked in ``serving.features``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 from dashserve.engine.params import InvalidParameter, SamplingParams
 from dashserve.errors import InvalidRequest, PromptTooLongError, UnsupportedFeature
+from dashserve.serving.features import ChatFeatures, thinking_enabled
 from dashserve.serving.profiles import ModelProfile
-from dashserve.serving.request import GenerationRequest, RequestedParams, StopItem
+from dashserve.serving.request import RequestedParams, StopItem
 
 SEED_MAX = 2**31 - 1
 
@@ -42,27 +44,6 @@ def check_extras(values: Mapping[str, Any]) -> None:
     if modalities and any(m != "text" for m in modalities):
         raise UnsupportedFeature("audio output is not available on this server; only text",
                                  param="modalities")
-
-
-def check_features(request: GenerationRequest) -> None:
-    """Refuse tools, structured output and thinking mode until the server offers them."""
-    if request.tools:
-        raise UnsupportedFeature(
-            "tools (function calling) is not available on this server yet", param="tools")
-    fmt = request.response_format
-    if fmt is not None:
-        kind = fmt.get("type")
-        if kind in ("json_object", "json_schema"):
-            raise UnsupportedFeature(
-                f"response_format of type '{kind}' is not available on this server yet",
-                param="response_format")
-        if kind != "text":
-            raise InvalidRequest("response_format.type must be one of 'text', 'json_object', "
-                                 "'json_schema'", param="response_format")
-    if request.params.enable_thinking:
-        raise UnsupportedFeature(
-            "enable_thinking=true (thinking mode) is not available on this server yet",
-            param="enable_thinking")
 
 
 def _range(ok: bool, param: str, bounds: str) -> None:
@@ -140,9 +121,14 @@ def check_input_length(p: RequestedParams, profile: ModelProfile, num_prompt_tok
 
 
 def sampling_params(p: RequestedParams, profile: ModelProfile, num_prompt_tokens: int,
-                    stop: tuple[tuple[str, ...], tuple[int, ...]]) -> SamplingParams:
-    """Requested values over the profile's defaults; ``max_tokens`` clamped to what fits."""
-    thinking = bool(p.enable_thinking) and profile.thinking is not None
+                    stop: tuple[tuple[str, ...], tuple[int, ...]],
+                    features: ChatFeatures | None = None) -> SamplingParams:
+    """Requested values over the profile's defaults; ``max_tokens`` clamped to what fits.
+
+    With tools ``n`` is always 1; in thinking mode the prompt opens the thinking block.
+    """
+    features = features or ChatFeatures(thinking_enabled(p.enable_thinking, profile))
+    thinking = features.thinking
     d = profile.thinking if thinking and profile.thinking else profile.sampling
     room = profile.context_length - num_prompt_tokens
     max_tokens = min(p.max_tokens or profile.max_output_tokens, room)
@@ -161,10 +147,12 @@ def sampling_params(p: RequestedParams, profile: ModelProfile, num_prompt_tokens
             max_tokens=max_tokens,
             stop=stop[0],
             stop_token_ids=stop[1],
-            n=p.n or 1,
+            n=1 if features.template_tools else (p.n or 1),
             logprobs=logprobs,
             top_logprobs=(p.top_logprobs or 0) if logprobs else 0,
             thinking_budget=p.thinking_budget if thinking else None,
+            starts_in_thinking=thinking,
+            structured=features.structured,
         )
     except InvalidParameter as exc:  # a range the engine checks that we did not
         raise InvalidRequest(exc.message, param=exc.param) from exc

@@ -2,6 +2,8 @@
 
 Partial mode: a final assistant message with ``partial: true`` is not closed by the
 template; its text is appended after the generation prompt, so the model continues it.
+Thinking mode: when the rendered prompt does not already end inside an open ``<think>``
+block, ``<think>\n`` is appended, so the output always starts inside the reasoning.
 """
 
 from __future__ import annotations
@@ -16,6 +18,15 @@ if TYPE_CHECKING:
     from dashserve.tokenizer import Tokenizer
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+def opens_thinking(text: str) -> str:
+    """``text`` ending inside an open thinking block (adds ``<think>\n`` if it does not)."""
+    if text.rfind(THINK_OPEN) > text.rfind(THINK_CLOSE):
+        return text
+    return text + THINK_OPEN + "\n"
 
 
 def check_messages(messages: Sequence[Message]) -> None:
@@ -48,6 +59,8 @@ def render_prompt(tokenizer: Tokenizer, messages: Sequence[Message], *,
     )
     if last.partial:
         text += last.content
+    elif enable_thinking:
+        text = opens_thinking(text)
     return text
 
 

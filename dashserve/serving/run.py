@@ -22,6 +22,7 @@ from dashserve.engine.params import InvalidParameter, PromptTooLong, SamplingPar
 from dashserve.errors import DashServeError, InternalError, InvalidRequest, PromptTooLongError
 from dashserve.platform.gate import Admission, Gate, UsageRecord
 from dashserve.serving.assemble import (
+    ChatText,
     ChoiceAssembler,
     Completion,
     GenerationUpdate,
@@ -44,6 +45,7 @@ class Plan:
     served: ServedModel
     prompt_token_ids: tuple[int, ...]
     sampling: SamplingParams
+    parse_tools: bool = False  # tool calls are parsed out of the output
 
 
 def client_error(exc: BaseException) -> DashServeError:
@@ -68,7 +70,10 @@ class GenerationRun:
         self.admission = admission
         self._gate = gate
         self._on_close = on_close
-        self._assemblers = [ChoiceAssembler(i) for i in range(plan.sampling.n)]
+        self._assemblers = [
+            ChoiceAssembler(i, ChatText(thinking=plan.sampling.starts_in_thinking,
+                                        tools=plan.parse_tools))
+            for i in range(plan.sampling.n)]
         self._items: deque[Any] = deque()
         self._ready = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
@@ -114,6 +119,15 @@ class GenerationRun:
     def _push(self, item: Any) -> None:
         self._items.append(item)
         self._ready.set()
+
+    async def accepted(self) -> None:
+        """Wait for the engine's first event; raises the client error if it refused the
+        request (e.g. a grammar that does not compile). Consumes nothing else."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        if isinstance(self._items[0], BaseException):
+            await self.next_update()
 
     async def next_update(self, timeout_s: float | None = None) -> GenerationUpdate | None:
         """The next update, or None when ``timeout_s`` passed first. Raises the client

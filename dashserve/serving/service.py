@@ -11,10 +11,10 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from dashserve.errors import ServerBusy
+from dashserve.errors import DashServeError, ServerBusy
 from dashserve.platform.gate import Gate, Principal
+from dashserve.serving.features import resolve_features
 from dashserve.serving.normalize import (
-    check_features,
     check_input_length,
     check_ranges,
     sampling_params,
@@ -46,19 +46,17 @@ class GenerationService:
     def plan(self, request: GenerationRequest) -> Plan:
         """Validate ``request`` against its model and build the engine's input."""
         served = self.registry.get(request.model)
-        check_features(request)
         params = request.params
         profile = served.profile
         check_ranges(params, profile)
+        features = resolve_features(request, profile)
         tokenizer = served.engine.tokenizer
-        thinking = profile.enable_thinking if params.enable_thinking is None \
-            else params.enable_thinking
-        prompt_ids = build_prompt(tokenizer, request.messages, enable_thinking=thinking,
-                                  tools=request.tools or None)
+        prompt_ids = build_prompt(tokenizer, request.messages, enable_thinking=features.thinking,
+                                  tools=features.template_tools or None)
         check_input_length(params, profile, len(prompt_ids))
         stop = split_stop(params.stop, served.engine.model_info.vocab_size, tokenizer.decode)
-        sampling = sampling_params(params, profile, len(prompt_ids), stop)
-        return Plan(served, tuple(prompt_ids), sampling)
+        sampling = sampling_params(params, profile, len(prompt_ids), stop, features)
+        return Plan(served, tuple(prompt_ids), sampling, parse_tools=features.parse_tools)
 
     async def start(self, request: GenerationRequest, principal: Principal) -> GenerationRun:
         """Plan, admit and start ``request``. The caller must ``aclose()`` the run."""
@@ -80,6 +78,12 @@ class GenerationService:
         run = GenerationRun(request.request_id, plan, admission, self.gate, release)
         self._runs.add(run)
         run.start()
+        if plan.sampling.structured is not None:  # a grammar the engine refuses is a 400
+            try:
+                await run.accepted()
+            except DashServeError as exc:
+                await run.aclose(status_code=exc.status_code)
+                raise
         return run
 
     @property

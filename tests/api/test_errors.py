@@ -171,9 +171,6 @@ async def test_unavailable_transport_modes(client: httpx.AsyncClient,
 
 @pytest.mark.parametrize(("params", "name"), [
     ({"enable_search": True}, "enable_search"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"enable_thinking": True}, "enable_thinking"),
     ({"ocr_options": {"task": "x"}}, "ocr_options"),
 ])
 async def test_unavailable_features(client: httpx.AsyncClient, params: dict[str, object],
@@ -181,6 +178,29 @@ async def test_unavailable_features(client: httpx.AsyncClient, params: dict[str,
     r = await client.post(NATIVE, json=native_body(result_format="message", **params))
     body = assert_native_error(r, 400, "InvalidParameter")
     assert "not available" in body["message"]
+    assert gate.records == []  # refused before admission: nothing to bill
+
+
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {}}}
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools[0]"),
+    ({"response_format": {"type": "json_object"}}, "must contain the word 'json'"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}, "name"),
+    ({"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "g"}}},
+     "not in tools"),
+    ({"enable_thinking": True, "tools": [TOOL],
+      "tool_choice": {"type": "function", "function": {"name": "f"}}}, "thinking"),
+    ({"tools": [TOOL], "result_format": "text"}, "result_format"),
+    ({"enable_thinking": True, "result_format": "text"}, "result_format"),
+])
+async def test_chat_feature_refusals(client: httpx.AsyncClient, params: dict[str, object],
+                                     message: str, gate: RecordingGate) -> None:
+    params = {"result_format": "message", **params}
+    r = await client.post(NATIVE, json=native_body(**params))
+    body = assert_native_error(r, 400, "InvalidParameter")
+    assert message in body["message"]
     assert gate.records == []  # refused before admission: nothing to bill
 
 

@@ -98,11 +98,12 @@ async def test_text_content_parts(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize(("extra", "param"), [
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "f g", "parameters": {}}}]}, "tools"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
      "response_format"),
-    ({"enable_thinking": True}, "enable_thinking"),
+    ({"enable_thinking": True, "tools": [{"type": "function", "function": {"name": "f"}}],
+      "tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice"),
     ({"enable_search": True}, "enable_search"),
     ({"logit_bias": {"1": 5}}, "logit_bias"),
     ({"modalities": ["text", "audio"]}, "modalities"),
@@ -113,7 +114,7 @@ async def test_unavailable_features_are_refused(client: httpx.AsyncClient,
     assert r.status_code == 400
     error = r.json()["error"]
     assert error["param"] == param and error["type"] == "invalid_request_error"
-    assert "not" in error["message"]
+    assert error["message"]
 
 
 async def test_image_parts_are_refused(client: httpx.AsyncClient) -> None:

@@ -260,3 +260,26 @@ def test_constrained_and_free_requests_share_a_batch(engine: LLMEngine) -> None:
     doc = json.loads(texts["j"])
     assert doc["city"] in ("杭州", "Beijing") and 1 <= doc["days"] <= 7 and len(doc["tags"]) <= 2
     assert reasons == {"j": FinishReason.STOP, "f": FinishReason.LENGTH}
+
+
+def test_prefix_cache_reuses_full_blocks_and_reports_cached_tokens(qwen3_tiny_dir: Path) -> None:
+    engine = make_engine(qwen3_tiny_dir)  # block size 16
+    shared = random_ids(40, seed=21)
+    counts = []
+    for rid, tail in (("first", [7, 8]), ("second", [9, 10, 11])):
+        engine.add_request(rid, shared + tail, GREEDY)
+        last = None
+        while engine.has_unfinished():
+            for ev in engine.step():
+                last = ev
+        assert last is not None
+        counts.append(last.num_cached_tokens)
+    assert counts == [0, 32]  # two full 16-token blocks of the shared prefix
+    off = make_engine(qwen3_tiny_dir, enable_prefix_caching=False)
+    for rid in ("a", "b"):
+        off.add_request(rid, shared + [1, 2], GREEDY)
+        while off.has_unfinished():
+            events = off.step()
+            if events:
+                last = events[-1]
+    assert last.num_cached_tokens == 0

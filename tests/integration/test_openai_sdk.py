@@ -103,7 +103,7 @@ def test_errors(live: LiveServer, client: openai.OpenAI) -> None:
         "invalid_parameter_error"
     with pytest.raises(openai.BadRequestError) as tools:
         client.chat.completions.create(model="qwen-plus", messages=MESSAGES, tools=[
-            {"type": "function", "function": {"name": "f", "parameters": {}}}])
+            {"type": "function", "function": {"name": "not a name", "parameters": {}}}])
     assert tools.value.param == "tools"
 
 

@@ -37,7 +37,7 @@ def test_readme_curl(live: LiveServer) -> None:
 
 
 def test_readme_python(live: LiveServer, tmp_path: Path) -> None:
-    tour = blocks("python")
+    tour = [b for b in blocks("python") if README_URL in b]
     assert len(tour) == 2
     env = {**os.environ, "NO_PROXY": "127.0.0.1"}
     for i, code in enumerate(tour):
@@ -46,3 +46,13 @@ def test_readme_python(live: LiveServer, tmp_path: Path) -> None:
         out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                              timeout=60, check=True, env=env).stdout
         assert out.count("Hello from dashserve!") == 2, out
+
+
+def test_readme_offline_llm(qwen3_tiny_dir: Path, tmp_path: Path) -> None:
+    """The offline-API block runs on a tiny checkpoint in place of the one it names."""
+    (code,) = [b for b in blocks("python") if "from dashserve import LLM" in b]
+    script = tmp_path / "offline.py"
+    script.write_text(code.replace("/tmp/qwen3-tiny", str(qwen3_tiny_dir)), "utf-8")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip(), "the block prints the text, the prompt size and the finish reason"

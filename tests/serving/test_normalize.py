@@ -9,12 +9,12 @@ import pytest
 from dashserve.errors import InvalidRequest, PromptTooLongError, UnsupportedFeature
 from dashserve.serving.normalize import (
     check_extras,
-    check_features,
     check_input_length,
     check_ranges,
     sampling_params,
     split_stop,
 )
+from dashserve.serving.features import resolve_features
 from dashserve.serving.profiles import profile_for
 from dashserve.serving.request import GenerationRequest, Message, RequestedParams
 
@@ -58,16 +58,22 @@ def test_split_stop() -> None:
             split_stop(bad, 200, decode)  # type: ignore[arg-type]
 
 
-def test_features_refused_until_available() -> None:
-    check_features(request(response_format={"type": "text"}))
-    check_features(request(params=RequestedParams(enable_thinking=False)))
+def test_features_now_supported_feed_sampling_params() -> None:
+    assert resolve_features(request(response_format={"type": "text"}), PROFILE).structured is None
+    plain = resolve_features(request(params=RequestedParams(enable_thinking=False)), PROFILE)
+    assert not plain.thinking
+    tools = ({"type": "function", "function": {"name": "f"}},)
+    feats = resolve_features(request(tools=tools, params=RequestedParams(
+        enable_thinking=True, thinking_budget=8, n=3)), PROFILE)
+    assert feats.thinking and feats.parse_tools and feats.template_tools
+    sp = sampling_params(RequestedParams(enable_thinking=True, thinking_budget=8, n=3),
+                         PROFILE, 10, ((), ()), feats)
+    assert sp.n == 1 and sp.starts_in_thinking and sp.thinking_budget == 8
     for kwargs in ({"tools": ({"type": "function"},)},
                    {"response_format": {"type": "json_object"}},
-                   {"params": RequestedParams(enable_thinking=True)}):
-        with pytest.raises(UnsupportedFeature):
-            check_features(request(**kwargs))
-    with pytest.raises(InvalidRequest):
-        check_features(request(response_format={"type": "yaml"}))
+                   {"response_format": {"type": "yaml"}}):
+        with pytest.raises(InvalidRequest):
+            resolve_features(request(**kwargs), PROFILE)
 
 
 def test_extras() -> None:

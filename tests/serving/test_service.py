@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from dashserve.engine.params import InvalidParameter
-from dashserve.errors import InternalError, InvalidRequest, ServerBusy, UnsupportedFeature
+from dashserve.errors import InternalError, InvalidRequest, ServerBusy
 from dashserve.platform.gate import Principal
 from dashserve.serving.registry import ModelRegistry
 from dashserve.serving.request import GenerationRequest, Message, RequestedParams
@@ -108,8 +108,9 @@ async def test_engine_validation_becomes_invalid_request() -> None:
 
 async def test_refusals_happen_before_admission() -> None:
     service, gate = make_service(FakeEngine())
-    with pytest.raises(UnsupportedFeature):
-        await service.start(request(enable_thinking=True), PRINCIPAL)
+    with pytest.raises(InvalidRequest):
+        await service.start(GenerationRequest("r1", "qwen-plus", (Message("user", "hi"),),
+                                              tools=({"type": "x"},)), PRINCIPAL)
     with pytest.raises(InvalidRequest):
         await service.start(request(temperature=3.0), PRINCIPAL)
     assert gate.admissions == [] and gate.records == []

@@ -12,11 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dashserve.api.common import logprobs_content, stop_items, to_message
+from dashserve.api.common import (
+    logprobs_content,
+    merged_tool_calls,
+    stop_items,
+    to_message,
+    tool_call_chunks,
+)
 from dashserve.api.dashscope.protocol import NativeInput, NativeParameters, NativeRequest
 from dashserve.api.sse import native_error_event, native_event
 from dashserve.errors import DashServeError, InvalidRequest, MissingInput
 from dashserve.serving.assemble import ChoiceState, Completion, GenerationUpdate, Usage
+from dashserve.serving.features import thinking_enabled
 from dashserve.serving.normalize import check_extras
 from dashserve.serving.profiles import ModelProfile
 from dashserve.serving.request import GenerationRequest, Message, RequestedParams
@@ -76,12 +83,28 @@ class NativeView:
     logprobs: bool
 
 
-def native_view(params: NativeParameters, profile: ModelProfile, multimodal: bool) -> NativeView:
-    """Result format and stream mode: the request's values over the profile's defaults."""
-    fmt = "message" if multimodal else (params.result_format or profile.result_format)
+def native_view(params: NativeParameters, profile: ModelProfile, multimodal: bool,
+                stream: bool = False) -> NativeView:
+    """Result format and stream mode: the request's values over the profile's defaults.
+
+    Tools and thinking mode need ``result_format`` "message"; thinking streams need
+    ``incremental_output`` true (DashScope refuses the other combinations).
+    """
+    thinking = thinking_enabled(params.enable_thinking, profile)
+    default_fmt = "message" if thinking and params.enable_thinking is None \
+        else profile.result_format
+    fmt = "message" if multimodal else (params.result_format or default_fmt)
     incremental = (profile.incremental_output if params.incremental_output is None
                    else params.incremental_output)
-    n = params.n or 1
+    if fmt == "text" and params.tools:
+        raise InvalidRequest("tools need result_format 'message'", param="result_format")
+    if fmt == "text" and thinking:
+        raise InvalidRequest("thinking mode (enable_thinking) needs result_format 'message'",
+                             param="result_format")
+    if stream and thinking and not incremental:
+        raise InvalidRequest("thinking mode (enable_thinking) streams need incremental_output "
+                             "true", param="incremental_output")
+    n = 1 if params.tools else (params.n or 1)
     if fmt == "text" and n > 1:
         raise InvalidRequest("n > 1 needs result_format 'message'", param="n")
     if fmt == "text" and params.logprobs:
@@ -101,12 +124,15 @@ def native_usage(usage: Usage, output_tokens: int | None = None) -> dict[str, An
 
 
 def _choice(view: NativeView, index: int, content: str, reasoning: str, logprobs: list[Any],
-            finish: str | None) -> dict[str, Any]:
+            finish: str | None, tool_calls: list[dict[str, Any]] | None = None
+            ) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant",
                                "content": ([{"text": content}] if content else [])
                                if view.multimodal else content}
     if reasoning:
         message["reasoning_content"] = reasoning
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     choice: dict[str, Any] = {"finish_reason": finish, "message": message}
     if view.n > 1:
         choice["index"] = index
@@ -122,7 +148,8 @@ def native_body(completion: Completion, view: NativeView, request_id: str) -> di
         output: dict[str, Any] = {"text": first.content, "finish_reason": first.finish_reason}
     else:
         output = {"choices": [
-            _choice(view, c.index, c.content, c.reasoning_content, c.logprobs, c.finish_reason)
+            _choice(view, c.index, c.content, c.reasoning_content, c.logprobs, c.finish_reason,
+                    merged_tool_calls(c.tool_calls))
             for c in completion.choices]}
     return {"output": output, "usage": native_usage(completion.usage), "request_id": request_id}
 
@@ -147,8 +174,10 @@ class NativeStreamRenderer:
             return []
         if self.view.incremental:
             content, reasoning, logprobs = delta.content, delta.reasoning_content, delta.logprobs
+            calls = tool_call_chunks(delta.tool_calls)
         else:
             content, reasoning, logprobs = state.content, state.reasoning_content, state.logprobs
+            calls = merged_tool_calls(state.tool_calls)
         finish = delta.finish_reason or "null"
         # With n > 1 each chunk carries one choice and that choice's output tokens.
         usage = native_usage(update.usage, state.num_output_tokens if self.view.n > 1 else None)
@@ -156,7 +185,7 @@ class NativeStreamRenderer:
             output: dict[str, Any] = {"text": content, "finish_reason": finish}
         else:
             output = {"choices": [_choice(self.view, state.index, content, reasoning, logprobs,
-                                          finish)]}
+                                          finish, calls)]}
         return [self._frame({"output": output, "usage": usage, "request_id": self.request_id})]
 
     def end(self) -> list[bytes]:

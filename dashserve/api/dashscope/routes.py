@@ -53,8 +53,8 @@ async def _generate(request: Request, *, multimodal: bool) -> Response:
     check_native_headers(request.headers)
     body = parse(NativeRequest, data)
     served = registry_of(request).get(body.model)
-    view = native_view(body.parameters, served.profile, multimodal)
     stream = wants_native_stream(request.headers)
+    view = native_view(body.parameters, served.profile, multimodal, stream)
     generation = to_generation_request(body, request_id=request_id_of(request), stream=stream)
     run = await service_of(request).start(generation, principal)
     if stream:

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashserve.api.common import logprobs_content, stop_items, to_message
+from dashserve.api.common import (
+    logprobs_content,
+    merged_tool_calls,
+    stop_items,
+    to_message,
+    tool_call_chunks,
+)
 from dashserve.api.errors import openai_error_body
 from dashserve.api.openai.protocol import ChatCompletionRequest
 from dashserve.api.sse import OPENAI_DONE, openai_event
@@ -67,6 +73,8 @@ def openai_body(completion: Completion, *, request_id: str, model: str, created:
         message: dict[str, Any] = {"role": "assistant", "content": c.content}
         if c.reasoning_content:
             message["reasoning_content"] = c.reasoning_content
+        if c.tool_calls:
+            message["tool_calls"] = merged_tool_calls(c.tool_calls)
         choices.append({
             "index": c.index, "message": message, "finish_reason": c.finish_reason,
             "logprobs": {"content": logprobs_content(c.logprobs)} if logprobs else None,
@@ -105,6 +113,8 @@ class OpenAIStreamRenderer:
         body["content"] = delta.content
         if delta.reasoning_content:
             body["reasoning_content"] = delta.reasoning_content
+        if delta.tool_calls:
+            body["tool_calls"] = tool_call_chunks(delta.tool_calls)
         choice = {
             "index": delta.index, "delta": body, "finish_reason": delta.finish_reason,
             "logprobs": ({"content": logprobs_content(delta.logprobs)}

@@ -1,0 +1,150 @@
+"""Structured output, forced tool calls, thinking and partial mode with the real engine
+(qwen3-tiny, random weights) behind a live server, driven by the real SDKs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashserve.engine.async_engine import AsyncEngine
+from tests.integration.conftest import API_KEY, LiveServer, start_server
+
+MODEL = "qwen3-0.6b"
+SCHEMAS: list[dict[str, Any]] = [
+    {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+     "additionalProperties": False},
+    {"type": "object", "properties": {"ok": {"type": "boolean"},
+                                      "tag": {"enum": ["a", "b", "c"]}},
+     "required": ["ok", "tag"], "additionalProperties": False},
+    {"type": "object", "properties": {"name": {"type": "string", "maxLength": 5}},
+     "required": ["name"], "additionalProperties": False},
+    {"type": "object", "properties": {"xs": {"type": "array", "items": {"type": "integer"},
+                                             "maxItems": 2}},
+     "required": ["xs"], "additionalProperties": False},
+    {"type": "object", "properties": {"inner": {
+        "type": "object", "properties": {"v": {"type": "number"}}, "required": ["v"],
+        "additionalProperties": False}}, "required": ["inner"], "additionalProperties": False},
+]
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "weather of a city",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 6},
+        "unit": {"enum": ["c", "f"]}}, "required": ["city", "unit"],
+        "additionalProperties": False}}}
+FORCED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+@pytest.fixture(scope="module")
+def real(qwen3_tiny_dir: Path) -> Iterator[LiveServer]:
+    engine = AsyncEngine.from_pretrained(str(qwen3_tiny_dir), dtype="fp32", max_model_len=1024)
+    server = start_server({MODEL: engine})  # type: ignore[dict-item]
+    yield server
+    server.stop()
+
+
+def _openai(real: LiveServer) -> Any:
+    import openai
+
+    return openai.OpenAI(api_key=API_KEY, base_url=real.compat_url, max_retries=0)
+
+
+def _valid(value: Any, schema: dict[str, Any]) -> bool:
+    """A small validator for the keywords the test schemas use."""
+    if "enum" in schema:
+        return value in schema["enum"]
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return (isinstance(value, dict) and set(schema.get("required", [])) <= set(value)
+                and set(value) <= set(props)
+                and all(_valid(v, props[k]) for k, v in value.items()))
+    if kind == "array":
+        return (isinstance(value, list) and len(value) <= schema.get("maxItems", 10**9)
+                and all(_valid(v, schema["items"]) for v in value))
+    if kind == "string":
+        return isinstance(value, str) and len(value) <= schema.get("maxLength", 10**9)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return kind != "boolean" or isinstance(value, bool)
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_strict_json_schema_with_openai_sdk(real: LiveServer, schema: dict[str, Any]) -> None:
+    out = _openai(real).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "give me data"}], max_tokens=200,
+        response_format={"type": "json_schema", "json_schema": {
+            "name": "data", "strict": True, "schema": schema}}, seed=1)
+    choice = out.choices[0]
+    assert choice.finish_reason == "stop", choice
+    assert _valid(json.loads(choice.message.content), schema)
+
+
+def test_forced_tool_call_with_dashscope_sdk(real: LiveServer) -> None:
+    import dashscope
+
+    r = dashscope.Generation.call(
+        model=MODEL, api_key=API_KEY, base_address=real.native_url,
+        messages=[{"role": "user", "content": "weather in Hangzhou?"}], tools=[WEATHER],
+        tool_choice=FORCED, result_format="message", max_tokens=120, seed=2)
+    assert r.status_code == 200, r
+    choice = r.output.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call["function"]["name"] == "get_weather" and call["id"].startswith("call_")
+    args = json.loads(call["function"]["arguments"])
+    assert _valid(args, WEATHER["function"]["parameters"])
+
+
+def test_streamed_forced_tool_call_rebuilt_by_openai_helper(real: LiveServer) -> None:
+    with _openai(real).chat.completions.stream(
+            model=MODEL, messages=[{"role": "user", "content": "weather?"}], tools=[WEATHER],
+            tool_choice=FORCED, max_tokens=120, seed=3) as stream:
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather" and call.id.startswith("call_")
+    assert _valid(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+
+
+def test_thinking_budget_gives_reasoning(real: LiveServer) -> None:
+    out = _openai(real).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "think"}], max_tokens=30, seed=4,
+        extra_body={"enable_thinking": True, "thinking_budget": 8})
+    message = out.choices[0].message
+    assert message.reasoning_content  # type: ignore[attr-defined]
+    assert "<think>" not in (message.content or "")
+    reasoning = out.usage.completion_tokens_details.reasoning_tokens
+    assert 1 <= reasoning <= 8 + 3
+
+
+def test_partial_continuation(real: LiveServer) -> None:
+    import dashscope
+
+    r = dashscope.Generation.call(
+        model=MODEL, api_key=API_KEY, base_address=real.native_url, result_format="message",
+        messages=[{"role": "user", "content": "count"},
+                  {"role": "assistant", "content": "one two", "partial": True}],
+        max_tokens=5, seed=5)
+    assert r.status_code == 200, r
+    assert r.usage.output_tokens <= 5 and r.output.choices[0].message.content is not None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_schema_the_engine_cannot_compile_is_a_400(real: LiveServer, stream: bool) -> None:
+    import openai
+
+    bad = {"type": "object", "properties": {"a": {"$ref": "#/definitions/missing"}}}
+    with pytest.raises(openai.BadRequestError) as info:
+        _openai(real).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=5,
+            stream=stream, response_format={"type": "json_schema", "json_schema": {
+                "name": "bad", "schema": bad}})
+    assert info.value.status_code == 400
+    assert real.gate.records[-1].status_code == 400
