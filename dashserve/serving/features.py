@@ -122,6 +122,11 @@ def resolve_features(request: GenerationRequest, profile: ModelProfile) -> ChatF
     if structured is not None and features.structured is not None:
         raise InvalidRequest("response_format cannot be combined with a forced tool call",
                              param="response_format")
+    if thinking and not request.stream:
+        # seed 003: Qwen3 commercial models in thinking mode answer only as a stream
+        raise InvalidRequest("The thinking mode (enable_thinking) only supports stream output; "
+                             "enable streaming (X-DashScope-SSE: enable, or stream: true)",
+                             param="enable_thinking")
     if structured is None:
         return features
     return ChatFeatures(thinking, features.template_tools, features.parse_tools, structured)

@@ -49,8 +49,12 @@ async def test_native_thinking_split_non_stream_and_stream(scripted: Any) -> Non
     client, engine = scripted(THINK[1:])  # the prompt opened the block
     r = await client.post(NATIVE, json=native_body(result_format="message",
                                                    enable_thinking=True, thinking_budget=5))
-    message = r.json()["output"]["choices"][0]["message"]
-    assert message["reasoning_content"] == "hmm" and message["content"] == "hello"
+    assert r.status_code == 400 and r.json()["code"] == "InvalidParameter"  # stream only
+    assert "enable_thinking" in r.json()["message"]
+    r = await client.post(NATIVE, headers=SSE, json=native_body(
+        result_format="message", enable_thinking=True, thinking_budget=5, incremental_output=True))
+    msgs = [e["output"]["choices"][0]["message"] for e in events(r.text)]
+    assert "".join(m.get("reasoning_content", "") for m in msgs) == "hmm"
     sub = engine.submissions[-1]
     assert sub.params.starts_in_thinking and sub.params.thinking_budget == 5
     assert engine.tokenizer.decode(sub.prompt_token_ids).endswith("<think>\n")

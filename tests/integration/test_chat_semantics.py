@@ -114,14 +114,18 @@ def test_streamed_forced_tool_call_rebuilt_by_openai_helper(real: LiveServer) ->
 
 
 def test_thinking_budget_gives_reasoning(real: LiveServer) -> None:
-    out = _openai(real).chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "think"}], max_tokens=30, seed=4,
-        extra_body={"enable_thinking": True, "thinking_budget": 8})
-    message = out.choices[0].message
-    assert message.reasoning_content  # type: ignore[attr-defined]
-    assert "<think>" not in (message.content or "")
-    reasoning = out.usage.completion_tokens_details.reasoning_tokens
-    assert 1 <= reasoning <= 8 + 3
+    reasoning, content, usage = "", "", None
+    for chunk in _openai(real).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "think"}], max_tokens=30, seed=4,
+            stream=True, stream_options={"include_usage": True},
+            extra_body={"enable_thinking": True, "thinking_budget": 8}):
+        if chunk.choices:
+            reasoning += getattr(chunk.choices[0].delta, "reasoning_content", None) or ""
+            content += chunk.choices[0].delta.content or ""
+        usage = chunk.usage or usage
+    assert reasoning and "<think>" not in content
+    assert usage is not None
+    assert 1 <= usage.completion_tokens_details.reasoning_tokens <= 8 + 3
 
 
 def test_partial_continuation(real: LiveServer) -> None:
@@ -190,12 +194,16 @@ def test_streamed_tool_call_merged_by_dashscope_sdk_equals_non_stream(real: Live
     assert a["function"] == b["function"]
 
 
-def test_streamed_reasoning_rebuilt_by_both_sdks_equals_non_stream(real: LiveServer) -> None:
+def test_streamed_reasoning_rebuilt_by_both_sdks_agree(real: LiveServer) -> None:
+    """Thinking is stream-only: the SDK-merged native stream and the compat deltas agree,
+    and a non-stream call is refused as DashScope refuses it."""
     import dashscope
 
     body = dict(messages=[{"role": "user", "content": "think"}], max_tokens=24, seed=8)
     extra = {"enable_thinking": True, "thinking_budget": 6}
-    whole = _openai(real).chat.completions.create(model=MODEL, extra_body=extra, **body)
+    with pytest.raises(Exception) as refused:
+        _openai(real).chat.completions.create(model=MODEL, extra_body=extra, **body)
+    assert getattr(refused.value, "status_code", None) == 400
     reasoning, content = "", ""
     for chunk in _openai(real).chat.completions.create(model=MODEL, extra_body=extra,
                                                         stream=True, **body):
@@ -203,8 +211,7 @@ def test_streamed_reasoning_rebuilt_by_both_sdks_equals_non_stream(real: LiveSer
             delta = chunk.choices[0].delta
             reasoning += getattr(delta, "reasoning_content", None) or ""
             content += delta.content or ""
-    assert reasoning == whole.choices[0].message.reasoning_content  # type: ignore[attr-defined]
-    assert content == (whole.choices[0].message.content or "")
+    assert reasoning
     native = list(dashscope.Generation.call(
         model=MODEL, api_key=API_KEY, base_address=real.native_url, stream=True,
         incremental_output=True, result_format="message", **body, **extra))
@@ -212,3 +219,8 @@ def test_streamed_reasoning_rebuilt_by_both_sdks_equals_non_stream(real: LiveSer
     native_reasoning = "".join(c.output.choices[0].message.get("reasoning_content") or ""
                                for c in native)
     assert native_reasoning == reasoning
+    merged = list(dashscope.Generation.call(
+        model=MODEL, api_key=API_KEY, base_address=real.native_url, stream=True,
+        incremental_output=False, result_format="message", **body, **extra))
+    final = merged[-1].output.choices[0].message
+    assert final.get("reasoning_content") == reasoning and (final.get("content") or "") == content

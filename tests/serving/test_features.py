@@ -57,8 +57,14 @@ def test_tool_choices() -> None:
 
 def test_thinking_needs_a_thinking_model() -> None:
     on = RequestedParams(enable_thinking=True)
-    assert resolve_features(request(params=on), PROFILE).thinking
+    assert resolve_features(request(params=on, stream=True), PROFILE).thinking
     assert not resolve_features(request(params=on), NO_THINK).thinking
+
+
+def test_thinking_is_stream_only() -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        resolve_features(request(params=RequestedParams(enable_thinking=True)), PROFILE)
+    assert exc.value.param == "enable_thinking" and "stream" in exc.value.message
 
 
 def test_opens_thinking() -> None:

@@ -63,7 +63,7 @@ def test_features_now_supported_feed_sampling_params() -> None:
     plain = resolve_features(request(params=RequestedParams(enable_thinking=False)), PROFILE)
     assert not plain.thinking
     tools = ({"type": "function", "function": {"name": "f"}},)
-    feats = resolve_features(request(tools=tools, params=RequestedParams(
+    feats = resolve_features(request(tools=tools, stream=True, params=RequestedParams(
         enable_thinking=True, thinking_budget=8, n=3)), PROFILE)
     assert feats.thinking and feats.parse_tools and feats.template_tools
     sp = sampling_params(RequestedParams(enable_thinking=True, thinking_budget=8, n=3),
