@@ -51,9 +51,11 @@ class ChatText:
     """Qwen chat output: reasoning split off first (thinking mode: the prompt opened the
     block), then ``<tool_call>`` blocks parsed out of the answer (when tools are on)."""
 
-    def __init__(self, *, thinking: bool = False, tools: bool = False) -> None:
+    def __init__(self, *, thinking: bool = False, tools: bool = False,
+                 parallel: bool = True) -> None:
         self._reasoning = ReasoningSplitter(True) if thinking else None
         self._tools = ToolCallParser() if tools else None
+        self._parallel = parallel  # False: only the first call is kept (parallel_tool_calls)
 
     def feed(self, text: str) -> TextPieces:
         reasoning, content = self._reasoning.feed(text) if self._reasoning else ("", text)
@@ -71,7 +73,9 @@ class ChatText:
             tail = self._tools.flush()
             delta.content += tail.content
             delta.fragments.extend(tail.fragments)
-        return TextPieces(delta.content, reasoning, delta.fragments)
+        fragments = delta.fragments if self._parallel else [
+            f for f in delta.fragments if f.index == 0]
+        return TextPieces(delta.content, reasoning, fragments)
 
 
 @dataclass(slots=True)

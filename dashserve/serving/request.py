@@ -74,4 +74,5 @@ class GenerationRequest:
     api: ApiKind = "dashscope"
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: Any = None
+    parallel_tool_calls: bool = False  # DashScope's default: at most one call per answer
     response_format: dict[str, Any] | None = None

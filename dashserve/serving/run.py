@@ -46,6 +46,7 @@ class Plan:
     prompt_token_ids: tuple[int, ...]
     sampling: SamplingParams
     parse_tools: bool = False  # tool calls are parsed out of the output
+    parallel_tool_calls: bool = False  # keep every call, not just the first
 
 
 def client_error(exc: BaseException) -> DashServeError:
@@ -72,7 +73,8 @@ class GenerationRun:
         self._on_close = on_close
         self._assemblers = [
             ChoiceAssembler(i, ChatText(thinking=plan.sampling.starts_in_thinking,
-                                        tools=plan.parse_tools))
+                                        tools=plan.parse_tools,
+                                        parallel=plan.parallel_tool_calls))
             for i in range(plan.sampling.n)]
         self._items: deque[Any] = deque()
         self._ready = asyncio.Event()

@@ -56,7 +56,8 @@ class GenerationService:
         check_input_length(params, profile, len(prompt_ids))
         stop = split_stop(params.stop, served.engine.model_info.vocab_size, tokenizer.decode)
         sampling = sampling_params(params, profile, len(prompt_ids), stop, features)
-        return Plan(served, tuple(prompt_ids), sampling, parse_tools=features.parse_tools)
+        return Plan(served, tuple(prompt_ids), sampling, parse_tools=features.parse_tools,
+                    parallel_tool_calls=request.parallel_tool_calls)
 
     async def start(self, request: GenerationRequest, principal: Principal) -> GenerationRun:
         """Plan, admit and start ``request``. The caller must ``aclose()`` the run."""

@@ -82,3 +82,13 @@ def test_chat_text_splits_reasoning_then_tool_calls() -> None:
     assert "".join(p.content for p in pieces) == ""
     frags = [f for p in pieces for f in p.tool_calls]
     assert frags[0].name == "f" and "".join(f.arguments for f in frags) == "{}"
+
+
+def test_without_parallel_tool_calls_only_the_first_call_is_kept() -> None:
+    text = ('<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>\n'
+            '<tool_call>\n{"name": "g", "arguments": {}}\n</tool_call>')
+    for parallel, names in ((True, ["f", "g"]), (False, ["f"])):
+        chat = ChatText(tools=True, parallel=parallel)
+        pieces = [chat.feed(text[i:i + 7]) for i in range(0, len(text), 7)] + [chat.flush()]
+        got = [f.name for p in pieces for f in p.tool_calls if f.name]
+        assert got == names

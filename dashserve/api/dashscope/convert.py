@@ -68,6 +68,7 @@ def to_generation_request(body: NativeRequest, *, request_id: str,
         request_id=request_id, model=body.model, messages=native_messages(body.input),
         params=requested_params(params), stream=stream, api="dashscope",
         tools=tuple(params.tools or ()), tool_choice=params.tool_choice,
+        parallel_tool_calls=bool(params.parallel_tool_calls),
         response_format=params.response_format,
     )
 

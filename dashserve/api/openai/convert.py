@@ -47,6 +47,7 @@ def to_generation_request(body: ChatCompletionRequest, *, request_id: str) -> Ge
         request_id=request_id, model=body.model, messages=messages, params=params,
         stream=bool(body.stream), api="openai", tools=tuple(body.tools or ()),
         tool_choice=body.tool_choice, response_format=body.response_format,
+        parallel_tool_calls=bool(body.parallel_tool_calls),
     )
 
 
