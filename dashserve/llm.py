@@ -63,15 +63,13 @@ class LLM:
             params = [params or SamplingParams()] * len(token_lists)
         if len(params) != len(token_lists):
             raise ValueError("give one SamplingParams, or one per prompt")
-        results: dict[str, RequestOutput] = {}
-        order = []
+        results: dict[str, RequestOutput] = {}  # in prompt order
         for ids, p in zip(token_lists, params, strict=True):
             request_id = f"offline-{next(self._ids)}"
             self.engine.add_request(request_id, ids, p)
             results[request_id] = RequestOutput(
                 request_id, ids, [CompletionOutput(i, "", [], None) for i in range(p.n)]
             )
-            order.append(request_id)
         while self.engine.has_unfinished():
             for event in self.engine.step():
                 result = results[event.request_id]
@@ -83,7 +81,7 @@ class LLM:
                 result.num_cached_tokens = event.num_cached_tokens
                 if event.logprobs is not None:
                     out.logprobs = (out.logprobs or []) + event.logprobs
-        return [results[r] for r in order]
+        return list(results.values())
 
     def chat(
         self, messages: list[dict[str, Any]], params: SamplingParams | None = None,

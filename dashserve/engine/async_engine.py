@@ -62,9 +62,7 @@ class AsyncEngine:
     @classmethod
     def from_pretrained(cls, model: str, **options: Any) -> AsyncEngine:
         """Load ``model`` (directory or hub id); options are EngineConfig fields."""
-        options.pop("log_progress", None)
-        if options.get("kv_cache_gb") is None:
-            options.pop("kv_cache_gb", None)
+        options.pop("log_progress", None)  # loading always logs its progress
         return cls(LLMEngine(EngineConfig(model=model, **options)))
 
     # ----- EngineClient -----------------------------------------------------------------------

@@ -141,10 +141,8 @@ class BlockManager:
             block.ref_count -= 1
             assert block.ref_count >= 0, "block freed twice"
             if block.ref_count == 0:
-                if block.hash is None:
-                    self.free_queue[block_id] = None
+                self.free_queue[block_id] = None
+                if block.hash is None:  # nothing to reuse: evict it first
                     self.free_queue.move_to_end(block_id, last=False)
-                else:
-                    self.free_queue[block_id] = None
         seq.block_table = []
         seq.num_computed_tokens = 0

@@ -93,7 +93,7 @@ class ModelRunner:
         decode_slots = decode_mask = decode_lens = None
         if decodes:
             decode_slots, decode_mask, decode_lens = self._decode_context(decodes)
-            for i, c in enumerate(decodes):
+            for c in decodes:
                 ids.append(c.seq.token_ids[-1])
                 positions.append(c.seq.num_tokens - 1)
             slot_parts.append(decode_slots[torch.arange(len(decodes)),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -12,29 +12,25 @@ from types import ModuleType
 log = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).parent / "kernels" / "paged_decode.cpp"
-_lock = threading.Lock()
-_state: dict[str, ModuleType | None] = {}
 
 
+@functools.cache
 def paged_decode_module() -> ModuleType | None:
     """The compiled paged-decode extension, or None (no compiler, or DASHSERVE_NATIVE=0)."""
-    with _lock:
-        if "module" in _state:
-            return _state["module"]
-        module = None
-        if os.environ.get("DASHSERVE_NATIVE", "1") != "0":
-            try:
-                from torch.utils.cpp_extension import load
+    if os.environ.get("DASHSERVE_NATIVE", "1") == "0":
+        return None
+    try:
+        from torch.utils.cpp_extension import load
 
-                started = time.monotonic()
-                log.info("building native CPU kernels (once per machine, cached)...")
-                module = load(
-                    name="dashserve_paged_decode", sources=[str(_SOURCE)],
-                    extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                    extra_ldflags=["-fopenmp"], verbose=False,
-                )
-                log.info("native CPU kernels ready in %.1f s", time.monotonic() - started)
-            except Exception as exc:  # no compiler or headers: the torch path still works
-                log.warning("native CPU kernels unavailable (%s); using the torch path", exc)
-        _state["module"] = module
-        return module
+        started = time.monotonic()
+        log.info("building native CPU kernels (once per machine, cached)...")
+        module = load(
+            name="dashserve_paged_decode", sources=[str(_SOURCE)],
+            extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    except Exception as exc:  # no compiler or headers: the torch path still works
+        log.warning("native CPU kernels unavailable (%s); using the torch path", exc)
+        return None
+    log.info("native CPU kernels ready in %.1f s", time.monotonic() - started)
+    return module
