@@ -1,4 +1,4 @@
-"""Command line: ``dashserve serve | make-model | keys | usage``; each subcommand lives in its own module."""
+"""Command line: ``dashserve serve | make-model | keys | usage | bench``; each subcommand lives in its own module."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "make-model": ("dashserve.model.make", "Write a random-weight Qwen checkpoint directory."),
     "keys": ("dashserve.platform.keys_cmd", "Create, list and revoke API keys."),
     "usage": ("dashserve.platform.usage_cmd", "Report usage records."),
+    "bench": ("dashserve.benchmark.cmd", "Benchmark a running server."),
 }
 
 

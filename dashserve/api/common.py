@@ -26,6 +26,28 @@ def media_refusal(kind: str, where: str) -> UnsupportedFeature:
         param=where)
 
 
+def cache_mark_end(content: Any, where: str) -> int | None:
+    """Where the last part with ``cache_control`` ends in the flattened text, or None.
+
+    Only ``{"type": "ephemeral"}`` markers exist; any other value is refused.
+    """
+    if not isinstance(content, list):
+        return None
+    end: int | None = None
+    offset = 0
+    for i, part in enumerate(content):
+        offset += len(part["text"])
+        marker = part.get("cache_control")
+        if marker is None:
+            continue
+        if not isinstance(marker, dict) or marker.get("type") != "ephemeral":
+            raise InvalidRequest(
+                f"{where}[{i}].cache_control must be {{\"type\": \"ephemeral\"}}",
+                param=f"{where}[{i}].cache_control")
+        end = offset
+    return end
+
+
 def flatten_content(content: Any, where: str) -> str:
     """Text of a message's content: a string, or a list of parts whose text is joined.
 
@@ -61,7 +83,8 @@ def to_message(role: str, content: Any, where: str, *, partial: bool | None,
         raise InvalidRequest(f"{where}.content is required for role {role!r}", param=where)
     text = flatten_content(content, f"{where}.content")
     extra = tuple((k, fields[k]) for k in MESSAGE_EXTRAS if fields.get(k) is not None)
-    return Message(role=role, content=text, partial=bool(partial), extra=extra)
+    return Message(role=role, content=text, partial=bool(partial), extra=extra,
+                   cache_until=cache_mark_end(content, f"{where}.content"))
 
 
 def stop_items(stop: str | Sequence[Any] | None) -> tuple[StopItem, ...] | None:

@@ -4,6 +4,10 @@ A block holds ``block_size`` consecutive tokens of one or more sequences (shared
 Once full, a block gets a hash chained from its predecessor's, so any later sequence with the
 same token prefix can reuse it. Freed blocks keep their hash and sit in the free queue,
 least recently used first; allocating a fresh block evicts from the front.
+
+Pins (explicit cache markers) hold one extra reference on a prefix's full blocks until they
+expire, so those blocks cannot be evicted; under memory pressure the oldest pins give way
+before any running sequence would be preempted.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class BlockManager:
         self.free_queue: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
         self.hash_to_block: dict[int, int] = {}
         self.num_cached_tokens_served = 0
+        self.pins: OrderedDict[int, float] = OrderedDict()  # block id -> expiry, oldest first
 
     @property
     def num_free_blocks(self) -> int:
@@ -64,10 +69,13 @@ class BlockManager:
 
     def can_allocate(self, seq: Sequence, reserve: int = 0) -> bool:
         """Whether the whole current token list fits, counting prefix-cache hits."""
-        hits = self._cached_prefix(seq)
-        revived = sum(1 for b in hits if self.blocks[b].ref_count == 0)
-        needed = blocks_for(seq.num_tokens, self.block_size) - len(hits) + revived
-        return needed + reserve <= self.num_free_blocks
+        for _ in range(2):  # a second look after pins gave way
+            hits = self._cached_prefix(seq)
+            revived = sum(1 for b in hits if self.blocks[b].ref_count == 0)
+            needed = blocks_for(seq.num_tokens, self.block_size) - len(hits) + revived + reserve
+            if needed <= self.num_free_blocks or not self._release_pins_for(needed):
+                break
+        return needed <= self.num_free_blocks
 
     def allocate(self, seq: Sequence) -> None:
         """Give ``seq`` blocks for all its tokens; reuse cached prefix blocks."""
@@ -96,6 +104,8 @@ class BlockManager:
 
     def can_append(self, seqs: list[Sequence]) -> bool:
         needed = sum(self._blocks_missing(s) for s in seqs)
+        if needed > self.num_free_blocks:
+            self._release_pins_for(needed)
         return needed <= self.num_free_blocks
 
     def _blocks_missing(self, seq: Sequence) -> int:
@@ -133,6 +143,51 @@ class BlockManager:
         dst = self._take_fresh()
         child.block_table[-1] = dst
         return src, dst
+
+    # ----- pins (explicit cache) -------------------------------------------------------------
+
+    def pin_prefix(self, seq: Sequence, num_tokens: int, ttl_s: float, now: float) -> int:
+        """Pin the computed full blocks of ``seq``'s first ``num_tokens`` tokens until
+        ``now + ttl_s``; a block already pinned gets its lifetime renewed. Returns how many
+        tokens were newly pinned (0 when the whole prefix was pinned before)."""
+        if not self.enable_prefix_caching:
+            return 0
+        count = min(num_tokens, seq.num_computed_tokens) // self.block_size
+        created = 0
+        for block_id in seq.block_table[:count]:
+            block = self.blocks[block_id]
+            if block.hash is None:  # not registered (cannot be reused): nothing to keep
+                break
+            if block_id in self.pins:
+                self.pins.move_to_end(block_id)
+            else:
+                block.ref_count += 1
+                created += self.block_size
+            self.pins[block_id] = now + ttl_s
+        return created
+
+    def expire_pins(self, now: float) -> None:
+        """Drop the pins whose lifetime is over (their blocks stay cached until evicted)."""
+        while self.pins:
+            block_id, expires = next(iter(self.pins.items()))
+            if expires > now:
+                break
+            self._unpin_oldest()
+
+    def _release_pins_for(self, needed: int) -> bool:
+        """Drop the oldest pins until ``needed`` blocks are free; True if any pin went."""
+        released = False
+        while self.pins and self.num_free_blocks < needed:
+            self._unpin_oldest()
+            released = True
+        return released
+
+    def _unpin_oldest(self) -> None:
+        block_id, _ = self.pins.popitem(last=False)
+        block = self.blocks[block_id]
+        block.ref_count -= 1
+        if block.ref_count == 0:
+            self.free_queue[block_id] = None
 
     def free(self, seq: Sequence) -> None:
         """Release ``seq``'s blocks; the tail goes to the front of the eviction order."""

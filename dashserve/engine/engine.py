@@ -20,7 +20,7 @@ from dashserve.engine.scheduler import ScheduledChunk, Scheduler, SchedulerConfi
 from dashserve.engine.sequence import Sequence, SequenceStatus
 from dashserve.engine.stepper import StepPostprocessor
 from dashserve.model.config import ModelConfig
-from dashserve.model.cpu_linear import pack_linears, packing_available
+from dashserve.model.cpu_linear import pack_linears, packing_available, use_native_norms
 from dashserve.model.loader import load_model, pick_dtype, resolve_model_dir
 from dashserve.sampling.sampler import make_generator
 from dashserve.tokenizer import Tokenizer
@@ -41,7 +41,7 @@ class EngineConfig:
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 512
     enable_prefix_caching: bool = True
-    pack_weights: bool = True  # CPU bf16: reorder linear weights for oneDNN (faster decode)
+    pack_weights: bool = True  # CPU bf16: faster decode layers (native kernels or packed oneDNN)
 
 
 class LLMEngine:
@@ -60,6 +60,7 @@ class LLMEngine:
         )
         if config.pack_weights and packing_available(dtype, device):
             pack_linears(model)
+            use_native_norms(model)
         num_blocks, self.max_model_len = _size_cache(config, self.model_config, dtype, device)
         self.runner = ModelRunner(model, CacheConfig(config.block_size, num_blocks), device)
         self.block_manager = BlockManager(
@@ -158,6 +159,8 @@ class LLMEngine:
     # ----- stepping -------------------------------------------------------------------------
 
     def step(self) -> list[EngineEvent]:
+        if self.block_manager.pins:
+            self.block_manager.expire_pins(time.monotonic())
         out = self.scheduler.schedule()
         if out.is_empty:
             return []
@@ -168,7 +171,17 @@ class LLMEngine:
                 sampling.append(chunk)
             chunk.seq.num_computed_tokens += chunk.num_tokens
             self.block_manager.register_full_blocks(chunk.seq)
+            if chunk.seq.params.pin_prefix_tokens and chunk.seq.num_pin_created_tokens is None:
+                self._pin_prefix(chunk.seq)
         return self.post.process(sampling, logits)
+
+    def _pin_prefix(self, seq: Sequence) -> None:
+        """Pin the explicit-cache prefix once all of it (or the whole prompt) is computed."""
+        want = min(seq.params.pin_prefix_tokens, seq.num_prompt_tokens)
+        if seq.num_computed_tokens >= want:
+            seq.num_pin_created_tokens = self.block_manager.pin_prefix(
+                seq, want, seq.params.pin_ttl_s, time.monotonic()
+            )
 
     def stats(self) -> EngineStats:
         return EngineStats(
@@ -178,6 +191,7 @@ class LLMEngine:
             num_kv_blocks_free=self.block_manager.num_free_blocks,
             num_preemptions=self.scheduler.num_preemptions,
             num_prefix_cache_hits=self.block_manager.num_cached_tokens_served,
+            num_kv_blocks_pinned=len(self.block_manager.pins),
         )
 
 

@@ -63,6 +63,8 @@ class EngineEvent:
     finished: bool = False
     # The token ids generated inside a thinking block so far (cumulative), for usage reporting.
     num_reasoning_tokens: int = 0
+    # Explicit cache: prompt tokens this request newly pinned (0 when the prefix was pinned).
+    num_cache_created_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class EngineStats:
     num_kv_blocks_free: int
     num_preemptions: int = 0
     num_prefix_cache_hits: int = 0
+    num_kv_blocks_pinned: int = 0
 
     @property
     def kv_usage(self) -> float:

@@ -66,6 +66,10 @@ class SamplingParams:
     # generated while inside a thinking block (opened by ``think_start_id`` or by the prompt).
     thinking_budget: int | None = None
     starts_in_thinking: bool = False
+    # Explicit cache: once computed, the KV blocks of the first ``pin_prefix_tokens`` prompt
+    # tokens stay resident for ``pin_ttl_s`` seconds (refreshed by every request that pins them).
+    pin_prefix_tokens: int = 0
+    pin_ttl_s: float = 300.0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +92,8 @@ class SamplingParams:
                "stop strings must be non-empty strings")
         _check(self.thinking_budget is None or self.thinking_budget >= 1, "thinking_budget",
                "thinking_budget must be >= 1")
+        _check(self.pin_prefix_tokens >= 0 and self.pin_ttl_s > 0, "cache_control",
+               "the cached prefix must be >= 0 tokens with a positive lifetime")
 
     @property
     def effective_top_k(self) -> int | None:

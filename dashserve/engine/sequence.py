@@ -52,6 +52,7 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens found in the prefix cache at first admission
+    num_pin_created_tokens: int | None = None  # explicit cache: set once the prefix is pinned
     num_reasoning_tokens: int = 0
     in_thinking: bool = False
     # samples 1..n-1 are forked from sample 0 once the prompt is computed

@@ -161,4 +161,5 @@ class StepPostprocessor:
             num_output_tokens=seq.num_output_tokens,
             num_cached_tokens=min(state.samples[0].seq.num_cached_tokens, state.num_prompt_tokens),
             logprobs=logprobs, num_reasoning_tokens=seq.num_reasoning_tokens,
+            num_cache_created_tokens=state.samples[0].seq.num_pin_created_tokens or 0,
         )

@@ -11,26 +11,40 @@ from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-_SOURCE = Path(__file__).parent / "kernels" / "paged_decode.cpp"
+_KERNELS = Path(__file__).parent / "kernels"
 
 
 @functools.cache
-def paged_decode_module() -> ModuleType | None:
-    """The compiled paged-decode extension, or None (no compiler, or DASHSERVE_NATIVE=0)."""
+def _build(name: str) -> ModuleType | None:
+    """Compile ``kernels/<name>.cpp`` for this CPU (cached on disk by torch), or None
+    (no compiler, or DASHSERVE_NATIVE=0)."""
     if os.environ.get("DASHSERVE_NATIVE", "1") == "0":
         return None
     try:
         from torch.utils.cpp_extension import load
 
         started = time.monotonic()
-        log.info("building native CPU kernels (once per machine, cached)...")
+        log.info("building native CPU kernel %s (once per machine, cached)...", name)
         module = load(
-            name="dashserve_paged_decode", sources=[str(_SOURCE)],
+            name=f"dashserve_{name}", sources=[str(_KERNELS / f"{name}.cpp")],
             extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
             verbose=False,
         )
     except Exception as exc:  # no compiler or headers: the torch path still works
-        log.warning("native CPU kernels unavailable (%s); using the torch path", exc)
+        log.warning("native CPU kernel %s unavailable (%s); using the torch path", name, exc)
         return None
-    log.info("native CPU kernels ready in %.1f s", time.monotonic() - started)
+    log.info("native CPU kernel %s ready in %.1f s", name, time.monotonic() - started)
+    return module
+
+
+def paged_decode_module() -> ModuleType | None:
+    """Decode attention read straight from the paged KV cache."""
+    return _build("paged_decode")
+
+
+def decode_ops_module() -> ModuleType | None:
+    """bf16 decode kernels: small-batch linear, RMSNorm (AVX512-BF16 CPUs; None elsewhere)."""
+    module = _build("decode_ops")
+    if module is None or module.max_rows() == 0:
+        return None
     return module

@@ -13,7 +13,7 @@ plugs in through ``TextProcessor``: the default passes text through as content.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from dashserve.engine.outputs import EngineEvent, FinishReason, TokenLogprob
 from dashserve.serving.reasoning import ReasoningSplitter
@@ -157,6 +157,17 @@ class Usage:
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    explicit_cache: bool = False  # the request carried a cache_control marker
+    cache_creation_tokens: int = 0  # prompt tokens it newly put in the explicit cache
+
+    def prompt_tokens_details(self) -> dict[str, Any]:
+        """``prompt_tokens_details`` as DashScope reports it (explicit-cache keys if marked)."""
+        details: dict[str, Any] = {"cached_tokens": self.cached_tokens}
+        if self.explicit_cache:
+            details["cache_creation"] = {"ephemeral_5m_input_tokens": self.cache_creation_tokens}
+            details["cache_creation_input_tokens"] = self.cache_creation_tokens
+            details["cache_type"] = "ephemeral"
+        return details
 
     @property
     def total_tokens(self) -> int:
@@ -182,10 +193,13 @@ class Completion:
     is_partial: bool = False  # cut off by the non-stream time limit
 
 
-def usage_of(choices: list[ChoiceState], input_tokens: int, cached_tokens: int) -> Usage:
+def usage_of(choices: list[ChoiceState], input_tokens: int, cached_tokens: int,
+             explicit_cache: bool = False, cache_creation_tokens: int = 0) -> Usage:
     return Usage(
         input_tokens=input_tokens,
         output_tokens=sum(c.num_output_tokens for c in choices),
         cached_tokens=cached_tokens,
         reasoning_tokens=sum(c.num_reasoning_tokens for c in choices),
+        explicit_cache=explicit_cache,
+        cache_creation_tokens=cache_creation_tokens,
     )

@@ -8,6 +8,7 @@ block, ``<think>\n`` is appended, so the output always starts inside the reasoni
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
+CACHE_MARK = "\x00dashserve-cache-mark\x00"  # located in the rendered prompt, then removed
 
 
 def opens_thinking(text: str) -> str:
@@ -70,3 +72,32 @@ def build_prompt(tokenizer: Tokenizer, messages: Sequence[Message], *,
     """Prompt token ids for ``messages`` (the count billed as input tokens)."""
     text = render_prompt(tokenizer, messages, enable_thinking=enable_thinking, tools=tools)
     return tokenizer.encode(text)
+
+
+def explicit_cache_tokens(tokenizer: Tokenizer, messages: Sequence[Message],
+                          prompt_ids: Sequence[int], *, enable_thinking: bool,
+                          tools: Sequence[dict[str, Any]] | None = None) -> int:
+    """How many leading prompt tokens the last ``cache_control`` marker covers (0: none).
+
+    The conversation is rendered again with a mark at the marker's position; the tokens of
+    the text before the mark that agree with the real prompt are the cached prefix.
+    """
+    marked = [i for i, m in enumerate(messages) if m.cache_until is not None]
+    if not marked:
+        return 0
+    i = marked[-1]
+    m = messages[i]
+    cut = m.cache_until or 0
+    with_mark = dataclasses.replace(m, content=m.content[:cut] + CACHE_MARK + m.content[cut:])
+    text = render_prompt(tokenizer, [*messages[:i], with_mark, *messages[i + 1:]],
+                         enable_thinking=enable_thinking, tools=tools)
+    at = text.find(CACHE_MARK)
+    if at < 0:  # the template dropped the marked text (e.g. an old thinking block)
+        return 0
+    prefix = tokenizer.encode(text[:at])
+    same = 0
+    for a, b in zip(prefix, prompt_ids):
+        if a != b:
+            break
+        same += 1
+    return same

@@ -16,13 +16,15 @@ class Message:
 
     ``partial`` marks a trailing assistant turn the model must continue (DashScope partial
     mode). ``extra`` carries template-relevant keys we pass through untouched (``name``,
-    ``tool_calls``, ``tool_call_id``, ``reasoning_content``).
+    ``tool_calls``, ``tool_call_id``, ``reasoning_content``). ``cache_until`` is where, in
+    ``content``, the last part carrying an explicit cache marker (``cache_control``) ends.
     """
 
     role: str
     content: str
     partial: bool = False
     extra: tuple[tuple[str, Any], ...] = ()
+    cache_until: int | None = None
 
     def to_template(self) -> dict[str, Any]:
         """The dict the chat template expects."""

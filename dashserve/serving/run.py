@@ -47,6 +47,7 @@ class Plan:
     sampling: SamplingParams
     parse_tools: bool = False  # tool calls are parsed out of the output
     parallel_tool_calls: bool = False  # keep every call, not just the first
+    explicit_cache: bool = False  # a cache_control marker was sent (usage reports the cache)
 
 
 def client_error(exc: BaseException) -> DashServeError:
@@ -82,6 +83,7 @@ class GenerationRun:
         self._finalizer: asyncio.Task[None] | None = None
         self._input_tokens = 0
         self._cached_tokens = 0
+        self._cache_created = 0
         self._done = False
         self._partial = False
         self._status: int | None = None
@@ -96,7 +98,7 @@ class GenerationRun:
     @property
     def usage(self) -> Usage:
         return usage_of([a.state for a in self._assemblers], self._input_tokens,
-                        self._cached_tokens)
+                        self._cached_tokens, self.plan.explicit_cache, self._cache_created)
 
     def start(self) -> None:
         self._pump = asyncio.create_task(self._pump_events(), name=f"run-{self.request_id}")
@@ -154,6 +156,7 @@ class GenerationRun:
         delta = assembler.feed(item)
         self._input_tokens = item.num_prompt_tokens
         self._cached_tokens = item.num_cached_tokens
+        self._cache_created = item.num_cache_created_tokens
         if self._first_token_at is None and item.token_ids:
             self._first_token_at = time.monotonic()
         self._done = bool(item.finished)

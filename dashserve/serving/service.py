@@ -8,6 +8,7 @@ admitted, the ``GenerationRun`` guarantees exactly one ``Gate.finish``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import defaultdict
 
@@ -20,12 +21,17 @@ from dashserve.serving.normalize import (
     sampling_params,
     split_stop,
 )
-from dashserve.serving.prompt import build_prompt
+from dashserve.serving.prompt import build_prompt, explicit_cache_tokens
 from dashserve.serving.registry import ModelRegistry
 from dashserve.serving.request import GenerationRequest
 from dashserve.serving.run import SHUTDOWN, GenerationRun, Plan
 
 log = logging.getLogger(__name__)
+
+# DashScope's explicit cache: a marked prefix shorter than this is not cached; a cached one
+# lives this long after its last use.
+EXPLICIT_CACHE_MIN_TOKENS = 1024
+EXPLICIT_CACHE_TTL_S = 300.0
 
 
 class GenerationService:
@@ -56,8 +62,16 @@ class GenerationService:
         check_input_length(params, profile, len(prompt_ids))
         stop = split_stop(params.stop, served.engine.model_info.vocab_size, tokenizer.decode)
         sampling = sampling_params(params, profile, len(prompt_ids), stop, features)
+        explicit = any(m.cache_until is not None for m in request.messages)
+        if explicit:
+            pinned = explicit_cache_tokens(
+                tokenizer, request.messages, prompt_ids, enable_thinking=features.thinking,
+                tools=features.template_tools or None)
+            if pinned >= EXPLICIT_CACHE_MIN_TOKENS:
+                sampling = dataclasses.replace(
+                    sampling, pin_prefix_tokens=pinned, pin_ttl_s=EXPLICIT_CACHE_TTL_S)
         return Plan(served, tuple(prompt_ids), sampling, parse_tools=features.parse_tools,
-                    parallel_tool_calls=request.parallel_tool_calls)
+                    parallel_tool_calls=request.parallel_tool_calls, explicit_cache=explicit)
 
     async def start(self, request: GenerationRequest, principal: Principal) -> GenerationRun:
         """Plan, admit and start ``request``. The caller must ``aclose()`` the run."""

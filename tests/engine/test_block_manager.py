@@ -100,3 +100,44 @@ def test_prefix_caching_can_be_disabled() -> None:
     b = make_seq(list(range(9)), seq_id=1)
     bm.allocate(b)
     assert b.num_computed_tokens == 0
+
+
+def computed_seq(bm: BlockManager, tokens: list[int], seq_id: int = 0) -> Sequence:
+    seq = make_seq(tokens, seq_id)
+    bm.allocate(seq)
+    seq.num_computed_tokens = len(tokens)
+    bm.register_full_blocks(seq)
+    return seq
+
+
+def test_pinned_prefix_survives_eviction_pressure_until_it_expires() -> None:
+    bm = BlockManager(num_blocks=6, block_size=4)
+    first = computed_seq(bm, list(range(10)))
+    assert bm.pin_prefix(first, 8, ttl_s=60.0, now=0.0) == 8  # two full blocks pinned
+    bm.free(first)
+    assert bm.num_free_blocks == 4  # the pinned two stay out of the free queue
+    # an unrelated sequence takes every free block: the pinned prefix is not evicted
+    other = computed_seq(bm, list(range(100, 116)), seq_id=1)
+    bm.free(other)
+    again = make_seq(list(range(10)), seq_id=2)
+    bm.allocate(again)
+    assert again.num_computed_tokens == 8
+    assert bm.pin_prefix(again, 8, ttl_s=60.0, now=30.0) == 0  # renewed, not created
+    bm.free(again)
+    bm.expire_pins(now=80.0)  # renewed at 30 s: still pinned at 80 s
+    assert bm.num_free_blocks == 4
+    bm.expire_pins(now=91.0)
+    assert bm.num_free_blocks == 6 and not bm.pins
+
+
+def test_pins_give_way_before_a_sequence_would_not_fit() -> None:
+    bm = BlockManager(num_blocks=4, block_size=4)
+    first = computed_seq(bm, list(range(9)))
+    bm.pin_prefix(first, 8, ttl_s=300.0, now=0.0)
+    bm.free(first)
+    big = make_seq(list(range(200, 216)), seq_id=1)  # needs all four blocks
+    assert bm.can_allocate(big)
+    bm.allocate(big)
+    assert not bm.pins
+    bm.free(big)
+    assert bm.num_free_blocks == 4

@@ -117,8 +117,8 @@ def native_usage(usage: Usage, output_tokens: int | None = None) -> dict[str, An
     out = usage.output_tokens if output_tokens is None else output_tokens
     body: dict[str, Any] = {"input_tokens": usage.input_tokens, "output_tokens": out,
                             "total_tokens": usage.input_tokens + out}
-    if usage.cached_tokens:
-        body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.cached_tokens or usage.explicit_cache:
+        body["prompt_tokens_details"] = usage.prompt_tokens_details()
     if usage.reasoning_tokens:
         body["output_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
     return body

@@ -59,7 +59,7 @@ def openai_usage(usage: Usage) -> dict[str, Any]:
     body: dict[str, Any] = {
         "prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "prompt_tokens_details": usage.prompt_tokens_details(),
     }
     if usage.reasoning_tokens:
         body["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}

@@ -1,0 +1,1 @@
+"""Peer servers (other inference stacks) that benchmarks run side by side with dashserve."""

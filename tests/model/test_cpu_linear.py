@@ -1,0 +1,67 @@
+"""Decode-time bf16 layers on CPU: the native kernels and the packed oneDNN path equal torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dashserve.model.cpu_kernels import decode_ops_module
+from dashserve.model.cpu_linear import PackedLinear, pack_linears, use_native_norms
+from dashserve.model.layers import RMSNorm
+
+NEEDS_NATIVE = pytest.mark.skipif(decode_ops_module() is None,
+                                  reason="no AVX512-BF16 or no compiler on this machine")
+
+
+def reference(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    bias = None if linear.bias is None else linear.bias.float()
+    return F.linear(x.float(), linear.weight.float(), bias)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 9])
+@pytest.mark.parametrize("bias", [False, True])
+def test_packed_layers_match_torch_for_every_batch_size(rows: int, bias: bool) -> None:
+    torch.manual_seed(rows)
+    linear = nn.Linear(256, 160, bias=bias).to(torch.bfloat16)
+    model = nn.Sequential(linear)
+    ref_layer = nn.Linear(256, 160, bias=bias).to(torch.bfloat16)
+    ref_layer.load_state_dict(linear.state_dict())
+    assert pack_linears(model) == 1
+    x = torch.randn(rows, 256, dtype=torch.bfloat16)
+    got = model(x).float()
+    want = reference(x, ref_layer)
+    assert got.shape == (rows, 160)
+    # bf16 output rounding only: relative error of the largest value well under 1%
+    assert (got - want).abs().max() <= 0.01 * want.abs().max()
+
+
+def test_oneDNN_packed_layer_matches_torch() -> None:
+    torch.manual_seed(0)
+    linear = nn.Linear(128, 64).to(torch.bfloat16)
+    packed = PackedLinear(linear, batch_hint=1)
+    x = torch.randn(3, 128, dtype=torch.bfloat16)
+    want = reference(x, linear)
+    assert (packed(x).float() - want).abs().max() <= 0.01 * want.abs().max()
+
+
+@NEEDS_NATIVE
+def test_native_rms_norm_is_bit_identical_to_the_float32_reference() -> None:
+    torch.manual_seed(0)
+    norm = RMSNorm(128, 1e-6)
+    norm.weight.data = torch.randn(128)
+    norm.to(torch.bfloat16)
+    x = torch.randn(2, 5, 128, dtype=torch.bfloat16)
+    want = norm(x)
+    assert use_native_norms(nn.Sequential(norm)) == 1
+    got = norm(x)
+    assert got.shape == x.shape and torch.equal(got, want)
+
+
+@NEEDS_NATIVE
+def test_native_linear_refuses_shapes_it_cannot_do() -> None:
+    kernels = decode_ops_module()
+    w = torch.randn(64, 48, dtype=torch.bfloat16)  # K not a multiple of 32
+    with pytest.raises(RuntimeError):
+        kernels.linear(torch.randn(1, 48, dtype=torch.bfloat16), w, None)
