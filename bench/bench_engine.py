@@ -16,27 +16,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from dashserve.engine.engine import EngineConfig, LLMEngine
-from dashserve.engine.params import SamplingParams
-from dashserve.model.make import make_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.machine import ceiling_tok_s, measure_bandwidth_gbs, measure_gemm_gflops  # noqa: E402
+from dashserve.engine.engine import EngineConfig, LLMEngine  # noqa: E402
+from dashserve.engine.params import SamplingParams  # noqa: E402
+from dashserve.model.make import make_model  # noqa: E402
 
 log = logging.getLogger("bench")
-
-
-def measure_bandwidth_gbs(size_mb: int = 512, repeats: int = 7) -> float:
-    """Copy bandwidth (read + write bytes per second) of a large out-of-cache buffer."""
-    src = np.ones(size_mb * 2**20 // 4, dtype=np.float32)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)  # fault the pages in before timing
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * src.nbytes / best / 1e9
 
 
 def random_prompts(n: int, length: int, seed: int = 0) -> list[list[int]]:
@@ -109,27 +98,34 @@ def main(argv: list[str] | None = None) -> int:
     ))
     weight_bytes = engine.weight_bytes
     bandwidth = measure_bandwidth_gbs()
+    rates = measure_gemm_gflops()
     roofline_ms = weight_bytes / (bandwidth * 1e9) * 1000
-    log.info("threads %d, weights %.2f GB, copy bandwidth %.1f GB/s, roofline %.1f ms/token",
-             torch.get_num_threads(), weight_bytes / 1e9, bandwidth, roofline_ms)
+    log.info("threads %d, weights %.2f GB, copy bandwidth %.1f GB/s, roofline %.1f ms/token, "
+             "GEMM %.0f GFLOP/s bf16 / %.0f float32", torch.get_num_threads(), weight_bytes / 1e9,
+             bandwidth, roofline_ms, rates["bf16"], rates["fp32"])
     run_ours(engine, random_prompts(2, 16, seed=99), 4)  # warm-up
     results: dict[str, object] = {"preset": args.preset, "dtype": args.dtype,
                                   "threads": torch.get_num_threads(),
-                                  "bandwidth_gbs": bandwidth, "roofline_ms": roofline_ms}
+                                  "bandwidth_gbs": bandwidth, "roofline_ms": roofline_ms,
+                                  "gemm_gflops": rates}
     # all of ours first, then all of transformers: the two never share a process state
     ours_by_batch = {b: run_ours(engine, random_prompts(b, args.prompt, seed=b), args.output)
                      for b in args.batches}
     del engine
     for batch in args.batches:
         ours = ours_by_batch[batch]
-        row: dict[str, object] = {"ours": ours}
-        line = f"batch {batch:3d}: dashserve {ours['tok_s']:7.2f} tok/s"
+        ceiling = ceiling_tok_s(model_dir, batch, args.prompt, args.output, rates["best"],
+                                bandwidth, dtype.itemsize)
+        row: dict[str, object] = {"ours": ours, "ceiling_tok_s": ceiling}
+        line = f"batch {batch:3d}: dashserve {ours['tok_s']:7.2f} tok/s (ceiling {ceiling:.1f})"
         if not args.skip_transformers:
             prompts = random_prompts(batch, args.prompt, seed=batch)
             theirs = run_transformers(model_dir, dtype, prompts, args.output)
             row["transformers"] = theirs
             row["ratio"] = ours["tok_s"] / theirs["tok_s"]
-            line += f" | transformers {theirs['tok_s']:7.2f} tok/s | ratio {row['ratio']:.2f}x"
+            row["ceiling_ratio"] = ceiling / theirs["tok_s"]
+            line += (f" | transformers {theirs['tok_s']:7.2f} tok/s | ratio {row['ratio']:.2f}x"
+                     f" (ceiling {row['ceiling_ratio']:.2f}x)")
         if batch == 1:
             row["decode_ms_per_token"] = ours["decode_ms_per_step"]
             row["roofline_ratio"] = ours["decode_ms_per_step"] / roofline_ms

@@ -31,7 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_engine import measure_bandwidth_gbs  # noqa: E402
+from bench.machine import ceiling_tok_s, measure_bandwidth_gbs, measure_gemm_gflops  # noqa: E402
 from bench.peers import llamacpp, transformers_peer  # noqa: E402
 from dashserve.benchmark.report import BenchResult, format_table  # noqa: E402
 from dashserve.benchmark.runner import BenchConfig, run_benchmark_sync, run_sweep_sync  # noqa: E402
@@ -63,7 +63,7 @@ def _wait_health(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> N
 @contextlib.contextmanager
 def start_dashserve(model_dir: Path, port: int, threads: int) -> Iterator[str]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "dashserve", "serve", "--model", str(model_dir),
+    cmd = [sys.executable, "-m", "dashserve", "serve", "--model", str(model_dir), "--dtype", "bf16",
            "--served-model-name", SERVED_NAME, "--api-key", API_KEY, "--port", str(port)]
     log.info("starting: %s", " ".join(cmd))
     proc = subprocess.Popen(cmd, env=env)
@@ -82,7 +82,8 @@ def start_system(name: str, model_dir: Path, port: int, threads: int, slots: int
             yield url
     elif name == "llamacpp":
         gguf = llamacpp.ensure_gguf(model_dir, "bf16")
-        with llamacpp.start_llama_server(gguf, port, slots=slots, threads=threads) as url:
+        with llamacpp.start_llama_server(gguf, port, slots=slots, threads=threads,
+                                         ctx_per_slot=1024) as url:
             yield url
     elif name == "transformers":
         with transformers_peer.start_transformers_server(model_dir, port, threads=threads,
@@ -121,39 +122,6 @@ def shared_prefix_ttft(url: str, prefix_tokens: int) -> dict[str, float | None]:
     return {"uncached_ttft_p50_s": cold.ttft.p50, "cached_ttft_p50_s": warm.ttft.p50,
             "cached_tokens_mean": warm.mean_cached_tokens,
             "ratio": (warm.ttft.p50 / cold.ttft.p50) if cold.ttft.p50 and warm.ttft.p50 else None}
-
-
-def measure_gemm_gflops(threads: int) -> float:
-    """bf16 GEMM throughput at prefill shapes (what bounds prompt processing)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    a = torch.randn(512, 1024, dtype=torch.bfloat16)
-    w = torch.randn(3072, 1024, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ w.t()
-    best = float("inf")
-    for _ in range(10):
-        t0 = time.perf_counter()
-        a @ w.t()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * 512 * 1024 * 3072 / best / 1e9
-
-
-def ceiling_tok_s(model_dir: Path, clients: int, prompt: int, output: int,
-                  gflops: float, gbs: float) -> float:
-    """Best possible aggregate output tok/s for one round of ``clients`` requests: prompt
-    work at the GEMM rate, then ``output`` batched decode steps, each bounded by reading
-    the weights once or by its arithmetic, whichever is slower."""
-    cfg = json.loads((model_dir / "config.json").read_text())
-    h, layers, vocab = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
-    q = cfg["num_attention_heads"] * cfg.get("head_dim", h // cfg["num_attention_heads"])
-    kv = cfg["num_key_value_heads"] * cfg.get("head_dim", h // cfg["num_attention_heads"])
-    body = layers * (h * (q + 2 * kv) + q * h + 3 * h * cfg["intermediate_size"])
-    weight_bytes = 2 * (body + vocab * h)
-    prefill_s = clients * prompt * 2 * body / (gflops * 1e9)
-    step_s = max(weight_bytes / (gbs * 1e9), clients * 2 * (body + vocab * h) / (gflops * 1e9))
-    return clients * output / (prefill_s + output * step_s)
 
 
 def summary(runs: dict[str, list[BenchResult]], args: argparse.Namespace, gflops: float,
@@ -203,7 +171,8 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=Path("/tmp/dashserve-bench-qwen3-0.6b"))
+    ap.add_argument("--model-dir", type=Path,
+                    default=Path.home() / ".cache" / "dashserve" / "bench" / "qwen3-0.6b")
     ap.add_argument("--systems", nargs="+", default=["dashserve", "llamacpp", "transformers"])
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
@@ -220,8 +189,10 @@ def main() -> int:
 
         log.info("making the qwen3-0.6b preset in %s", args.model_dir)
         make_model("qwen3-0.6b", args.model_dir, seed=0)
-    gflops, gbs = measure_gemm_gflops(args.threads), measure_bandwidth_gbs()
-    log.info("this machine: bf16 GEMM %.0f GFLOP/s, copy bandwidth %.1f GB/s", gflops, gbs)
+    rates, gbs = measure_gemm_gflops(args.threads), measure_bandwidth_gbs()
+    gflops = rates["best"]
+    log.info("this machine: GEMM %.0f GFLOP/s bf16, %.0f float32; copy bandwidth %.1f GB/s",
+             rates["bf16"], rates["fp32"], gbs)
     if "llamacpp" in args.systems:
         llamacpp.ensure_llama_server()  # a build of several minutes the first time
     runs: dict[str, list[BenchResult]] = {}
@@ -241,7 +212,7 @@ def main() -> int:
               f"mean cached tokens {prefix['cached_tokens_mean']}")
     if args.json:
         args.json.write_text(json.dumps({
-            "machine": {"gemm_gflops": gflops, "read_gbs": gbs, "threads": args.threads},
+            "machine": {"gemm_gflops": rates, "copy_gbs": gbs, "threads": args.threads},
             "peers": {"llamacpp": llamacpp.describe(), "transformers": transformers_peer.describe()},
             "summary": rows, "shared_prefix": prefix,
             "runs": {k: [dataclasses.asdict(r) for r in v] for k, v in runs.items()},

@@ -26,7 +26,7 @@ def _build(name: str) -> ModuleType | None:
         started = time.monotonic()
         log.info("building native CPU kernel %s (once per machine, cached)...", name)
         module = load(
-            name=f"dashserve_{name}", sources=[str(_KERNELS / f"{name}.cpp")],
+            name=f"dashserve_{name}_{_isa_tag()}", sources=[str(_KERNELS / f"{name}.cpp")],
             extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
             verbose=False,
         )
@@ -37,13 +37,28 @@ def _build(name: str) -> ModuleType | None:
     return module
 
 
+def _isa_tag() -> str:
+    """The vector ISA that -march=native will target here: part of the build's name, so a
+    build cached on one kind of CPU is never loaded on another."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    for tag, needed in (("avx512bf16", {"avx512_bf16", "avx512bw"}), ("avx512", {"avx512bw"}),
+                        ("avx2", {"avx2", "fma"})):
+        if needed <= flags:
+            return tag
+    return "generic"
+
+
 def paged_decode_module() -> ModuleType | None:
     """Decode attention read straight from the paged KV cache."""
     return _build("paged_decode")
 
 
 def decode_ops_module() -> ModuleType | None:
-    """bf16 decode kernels: small-batch linear, RMSNorm (AVX512-BF16 CPUs; None elsewhere)."""
+    """bf16 decode kernels: small-batch linear, RMSNorm (AVX512-BF16 or AVX2+FMA CPUs; None
+    elsewhere)."""
     module = _build("decode_ops")
     if module is None or module.max_rows() == 0:
         return None

@@ -1,11 +1,17 @@
-"""Faster bf16 linear layers on CPU for decode, where a step reads every weight once.
+"""Faster bf16 linear layers on CPU, where a decode step reads every weight once.
 
-Two ways, picked once per model: on CPUs with AVX512-BF16, our native kernel streams each
-weight row once for one or two input rows (decode of one or two sequences: about 1.4x oneDNN's
-rate there) and oneDNN, which uses AMX where the CPU has it, takes larger batches from the same
-row-major weight; elsewhere the weights are reordered once into oneDNN's
-blocked layout, which its small-batch kernels read faster than a row-major one. Results match
-``F.linear`` to bf16 rounding.
+Picked once per model, by what the CPU can do:
+- AVX512-BF16 (e.g. AMD Zen 4): our native kernel streams each weight row once for one or two
+  input rows (about 1.4x oneDNN's rate there); oneDNN, which uses AMX where the CPU has it,
+  takes larger batches from the same row-major weight.
+- AVX2 + FMA without bf16 math (e.g. AMD Zen 3), where torch's own bf16 matmul is several
+  times slower than float32: the native kernel widens weights to float32 in registers for up
+  to ``max_rows()`` input rows (decode batches, chunked beyond that), and prompt-sized batches
+  widen the weight once and run float32 BLAS. Weights stay bf16 in memory either way, so
+  decode reads half the bytes of a float32 model.
+- No native kernel (no compiler) but oneDNN bf16: weights are reordered once into oneDNN's
+  blocked layout, which its small-batch kernels read faster than a row-major one.
+Results match ``F.linear`` to bf16 rounding.
 """
 
 from __future__ import annotations
@@ -20,18 +26,27 @@ from dashserve.model.cpu_kernels import decode_ops_module
 
 log = logging.getLogger(__name__)
 
-# Rows up to which the native kernel beats oneDNN (measured: 1.4x at 1 row, 1.1x at 2, even
-# at 4, slower beyond).
-NATIVE_ROWS = 2
+# Rows up to which the AVX512-BF16 kernel beats oneDNN (measured: 1.4x at 1 row, 1.1x at 2,
+# even at 4, slower beyond).
+NATIVE_ROWS_WITH_ONEDNN = 2
+# Without bf16 math, rows beyond which widening the weight once for float32 BLAS beats
+# running the native kernel over chunks of max_rows() rows.
+WIDEN_ROWS = 64
+
+
+def onednn_bf16() -> bool:
+    """oneDNN has bf16 kernels for this CPU (AVX512 or AMX); torch's bf16 matmul is fast."""
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    )
 
 
 def packing_available(dtype: torch.dtype, device: torch.device) -> bool:
-    return (
-        device.type == "cpu" and dtype == torch.bfloat16
-        and torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    )
+    """Whether ``pack_linears`` applies: bf16 weights on a CPU."""
+    return device.type == "cpu" and dtype == torch.bfloat16
 
 
 class PackedLinear(nn.Module):
@@ -57,22 +72,38 @@ class PackedLinear(nn.Module):
 
 
 class NativeLinear(nn.Module):
-    """A bf16 linear layer: our kernel for up to ``NATIVE_ROWS`` input rows, oneDNN beyond."""
+    """A bf16 linear layer: our kernel for the row counts where it wins (``kernels`` may be
+    None: then only the fallback), oneDNN bf16 or widened float32 BLAS beyond."""
 
-    def __init__(self, linear: nn.Linear, kernels: object) -> None:
+    def __init__(self, linear: nn.Linear, kernels: object | None, onednn: bool) -> None:
         super().__init__()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         self.weight = linear.weight  # shared, not copied: a tied lm_head stays tied
         self.bias = linear.bias
         self._kernels = kernels
+        self._onednn = onednn
+        max_rows = kernels.max_rows() if kernels is not None else 0  # type: ignore[attr-defined]
+        self._chunk = max_rows
+        self._native_rows = min(max_rows, NATIVE_ROWS_WITH_ONEDNN) if onednn else WIDEN_ROWS
+        if max_rows == 0:
+            self._native_rows = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, self.in_features)
-        if flat.shape[0] > NATIVE_ROWS:
-            return F.linear(x, self.weight, self.bias)
-        out = self._kernels.linear(flat, self.weight, self.bias)  # type: ignore[attr-defined]
+        rows = flat.shape[0]
+        if rows > self._native_rows:
+            if self._onednn:
+                return F.linear(x, self.weight, self.bias)
+            bias = None if self.bias is None else self.bias.float()
+            return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
+        linear = self._kernels.linear  # type: ignore[union-attr]
+        if rows <= self._chunk:
+            out = linear(flat, self.weight, self.bias)
+        else:
+            out = torch.cat([linear(part, self.weight, self.bias)
+                             for part in flat.split(self._chunk)])
         return out.view(*shape[:-1], self.out_features)
 
 
@@ -83,16 +114,22 @@ def pack_linears(model: nn.Module, batch_hint: int = 1) -> int:
     the embedding's weight for lookups and gets its own packed copy.
     """
     kernels = decode_ops_module()
+    onednn = onednn_bf16()
     count = 0
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.Linear) and child.weight.dtype == torch.bfloat16:
-                native = kernels is not None and child.in_features % 32 == 0
-                setattr(module, child_name,
-                        NativeLinear(child, kernels) if native else PackedLinear(child, batch_hint))
+                fits = kernels is not None and child.in_features % kernels.k_multiple() == 0
+                layer: nn.Module
+                if onednn and not fits:
+                    layer = PackedLinear(child, batch_hint)
+                else:
+                    layer = NativeLinear(child, kernels if fits else None, onednn)
+                setattr(module, child_name, layer)
                 count += 1
-    log.info("%d bf16 linear layers use %s", count,
-             "the native small-batch kernel" if kernels is not None else "oneDNN packed weights")
+    log.info("%d bf16 linear layers use %s%s", count,
+             "the native small-batch kernel" if kernels is not None else "no native kernel",
+             ", oneDNN bf16 beyond" if onednn else ", float32 BLAS on widened weights beyond")
     return count
 
 

@@ -8,11 +8,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from dashserve.model.cpu_kernels import decode_ops_module
-from dashserve.model.cpu_linear import PackedLinear, pack_linears, use_native_norms
+from dashserve.model.cpu_linear import (
+    WIDEN_ROWS, NativeLinear, PackedLinear, onednn_bf16, pack_linears, use_native_norms,
+)
 from dashserve.model.layers import RMSNorm
 
 NEEDS_NATIVE = pytest.mark.skipif(decode_ops_module() is None,
-                                  reason="no AVX512-BF16 or no compiler on this machine")
+                                  reason="no AVX512-BF16/AVX2 or no compiler on this machine")
+NEEDS_ONEDNN_BF16 = pytest.mark.skipif(not onednn_bf16(), reason="no oneDNN bf16 on this CPU")
 
 
 def reference(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
@@ -20,7 +23,7 @@ def reference(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     return F.linear(x.float(), linear.weight.float(), bias)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 9])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 9, 16, 17, 37, WIDEN_ROWS + 3])
 @pytest.mark.parametrize("bias", [False, True])
 def test_packed_layers_match_torch_for_every_batch_size(rows: int, bias: bool) -> None:
     torch.manual_seed(rows)
@@ -37,6 +40,7 @@ def test_packed_layers_match_torch_for_every_batch_size(rows: int, bias: bool) -
     assert (got - want).abs().max() <= 0.01 * want.abs().max()
 
 
+@NEEDS_ONEDNN_BF16
 def test_oneDNN_packed_layer_matches_torch() -> None:
     torch.manual_seed(0)
     linear = nn.Linear(128, 64).to(torch.bfloat16)
@@ -62,6 +66,36 @@ def test_native_rms_norm_is_bit_identical_to_the_float32_reference() -> None:
 @NEEDS_NATIVE
 def test_native_linear_refuses_shapes_it_cannot_do() -> None:
     kernels = decode_ops_module()
-    w = torch.randn(64, 48, dtype=torch.bfloat16)  # K not a multiple of 32
+    w = torch.randn(64, 44, dtype=torch.bfloat16)  # K not a multiple of 8 (nor of 32)
     with pytest.raises(RuntimeError):
-        kernels.linear(torch.randn(1, 48, dtype=torch.bfloat16), w, None)
+        kernels.linear(torch.randn(1, 44, dtype=torch.bfloat16), w, None)
+    w = torch.randn(64, 64, dtype=torch.bfloat16)
+    too_many = torch.randn(kernels.max_rows() + 1, 64, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError):
+        kernels.linear(too_many, w, None)
+
+
+def test_a_layer_the_kernel_cannot_take_still_computes_right() -> None:
+    """K = 44 fits no native kernel: the layer falls back (oneDNN bf16 or widened float32)."""
+    torch.manual_seed(1)
+    linear = nn.Linear(44, 24, bias=True).to(torch.bfloat16)
+    model = nn.Sequential(linear)
+    assert pack_linears(model) == 1
+    x = torch.randn(5, 44, dtype=torch.bfloat16)
+    want = reference(x, linear)
+    got = model(x).float()
+    assert (got - want).abs().max() <= 0.01 * want.abs().max()
+
+
+@NEEDS_NATIVE
+def test_without_onednn_bf16_the_native_layer_serves_any_batch_size() -> None:
+    """The AVX2 path: no bf16 BLAS to fall back on, so chunks and widening must be exact."""
+    torch.manual_seed(2)
+    linear = nn.Linear(64, 40, bias=True).to(torch.bfloat16)
+    layer = NativeLinear(linear, decode_ops_module(), onednn=False)
+    for rows in (1, decode_ops_module().max_rows() + 1, WIDEN_ROWS + 1):
+        x = torch.randn(rows, 64, dtype=torch.bfloat16)
+        want = reference(x, linear)
+        got = layer(x).float()
+        assert got.shape == (rows, 40)
+        assert (got - want).abs().max() <= 0.01 * want.abs().max()

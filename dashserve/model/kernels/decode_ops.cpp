@@ -1,9 +1,12 @@
-// Decode-step CPU kernels for bf16 models (AVX512-BF16):
-//  * linear: y[M, N] = x[M, K] @ W[N, K]^T (+ bias) for up to 4 input rows of decode. Each
-//    weight row is streamed from memory once and multiplied with every input row in registers
-//    (bf16 dot products, float32 accumulation); the weight keeps its row-major layout.
-//  * rms_norm: y = w * x / rms(x) over the last dim, float32 math, one pass per row.
-// Built only where the compiler targets AVX512-BF16; callers check ``max_rows()``.
+// Decode-step CPU kernels for bf16 models, compiled for the machine's own vector ISA:
+//  * linear: y[M, N] = x[M, K] @ W[N, K]^T (+ bias) for the few input rows of decode. The
+//    weight keeps its row-major layout and each weight row is streamed from memory once per
+//    group of input rows, float32 accumulation.
+//      - AVX512-BF16: bf16 dot products in hardware, up to 4 rows (oneDNN is faster beyond).
+//      - AVX2 + FMA (no bf16 math, e.g. AMD Zen 3): weights widened to float32 in registers,
+//        up to kMaxRows rows; beyond that the caller widens the weight once and calls BLAS.
+//  * rms_norm: y = w * x / rms(x) over the last dim, float32 math, one pass per row (portable).
+// ``max_rows()`` is 0 where neither ISA is available; ``k_multiple()`` is what K must divide.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -11,15 +14,32 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX512BF16__)
-constexpr int64_t kMaxRows = 4;
-
 static inline float bf16_to_float(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
 }
+
+static inline uint16_t float_to_bf16(float f) { return c10::BFloat16(f).x; }
+
+static void check_linear(const torch::Tensor& x, const torch::Tensor& w, int64_t k_multiple) {
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16);
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1));
+  TORCH_CHECK(x.size(1) % k_multiple == 0, "unsupported shape: K must be a multiple of ",
+              k_multiple);
+  TORCH_CHECK(w.is_contiguous());
+}
+
+static const uint16_t* bias_ptr(const c10::optional<torch::Tensor>& bias, int64_t N) {
+  if (!bias.has_value() || !bias->defined()) return nullptr;
+  TORCH_CHECK(bias->scalar_type() == at::kBFloat16 && bias->is_contiguous() && bias->numel() == N);
+  return reinterpret_cast<const uint16_t*>(bias->data_ptr());
+}
+
+#if defined(__AVX512BF16__)
+constexpr int64_t kMaxRows = 4;
+constexpr int64_t kMultiple = 32;
 
 template <int M>
 static void rows_kernel(const uint16_t* x, const uint16_t* w, const uint16_t* bias, uint16_t* y,
@@ -62,20 +82,14 @@ static void rows_kernel(const uint16_t* x, const uint16_t* w, const uint16_t* bi
 }
 
 torch::Tensor linear(torch::Tensor x, torch::Tensor w, c10::optional<torch::Tensor> bias) {
-  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16);
-  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1));
-  TORCH_CHECK(x.size(0) <= kMaxRows && x.size(1) % 32 == 0, "unsupported shape");
+  check_linear(x, w, kMultiple);
+  TORCH_CHECK(x.size(0) <= kMaxRows, "unsupported shape: at most ", kMaxRows, " rows");
   x = x.contiguous();
-  TORCH_CHECK(w.is_contiguous());
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
   auto y = torch::empty({M, N}, x.options());
   const uint16_t* xp = reinterpret_cast<const uint16_t*>(x.data_ptr());
   const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
-  const uint16_t* bp = nullptr;
-  if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->scalar_type() == at::kBFloat16 && bias->is_contiguous());
-    bp = reinterpret_cast<const uint16_t*>(bias->data_ptr());
-  }
+  const uint16_t* bp = bias_ptr(bias, N);
   uint16_t* yp = reinterpret_cast<uint16_t*>(y.data_ptr());
   at::parallel_for(0, N, 256, [&](int64_t n0, int64_t n1) {
     switch (M) {
@@ -87,6 +101,102 @@ torch::Tensor linear(torch::Tensor x, torch::Tensor w, c10::optional<torch::Tens
   });
   return y;
 }
+
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int64_t kMaxRows = 16;
+constexpr int64_t kMultiple = 8;
+
+static inline __m256 load_bf16x8(const uint16_t* p) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+}
+
+static inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// MR input rows (float32, row stride K) times R weight rows (bf16) over all of K.
+template <int MR, int R>
+static inline void tile(const float* x, const uint16_t* w, int64_t K, float* out) {
+  __m256 acc[MR][R];
+  for (int m = 0; m < MR; ++m)
+    for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < K; k += 8) {
+    __m256 wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = load_bf16x8(w + r * K + k);
+    for (int m = 0; m < MR; ++m) {
+      const __m256 xv = _mm256_loadu_ps(x + m * K + k);
+      for (int r = 0; r < R; ++r) acc[m][r] = _mm256_fmadd_ps(xv, wv[r], acc[m][r]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int r = 0; r < R; ++r) out[m * R + r] = hsum(acc[m][r]);
+}
+
+// Weight rows [n0, n1) for input rows [m0, m0 + MR): R rows at a time, then one by one.
+template <int MR, int R>
+static void rows_group(const float* xf, const uint16_t* w, const uint16_t* bias, uint16_t* y,
+                       int64_t m0, int64_t K, int64_t N, int64_t n0, int64_t n1) {
+  float out[MR * R];
+  int64_t n = n0;
+  auto store = [&](int64_t first, int rows) {
+    for (int m = 0; m < MR; ++m)
+      for (int r = 0; r < rows; ++r) {
+        float v = out[m * rows + r];
+        if (bias) v += bf16_to_float(bias[first + r]);
+        y[(m0 + m) * N + first + r] = float_to_bf16(v);
+      }
+  };
+  for (; n + R <= n1; n += R) {
+    tile<MR, R>(xf + m0 * K, w + n * K, K, out);
+    store(n, R);
+  }
+  for (; n < n1; ++n) {
+    tile<MR, 1>(xf + m0 * K, w + n * K, K, out);
+    store(n, 1);
+  }
+}
+
+torch::Tensor linear(torch::Tensor x, torch::Tensor w, c10::optional<torch::Tensor> bias) {
+  check_linear(x, w, kMultiple);
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  TORCH_CHECK(M <= kMaxRows, "unsupported shape: at most ", kMaxRows, " rows");
+  auto xf = x.to(at::kFloat).contiguous();
+  auto y = torch::empty({M, N}, x.options());
+  const float* xp = xf.data_ptr<float>();
+  const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
+  const uint16_t* bp = bias_ptr(bias, N);
+  uint16_t* yp = reinterpret_cast<uint16_t*>(y.data_ptr());
+  // Weight rows in blocks small enough to stay in L1/L2 while every group of input rows
+  // passes over them: memory reads each weight byte once whatever M is.
+  const int64_t block = std::max<int64_t>(8, (16 * 1024) / (2 * K) / 4 * 4);
+  at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
+    for (int64_t b0 = n0; b0 < n1; b0 += block) {
+      const int64_t b1 = std::min(n1, b0 + block);
+      int64_t m0 = 0;
+      for (; m0 + 4 <= M; m0 += 4) rows_group<4, 2>(xp, wp, bp, yp, m0, K, N, b0, b1);
+      switch (M - m0) {
+        case 1: rows_group<1, 4>(xp, wp, bp, yp, m0, K, N, b0, b1); break;
+        case 2: rows_group<2, 4>(xp, wp, bp, yp, m0, K, N, b0, b1); break;
+        case 3: rows_group<3, 3>(xp, wp, bp, yp, m0, K, N, b0, b1); break;
+        default: break;
+      }
+    }
+  });
+  return y;
+}
+
+#else
+constexpr int64_t kMaxRows = 0;
+constexpr int64_t kMultiple = 1;
+torch::Tensor linear(torch::Tensor x, torch::Tensor, c10::optional<torch::Tensor>) {
+  TORCH_CHECK(false, "built without AVX512-BF16 or AVX2");
+  return x;
+}
+#endif
 
 torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps) {
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16);
@@ -102,13 +212,13 @@ torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps) {
   at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const uint16_t* xr = xp + r * D;
-      __m512 ss = _mm512_setzero_ps();
-      for (int64_t d = 0; d < D; d += 16) {
-        __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(
-            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(xr + d))), 16));
-        ss = _mm512_fmadd_ps(v, v, ss);
+      float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+      for (int64_t d = 0; d < D; ++d) {
+        const float v = bf16_to_float(xr[d]);
+        ss += v * v;
       }
-      const float scale = 1.0f / std::sqrt(_mm512_reduce_add_ps(ss) / D + feps);
+      const float scale = 1.0f / std::sqrt(ss / D + feps);
       for (int64_t d = 0; d < D; ++d) {
         // as the reference: normalise in float32, round to bf16, then multiply by the weight
         float normed = bf16_to_float(c10::BFloat16(bf16_to_float(xr[d]) * scale).x);
@@ -120,20 +230,11 @@ torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps) {
 }
 
 int64_t max_rows() { return kMaxRows; }
-#else
-torch::Tensor linear(torch::Tensor x, torch::Tensor, c10::optional<torch::Tensor>) {
-  TORCH_CHECK(false, "built without AVX512-BF16");
-  return x;
-}
-torch::Tensor rms_norm(torch::Tensor x, torch::Tensor, double) {
-  TORCH_CHECK(false, "built without AVX512-BF16");
-  return x;
-}
-int64_t max_rows() { return 0; }
-#endif
+int64_t k_multiple() { return kMultiple; }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear", &linear);
   m.def("rms_norm", &rms_norm);
   m.def("max_rows", &max_rows);
+  m.def("k_multiple", &k_multiple);
 }
