@@ -20,7 +20,7 @@ from dashserve.engine.scheduler import ScheduledChunk, Scheduler, SchedulerConfi
 from dashserve.engine.sequence import Sequence, SequenceStatus
 from dashserve.engine.stepper import StepPostprocessor
 from dashserve.model.config import ModelConfig
-from dashserve.model.cpu_linear import pack_linears, packing_available, use_native_norms
+from dashserve.model.cpu_linear import pack_linears, packing_available, use_native_ops
 from dashserve.model.loader import load_model, pick_dtype, resolve_model_dir
 from dashserve.sampling.sampler import make_generator
 from dashserve.tokenizer import Tokenizer
@@ -59,8 +59,9 @@ class LLMEngine:
             p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values()
         )
         if config.pack_weights and packing_available(dtype, device):
+            model.fuse_projections()
             pack_linears(model)
-            use_native_norms(model)
+            use_native_ops(model)
         num_blocks, self.max_model_len = _size_cache(config, self.model_config, dtype, device)
         self.runner = ModelRunner(model, CacheConfig(config.block_size, num_blocks), device)
         self.block_manager = BlockManager(

@@ -12,6 +12,8 @@ from types import ModuleType
 log = logging.getLogger(__name__)
 
 _KERNELS = Path(__file__).parent / "kernels"
+# decode_ops matches torch's rounding op for op, so no multiply-add may be fused behind its back
+_EXTRA_CFLAGS = {"decode_ops": ["-ffp-contract=off"]}
 
 
 @functools.cache
@@ -27,7 +29,8 @@ def _build(name: str) -> ModuleType | None:
         log.info("building native CPU kernel %s (once per machine, cached)...", name)
         module = load(
             name=f"dashserve_{name}_{_isa_tag()}", sources=[str(_KERNELS / f"{name}.cpp")],
-            extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
+            extra_cflags=["-O3", "-march=native", "-fopenmp", *_EXTRA_CFLAGS.get(name, [])],
+            extra_ldflags=["-fopenmp"],
             verbose=False,
         )
     except Exception as exc:  # no compiler or headers: the torch path still works

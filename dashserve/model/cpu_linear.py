@@ -133,9 +133,11 @@ def pack_linears(model: nn.Module, batch_hint: int = 1) -> int:
     return count
 
 
-def use_native_norms(model: nn.Module) -> int:
-    """Point every bf16 RMSNorm of ``model`` at the native kernel; returns how many."""
+def use_native_ops(model: nn.Module) -> int:
+    """Point every bf16 RMSNorm and attention block of ``model`` at the native kernels (norms;
+    fused q/k norm and rotary embedding); returns how many modules."""
     from dashserve.model.layers import RMSNorm
+    from dashserve.model.qwen import QwenAttention
 
     kernels = decode_ops_module()
     if kernels is None:
@@ -145,4 +147,8 @@ def use_native_norms(model: nn.Module) -> int:
              and m.weight.shape[0] % 16 == 0]
     for norm in norms:
         norm.kernels = kernels
-    return len(norms)
+    attention = [m for m in model.modules()
+                 if isinstance(m, QwenAttention) and m.o_proj.weight.dtype == torch.bfloat16]
+    for block in attention:
+        block.kernels = kernels
+    return len(norms) + len(attention)

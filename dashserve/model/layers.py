@@ -12,7 +12,7 @@ from torch import nn
 class RMSNorm(nn.Module):
     """RMSNorm computed in float32, as the reference implementation does.
 
-    ``kernels`` (set by ``use_native_norms``) computes the same in one pass for bf16 on CPU.
+    ``kernels`` (set by ``use_native_ops``) computes the same in one pass for bf16 on CPU.
     """
 
     def __init__(self, hidden_size: int, eps: float) -> None:
@@ -56,6 +56,20 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return out.to(x.dtype)
 
 
+def fuse_linears(layers: list[nn.Module]) -> nn.Linear:
+    """One linear layer computing ``layers`` side by side, their outputs concatenated: one
+    weight stream and one call where there were several."""
+    first = layers[0]
+    fused = nn.Linear(first.in_features, sum(layer.out_features for layer in layers),
+                      bias=first.bias is not None, device="meta")
+    fused.weight = nn.Parameter(torch.cat([layer.weight.detach() for layer in layers]),
+                                requires_grad=False)
+    if first.bias is not None:
+        fused.bias = nn.Parameter(torch.cat([layer.bias.detach() for layer in layers]),
+                                  requires_grad=False)
+    return fused
+
+
 class MLP(nn.Module):
     """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
 
@@ -64,8 +78,17 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+        self.gate_up_proj: nn.Module | None = None
+
+    def fuse_projections(self) -> None:
+        """Compute gate and up as one linear layer from now on (after the weights are loaded)."""
+        self.gate_up_proj = fuse_linears([self.gate_proj, self.up_proj])
+        del self.gate_proj, self.up_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 

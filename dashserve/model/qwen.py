@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from dashserve.model.attention import AttentionMetadata, paged_attention
 from dashserve.model.config import ModelConfig
-from dashserve.model.layers import MLP, RMSNorm, RotaryEmbedding, SparseMoeBlock
+from dashserve.model.layers import MLP, RMSNorm, RotaryEmbedding, SparseMoeBlock, fuse_linears
 
 
 class QwenAttention(nn.Module):
@@ -27,18 +29,39 @@ class QwenAttention(nn.Module):
             self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.rotary = rotary
+        self.eps = config.rms_norm_eps
+        self.kernels: Any = None  # set by use_native_ops: fused q/k norm + rotary for bf16 on CPU
+        self.qkv_proj: nn.Module | None = None
+        self.qkv_sizes = [self.num_heads * self.head_dim] + [self.num_kv_heads * self.head_dim] * 2
+
+    def fuse_projections(self) -> None:
+        """Compute q, k and v as one linear layer from now on (after the weights are loaded)."""
+        self.qkv_proj = fuse_linears([self.q_proj, self.k_proj, self.v_proj])
+        del self.q_proj, self.k_proj, self.v_proj
 
     def forward(
         self, x: torch.Tensor, positions: torch.Tensor, kv_cache: tuple[torch.Tensor, torch.Tensor],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         t = x.shape[0]
-        q = self.q_proj(x).view(t, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(t, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(t, self.num_kv_heads, self.head_dim)
-        if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rotary(positions, q, k)
+        if self.qkv_proj is not None:
+            q, k, v = self.qkv_proj(x).split(self.qkv_sizes, dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.reshape(t, self.num_heads, self.head_dim)
+        k = k.reshape(t, self.num_kv_heads, self.head_dim)
+        v = v.reshape(t, self.num_kv_heads, self.head_dim)
+        if self.kernels is not None and q.dtype == torch.bfloat16 and not q.is_cuda:
+            q, k = q.contiguous(), k.contiguous()
+            self.kernels.qk_norm_rope(
+                q, k, self.q_norm.weight if self.qk_norm else None,
+                self.k_norm.weight if self.qk_norm else None,
+                self.rotary.cos, self.rotary.sin, positions, self.eps,
+            )
+        else:
+            if self.qk_norm:
+                q, k = self.q_norm(q), self.k_norm(k)
+            q, k = self.rotary(positions, q, k)
         out = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, self.scale)
         return self.o_proj(out.reshape(t, self.num_heads * self.head_dim))
 
@@ -106,3 +129,10 @@ class QwenForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)
+
+    def fuse_projections(self) -> None:
+        """Merge q/k/v and gate/up into single linear layers (fewer, longer weight streams per
+        step; for the CPU fast path, after loading)."""
+        for module in list(self.modules()):
+            if isinstance(module, (QwenAttention, MLP)):
+                module.fuse_projections()

@@ -283,3 +283,38 @@ def test_prefix_cache_reuses_full_blocks_and_reports_cached_tokens(qwen3_tiny_di
             if events:
                 last = events[-1]
     assert last.num_cached_tokens == 0
+
+
+@pytest.mark.parametrize("preset", ["qwen3-tiny", "qwen2.5-tiny", "qwen3-moe-tiny"])
+def test_cpu_bf16_fast_path_matches_plain_torch(model_dir_factory, preset: str) -> None:
+    """bf16 on CPU runs fused projections, native linear/norm/rotary/attention kernels; the
+    plain torch modules on the same weights give the same tokens and log-probabilities."""
+    from dashserve.model.cpu_linear import NativeLinear, PackedLinear
+
+    model_dir = model_dir_factory(preset, dtype="bf16")
+    params = SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True, logprobs=True,
+                            top_logprobs=3)
+    prompts = {f"r{i}": (random_ids(9 + 13 * i, seed=40 + i), params) for i in range(3)}
+    results = []
+    for pack in (True, False):
+        engine = make_engine(model_dir, dtype="bf16", pack_weights=pack)
+        attn = engine.runner.model.model.layers[0].self_attn
+        assert (attn.qkv_proj is not None) == pack
+        if pack:
+            assert isinstance(attn.qkv_proj, (NativeLinear, PackedLinear))
+        logprobs: dict[str, list] = {rid: [] for rid in prompts}
+        tokens: dict[str, list[int]] = {rid: [] for rid in prompts}
+        for rid, (ids, p) in prompts.items():
+            engine.add_request(rid, ids, p)
+        while engine.has_unfinished():
+            for ev in engine.step():
+                tokens[ev.request_id].extend(ev.token_ids)
+                logprobs[ev.request_id].extend(ev.logprobs or [])
+        results.append((tokens, logprobs))
+    (fast_tokens, fast_lp), (plain_tokens, plain_lp) = results
+    assert fast_tokens == plain_tokens
+    for rid in prompts:
+        for a, b in zip(fast_lp[rid], plain_lp[rid], strict=True):
+            assert [t.token_id for t in a.top_logprobs] == [t.token_id for t in b.top_logprobs]
+            for ta, tb in zip(a.top_logprobs, b.top_logprobs, strict=True):
+                assert abs(ta.logprob - tb.logprob) < 0.05

@@ -9,7 +9,7 @@ from torch import nn
 
 from dashserve.model.cpu_kernels import decode_ops_module
 from dashserve.model.cpu_linear import (
-    WIDEN_ROWS, NativeLinear, PackedLinear, onednn_bf16, pack_linears, use_native_norms,
+    WIDEN_ROWS, NativeLinear, PackedLinear, onednn_bf16, pack_linears, use_native_ops,
 )
 from dashserve.model.layers import RMSNorm
 
@@ -58,7 +58,7 @@ def test_native_rms_norm_is_bit_identical_to_the_float32_reference() -> None:
     norm.to(torch.bfloat16)
     x = torch.randn(2, 5, 128, dtype=torch.bfloat16)
     want = norm(x)
-    assert use_native_norms(nn.Sequential(norm)) == 1
+    assert use_native_ops(nn.Sequential(norm)) == 1
     got = norm(x)
     assert got.shape == x.shape and torch.equal(got, want)
 
@@ -99,3 +99,30 @@ def test_without_onednn_bf16_the_native_layer_serves_any_batch_size() -> None:
         got = layer(x).float()
         assert got.shape == (rows, 40)
         assert (got - want).abs().max() <= 0.01 * want.abs().max()
+
+
+@NEEDS_NATIVE
+@pytest.mark.parametrize("qk_norm", [True, False])
+def test_fused_qk_norm_and_rotary_equal_the_torch_ops(qk_norm: bool) -> None:
+    from dashserve.model.layers import RotaryEmbedding
+
+    torch.manual_seed(3)
+    d, heads, kv_heads = 64, 4, 2
+    rotary = RotaryEmbedding(d, 256, 1e6)
+    positions = torch.tensor([0, 7, 8, 100, 255])
+    q = torch.randn(5, heads, d, dtype=torch.bfloat16)
+    k = torch.randn(5, kv_heads, d, dtype=torch.bfloat16)
+    norms = []
+    for _ in range(2):
+        norm = RMSNorm(d, 1e-6)
+        norm.weight.data = torch.randn(d)
+        norms.append(norm.to(torch.bfloat16))
+    want_q, want_k = (norms[0](q), norms[1](k)) if qk_norm else (q, k)
+    want_q, want_k = rotary(positions, want_q, want_k)
+    got_q, got_k = q.clone(), k.clone()
+    weights = (norms[0].weight, norms[1].weight) if qk_norm else (None, None)
+    decode_ops_module().qk_norm_rope(got_q, got_k, *weights, rotary.cos, rotary.sin, positions, 1e-6)
+    assert torch.equal(got_q, want_q) and torch.equal(got_k, want_k)
+    with pytest.raises(RuntimeError, match="position"):
+        decode_ops_module().qk_norm_rope(got_q, got_k, *weights, rotary.cos, rotary.sin,
+                                         torch.tensor([0, 1, 2, 3, 256]), 1e-6)
