@@ -29,7 +29,8 @@ def _build(name: str) -> ModuleType | None:
         started = time.monotonic()
         log.info("building native CPU kernel %s (once per machine, cached)...", name)
         module = load(
-            name=f"dashserve_{name}_{_isa_tag()}_{_headers_tag()}", sources=[str(_KERNELS / f"{name}.cpp")],
+            name=f"dashserve_{name}_{_isa_tag()}_{_headers_tag()}",
+            sources=[str(_KERNELS / f"{name}.cpp")],
             extra_cflags=["-O3", "-march=native", "-fopenmp", *_EXTRA_CFLAGS.get(name, [])],
             extra_ldflags=["-fopenmp"],
             verbose=False,

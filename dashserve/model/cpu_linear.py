@@ -83,11 +83,11 @@ class NativeLinear(nn.Module):
         self.bias = linear.bias
         self._kernels = kernels
         self._onednn = onednn
-        max_rows = kernels.max_rows() if kernels is not None else 0  # type: ignore[attr-defined]
-        self._chunk = max_rows
-        self._native_rows = min(max_rows, NATIVE_ROWS_WITH_ONEDNN) if onednn else WIDEN_ROWS
-        if max_rows == 0:
-            self._native_rows = 0
+        # the kernel takes up to _chunk rows a call; up to _native_rows rows it is used at all
+        self._chunk = kernels.max_rows() if kernels is not None else 0  # type: ignore[attr-defined]
+        self._native_rows = 0
+        if self._chunk:
+            self._native_rows = min(self._chunk, NATIVE_ROWS_WITH_ONEDNN) if onednn else WIDEN_ROWS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape

@@ -4,7 +4,8 @@
 //    group of input rows, float32 accumulation.
 //      - AVX512-BF16: bf16 dot products in hardware, up to 4 rows (oneDNN is faster beyond).
 //      - AVX2 + FMA (no bf16 math, e.g. AMD Zen 3): weights widened to float32 in registers,
-//        up to kMaxRows rows; beyond that the caller widens the weight once and calls BLAS.
+//        up to kMaxRows rows a call (the caller chunks larger decode batches, and widens the
+//        weight once for float32 BLAS at prompt-sized ones).
 //  * rms_norm: y = w * x / rms(x) over the last dim, float32 math, one pass per row (portable).
 //  * qk_norm_rope: Qwen3's q/k head norms and the rotary embedding, in place (portable).
 // Built with -ffp-contract=off so that float math rounds exactly as torch's separate ops do.
