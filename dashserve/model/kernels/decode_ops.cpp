@@ -229,6 +229,24 @@ torch::Tensor linear(torch::Tensor x, torch::Tensor, c10::optional<torch::Tensor
 }
 #endif
 
+// RMSNorm of one row as the reference computes it: normalise in float32, round to bf16, then
+// multiply by the weight and round again; ``emit(d, bf16 bits)`` takes each result.
+template <typename Emit>
+static inline void rms_norm_row(const uint16_t* x, const uint16_t* w, int64_t D, float eps,
+                                Emit emit) {
+  float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t d = 0; d < D; ++d) {
+    const float v = bf16_to_float(x[d]);
+    ss += v * v;
+  }
+  const float scale = 1.0f / std::sqrt(ss / D + eps);
+  for (int64_t d = 0; d < D; ++d) {
+    const float normed = bf16_to_float(float_to_bf16(bf16_to_float(x[d]) * scale));
+    emit(d, float_to_bf16(normed * bf16_to_float(w[d])));
+  }
+}
+
 torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps) {
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16);
   const int64_t D = x.size(-1);
@@ -242,19 +260,8 @@ torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps) {
   const float feps = static_cast<float>(eps);
   at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const uint16_t* xr = xp + r * D;
-      float ss = 0.f;
-#pragma omp simd reduction(+ : ss)
-      for (int64_t d = 0; d < D; ++d) {
-        const float v = bf16_to_float(xr[d]);
-        ss += v * v;
-      }
-      const float scale = 1.0f / std::sqrt(ss / D + feps);
-      for (int64_t d = 0; d < D; ++d) {
-        // as the reference: normalise in float32, round to bf16, then multiply by the weight
-        float normed = bf16_to_float(c10::BFloat16(bf16_to_float(xr[d]) * scale).x);
-        yp[r * D + d] = c10::BFloat16(normed * bf16_to_float(wp[d])).x;
-      }
+      uint16_t* yr = yp + r * D;
+      rms_norm_row(xp + r * D, wp, D, feps, [&](int64_t d, uint16_t v) { yr[d] = v; });
     }
   });
   return y;
@@ -265,16 +272,7 @@ static void norm_rope_row(uint16_t* x, const uint16_t* w, const float* c, const 
                           int64_t D, float eps, float* buf) {
   const int64_t half = D / 2;
   if (w != nullptr) {
-    float ss = 0.f;
-    for (int64_t d = 0; d < D; ++d) {
-      const float v = bf16_to_float(x[d]);
-      ss += v * v;
-    }
-    const float scale = 1.0f / std::sqrt(ss / D + eps);
-    for (int64_t d = 0; d < D; ++d) {
-      const float normed = bf16_to_float(float_to_bf16(bf16_to_float(x[d]) * scale));
-      buf[d] = bf16_to_float(float_to_bf16(normed * bf16_to_float(w[d])));
-    }
+    rms_norm_row(x, w, D, eps, [&](int64_t d, uint16_t v) { buf[d] = bf16_to_float(v); });
   } else {
     for (int64_t d = 0; d < D; ++d) buf[d] = bf16_to_float(x[d]);
   }
@@ -297,7 +295,8 @@ void qk_norm_rope(torch::Tensor q, torch::Tensor k, c10::optional<torch::Tensor>
   TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous());
   TORCH_CHECK(positions.scalar_type() == at::kLong && positions.is_contiguous());
   const int64_t T = q.size(0), H = q.size(1), KVH = k.size(1), D = q.size(2);
-  TORCH_CHECK(k.size(0) == T && k.size(2) == D && positions.numel() == T && D % 2 == 0 && D <= 1024);
+  TORCH_CHECK(k.size(0) == T && k.size(2) == D && positions.numel() == T);
+  TORCH_CHECK(D % 2 == 0 && D <= 1024, "head dim must be even and at most 1024");
   TORCH_CHECK(cos.size(1) == D / 2 && sin.sizes() == cos.sizes());
   auto weight = [&](const c10::optional<torch::Tensor>& w) -> const uint16_t* {
     if (!w.has_value() || !w->defined()) return nullptr;

@@ -56,7 +56,6 @@ static void decode_kernel(
   });
 }
 
-
 #if defined(__AVX2__) && defined(__FMA__)
 #include "avx2_bf16.h"
 // bf16 caches on AVX2 CPUs: each K/V row is widened once in registers and serves the G query
@@ -96,7 +95,8 @@ static void decode_bf16_avx2(
       const c10::BFloat16* kc = k_cache + h * S * D;
       const c10::BFloat16* vc = v_cache + h * S * D;
       const int64_t* sl = slots + b * L;
-      for (int64_t i = 0; i < G * D; ++i) qf[i] = static_cast<float>(q[(b * H + h * G) * D + i]) * scale;
+      const c10::BFloat16* qg = q + (b * H + h * G) * D;  // the G query heads of this group
+      for (int64_t i = 0; i < G * D; ++i) qf[i] = static_cast<float>(qg[i]) * scale;
       float maxs[G];
       for (int g = 0; g < G; ++g) maxs[g] = -INFINITY;
       for (int64_t t = 0; t < len; ++t) {
@@ -105,7 +105,8 @@ static void decode_bf16_avx2(
         for (int g = 0; g < G; ++g) a[g] = _mm256_setzero_ps();
         for (int64_t d = 0; d < D; d += 8) {
           const __m256 kv = load_bf16x8(kr + d);
-          for (int g = 0; g < G; ++g) a[g] = _mm256_fmadd_ps(_mm256_loadu_ps(&qf[g * D + d]), kv, a[g]);
+          for (int g = 0; g < G; ++g)
+            a[g] = _mm256_fmadd_ps(_mm256_loadu_ps(&qf[g * D + d]), kv, a[g]);
         }
         for (int g = 0; g < G; ++g) {
           const float sc = hsum(a[g]);
