@@ -91,7 +91,9 @@ class LLMEngine:
         if params.structured is not None:
             state.compiled_grammar = self._compile_grammar(params)
         max_total = self.max_model_len
-        if params.max_tokens is not None:
+        # In thinking mode max_tokens bounds the answer, not the reasoning (the stepper
+        # counts answer tokens); otherwise it bounds every output token.
+        if params.max_tokens is not None and not params.starts_in_thinking:
             max_total = min(max_total, len(prompt_token_ids) + params.max_tokens)
         seq = Sequence(
             seq_id=next(self._seq_ids), request_id=request_id, index=0,

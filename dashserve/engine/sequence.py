@@ -53,7 +53,8 @@ class Sequence:
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens found in the prefix cache at first admission
     num_pin_created_tokens: int | None = None  # explicit cache: set once the prefix is pinned
-    num_reasoning_tokens: int = 0
+    num_reasoning_tokens: int = 0  # generated inside the thinking block (forced close excluded)
+    num_answer_tokens: int = 0  # generated after it (forced close excluded)
     in_thinking: bool = False
     # samples 1..n-1 are forked from sample 0 once the prompt is computed
     pending_forks: int = 0

@@ -101,7 +101,7 @@ class StepPostprocessor:
         forced = bool(s.forced)
         token = s.forced.popleft() if forced else out.token_id
         seq.token_ids.append(token)
-        self._track_thinking(s, token)
+        self._track_thinking(s, token, forced)
         if s.matcher is not None and not seq.in_thinking and token != self.think_end_id:
             s.matcher.accept_token(token)
         status = None
@@ -111,17 +111,25 @@ class StepPostprocessor:
             s.detokenizer.push(token)
             if s.detokenizer.stopped:
                 status = SequenceStatus.FINISHED_STOPPED
-        if status is None and seq.num_tokens >= seq.max_total_tokens:
+        if status is None and (seq.num_tokens >= seq.max_total_tokens or (
+                p.starts_in_thinking and p.max_tokens is not None
+                and seq.num_answer_tokens >= p.max_tokens)):
             status = SequenceStatus.FINISHED_LENGTH
         logprobs = [self._logprob(token, out)] if p.logprobs and not forced else None
         if status is not None:
             return self.finish(state, s, status, [token], logprobs)
         return self._event(state, s, [token], s.detokenizer.take(), logprobs)
 
-    def _track_thinking(self, s: SampleState, token: int) -> None:
+    def _track_thinking(self, s: SampleState, token: int, forced: bool) -> None:
+        """Count reasoning and answer tokens; close the block once the budget is spent.
+
+        The forced close (``\n</think>\n\n``) counts as neither, so ``reasoning_tokens``
+        never exceeds ``thinking_budget`` and ``max_tokens`` bounds the answer alone.
+        """
         seq = s.seq
         if seq.in_thinking:
-            seq.num_reasoning_tokens += 1
+            if not forced:
+                seq.num_reasoning_tokens += 1
             if token == self.think_end_id:
                 seq.in_thinking = False
             elif (seq.params.thinking_budget is not None and not s.forced
@@ -130,6 +138,8 @@ class StepPostprocessor:
         elif token == self.think_start_id and seq.num_output_tokens == 1:
             seq.in_thinking = True
             seq.num_reasoning_tokens += 1
+        elif not forced:
+            seq.num_answer_tokens += 1
 
     def _logprob(self, token: int, out: RowOutput) -> TokenLogprob:
         tok = self.engine.tokenizer

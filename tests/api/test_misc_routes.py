@@ -34,6 +34,35 @@ async def test_tokenizer_counts_like_generation(client: httpx.AsyncClient,
     assert prompt.json()["output"]["token_ids"] == ids
 
 
+async def test_tokenizer_counts_tools_and_thinking_as_generation_bills(
+        client: httpx.AsyncClient, engine: FakeEngine) -> None:
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    messages = [{"role": "user", "content": "weather in Hangzhou?"}]
+    plain = await client.post("/api/v1/tokenizer", json={
+        "model": "qwen-plus", "input": {"messages": messages}})
+    with_tools = await client.post("/api/v1/tokenizer", json={
+        "model": "qwen-plus", "input": {"messages": messages},
+        "parameters": {"tools": tools, "result_format": "message"}})
+    gen = await client.post("/api/v1/services/aigc/text-generation/generation", json={
+        "model": "qwen-plus", "input": {"messages": messages},
+        "parameters": {"tools": tools, "result_format": "message"}})
+    assert gen.status_code == 200, gen.text
+    billed = gen.json()["usage"]["input_tokens"]
+    assert with_tools.json()["usage"]["input_tokens"] == billed
+    calls = engine.tokenizer.template_calls
+    assert [c["tools"] is not None for c in calls[-3:]] == [False, True, True]
+    assert calls[-2]["tools"] == calls[-1]["tools"]  # the tokenizer rendered what was billed
+    assert plain.json()["usage"]["input_tokens"] > 0
+    thinking = await client.post("/api/v1/tokenizer", json={
+        "model": "qwen-plus", "input": {"messages": messages},
+        "parameters": {"enable_thinking": True, "result_format": "message",
+                       "incremental_output": True}})
+    assert thinking.status_code == 200, thinking.text
+    assert "<think>" in thinking.json()["output"]["tokens"]
+
+
 async def test_tokenizer_needs_a_known_model(client: httpx.AsyncClient) -> None:
     r = await client.post("/api/v1/tokenizer", json={"model": "x", "input": {"prompt": "a"}})
     assert r.status_code == 404

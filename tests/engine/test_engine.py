@@ -222,7 +222,7 @@ async def test_async_engine_streams_and_aborts(qwen3_tiny_dir: Path) -> None:
 def test_thinking_budget_closes_the_block_and_the_answer_follows(engine: LLMEngine) -> None:
     tok = engine.tokenizer
     close = tok.encode("\n</think>\n\n")
-    p = SamplingParams(temperature=0.8, seed=3, max_tokens=20, ignore_eos=True,
+    p = SamplingParams(temperature=0.8, seed=3, max_tokens=6, ignore_eos=True,
                        starts_in_thinking=True, thinking_budget=5)
     engine.add_request("think", random_ids(12, seed=9), p)
     tokens, last = [], None
@@ -231,9 +231,21 @@ def test_thinking_budget_closes_the_block_and_the_answer_follows(engine: LLMEngi
             tokens.extend(ev.token_ids)
             last = ev
     assert tokens[5:5 + len(close)] == close
-    end_at = tokens.index(tok.token_to_id("</think>"))
-    assert last is not None and last.num_reasoning_tokens == end_at + 1
-    assert len(tokens) == 20
+    # The forced close is neither reasoning nor answer: reasoning stops at the budget and
+    # max_tokens bounds the answer alone (a thinking model's reasoning is not cut by it).
+    assert last is not None and last.num_reasoning_tokens == 5
+    assert last.finish_reason == FinishReason.LENGTH
+    assert len(tokens) == 5 + len(close) + 6
+
+
+def test_max_tokens_bounds_all_output_without_thinking(engine: LLMEngine) -> None:
+    p = SamplingParams(temperature=0.8, seed=3, max_tokens=6, ignore_eos=True)
+    engine.add_request("plain", random_ids(12, seed=9), p)
+    tokens = []
+    while engine.has_unfinished():
+        for ev in engine.step():
+            tokens.extend(ev.token_ids)
+    assert len(tokens) == 6
 
 
 def test_constrained_and_free_requests_share_a_batch(engine: LLMEngine) -> None:

@@ -125,7 +125,26 @@ def test_thinking_budget_gives_reasoning(real: LiveServer) -> None:
         usage = chunk.usage or usage
     assert reasoning and "<think>" not in content
     assert usage is not None
-    assert 1 <= usage.completion_tokens_details.reasoning_tokens <= 8 + 3
+    assert 1 <= usage.completion_tokens_details.reasoning_tokens <= 8
+
+
+def test_max_tokens_bounds_the_answer_not_the_reasoning(real: LiveServer) -> None:
+    """A thinking model's chain of thought is not cut by max_tokens (seeds 002, 003)."""
+    reasoning, content, usage, finish = "", "", None, None
+    for chunk in _openai(real).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "think"}], max_tokens=5, seed=4,
+            stream=True, stream_options={"include_usage": True},
+            extra_body={"enable_thinking": True, "thinking_budget": 8}):
+        if chunk.choices:
+            reasoning += getattr(chunk.choices[0].delta, "reasoning_content", None) or ""
+            content += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+        usage = chunk.usage or usage
+    assert usage is not None and reasoning
+    details = usage.completion_tokens_details
+    # the reasoning ran to its budget, then the answer to max_tokens
+    assert finish == "length" and content and details.reasoning_tokens == 8
+    assert usage.completion_tokens - details.reasoning_tokens >= 5
 
 
 def test_partial_continuation(real: LiveServer) -> None:
@@ -224,3 +243,19 @@ def test_streamed_reasoning_rebuilt_by_both_sdks_agree(real: LiveServer) -> None
         incremental_output=False, result_format="message", **body, **extra))
     final = merged[-1].output.choices[0].message
     assert final.get("reasoning_content") == reasoning and (final.get("content") or "") == content
+
+
+def test_tokenizer_counts_tools_as_billed(real: LiveServer) -> None:
+    """POST /api/v1/tokenizer plans the request as generation does: tools are rendered."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    body = {"model": MODEL, "input": {"messages": [{"role": "user", "content": "weather?"}]},
+            "parameters": {"result_format": "message", "tools": [WEATHER], "max_tokens": 2}}
+    counted = httpx.post(f"{real.native_url}/tokenizer", json=body, headers=headers).json()
+    billed = httpx.post(f"{real.native_url}/services/aigc/text-generation/generation",
+                        json=body, headers=headers).json()
+    body["parameters"].pop("tools")
+    plain = httpx.post(f"{real.native_url}/tokenizer", json=body, headers=headers).json()
+    assert counted["usage"]["input_tokens"] == billed["usage"]["input_tokens"]
+    assert counted["usage"]["input_tokens"] > plain["usage"]["input_tokens"] + 50

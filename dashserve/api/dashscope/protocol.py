@@ -70,9 +70,3 @@ class NativeRequest(NativeModel):
     @classmethod
     def _null_parameters(cls, value: Any) -> Any:
         return {} if value is None else value
-
-
-class TokenizeRequest(NativeModel):
-    model: str = Field(min_length=1)
-    input: NativeInput | None = None
-    parameters: dict[str, Any] = Field(default_factory=dict)

@@ -13,11 +13,10 @@ from starlette.datastructures import Headers
 from dashserve.api.dashscope.convert import (
     NativeStreamRenderer,
     native_body,
-    native_messages,
     native_view,
     to_generation_request,
 )
-from dashserve.api.dashscope.protocol import NativeRequest, TokenizeRequest
+from dashserve.api.dashscope.protocol import NativeRequest
 from dashserve.api.deps import (
     authenticate,
     authenticated_body,
@@ -30,7 +29,6 @@ from dashserve.api.errors import request_id_of
 from dashserve.api.sse import wants_native_stream
 from dashserve.api.streaming import complete_response, stream_response
 from dashserve.errors import UnsupportedFeature
-from dashserve.serving.prompt import build_prompt
 
 router = APIRouter(prefix="/api/v1")
 
@@ -77,13 +75,15 @@ async def multimodal_generation(request: Request) -> Response:
 
 @router.post("/tokenizer")
 async def tokenize(request: Request) -> JSONResponse:
-    """Token ids and token texts of a prompt or chat (chat template applied, as billed)."""
+    """Token ids and token texts of a prompt or chat, planned exactly as a (streamed)
+    generation request with the same body would be, so the count is what it bills:
+    the chat template, tools, thinking mode and the model's own rules all apply."""
     _, data = await authenticated_body(request)
-    body = parse(TokenizeRequest, data)
-    served = registry_of(request).get(body.model)
-    tokenizer = served.engine.tokenizer
-    thinking = body.parameters.get("enable_thinking", served.profile.enable_thinking)
-    ids = build_prompt(tokenizer, native_messages(body.input), enable_thinking=bool(thinking))
+    body = parse(NativeRequest, data)
+    generation = to_generation_request(body, request_id=request_id_of(request), stream=True)
+    plan = service_of(request).plan(generation)
+    ids = list(plan.prompt_token_ids)
+    tokenizer = plan.served.engine.tokenizer
     tokens = [tokenizer.token_str(i) for i in ids]
     return JSONResponse({"output": {"token_ids": ids, "tokens": tokens},
                          "usage": {"input_tokens": len(ids)},
