@@ -139,7 +139,8 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
     if engines is not None:
         registry.install(engines)
     service = GenerationService(registry, gate,
-                                max_inflight_per_engine=settings.max_inflight_per_model)
+                                max_inflight_per_engine=settings.max_inflight_per_model,
+                                share_prefix_cache=settings.share_prefix_cache)
     app = FastAPI(title="dashserve", lifespan=_lifespan(loader, on_fatal), docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.settings = settings

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     sse_status_line: bool = True
     max_inflight_per_model: int = Field(default=256, ge=1)
     max_body_bytes: int = Field(default=32 * 2**20, ge=1024)
+    # One prefix cache for every workspace (single-tenant deployments); by default each
+    # workspace reuses only its own cached prompts.
+    share_prefix_cache: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Platform: keys, limits and usage live in this database (SQLite in the data dir by default).
     database_url: str | None = None

@@ -39,6 +39,7 @@ _OPTIONAL = MappingProxyType({  # flag dest -> Settings field, copied only when 
     "partial_timeout": "partial_response_timeout_s", "shutdown_grace": "shutdown_grace_s",
     "demo_preset": "demo_preset", "log_level": "log_level",
     "database_url": "database_url", "redis_url": "redis_url",
+    "share_prefix_cache": "share_prefix_cache",
 })
 
 
@@ -87,6 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="non-stream cut-off returning a partial answer (default 280)")
     add("--shutdown-grace", type=float, metavar="SECONDS",
         help="how long shutdown waits for requests in flight (default 30)")
+    add("--share-prefix-cache", action="store_true", default=None,
+        help="one prefix cache for all workspaces (single tenant); by default each "
+             "workspace reuses only its own cached prompts")
     add("--demo-preset", help=argparse.SUPPRESS)
     add("--log-level", choices=("debug", "info", "warning", "error"))
     add_platform_arguments(parser)

@@ -1,9 +1,12 @@
 """Paged KV blocks: reference counts, chained prefix hashes, a free queue in eviction order.
 
 A block holds ``block_size`` consecutive tokens of one or more sequences (shared prefixes).
-Once full, a block gets a hash chained from its predecessor's, so any later sequence with the
-same token prefix can reuse it. Freed blocks keep their hash and sit in the free queue,
-least recently used first; allocating a fresh block evicts from the front.
+Once full, a block gets a digest chained from its predecessor's, so any later sequence with
+the same token prefix can reuse it. Digests are keyed 128-bit BLAKE2b over the parent digest
+and the block's tokens, rooted at the request's cache salt: collisions cannot be crafted
+(the key is secret and per process), and sequences with different salts (workspaces) never
+share a block. Freed blocks keep their digest and sit in the free queue, least recently used
+first; allocating a fresh block evicts from the front.
 
 Pins (explicit cache markers) hold one extra reference on a prefix's full blocks until they
 expire, so those blocks cannot be evicted; under memory pressure the oldest pins give way
@@ -12,6 +15,9 @@ before any running sequence would be preempted.
 
 from __future__ import annotations
 
+import hashlib
+import os
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -22,7 +28,23 @@ from dashserve.engine.sequence import Sequence
 class Block:
     block_id: int
     ref_count: int = 0
-    hash: int | None = None  # set once the block is full and its content is final
+    hash: bytes | None = None  # set once the block is full and its content is final
+
+
+_DIGEST_KEY = os.urandom(32)  # secret per process: block digests cannot be precomputed
+
+
+def block_digest(parent: bytes, token_ids: list[int]) -> bytes:
+    """The digest of a full block: its parent's digest and its tokens, keyed."""
+    h = hashlib.blake2b(parent, digest_size=16, key=_DIGEST_KEY)
+    h.update(array("q", token_ids).tobytes())
+    return h.digest()
+
+
+def root_digest(salt: str) -> bytes:
+    """The chain's root for a cache partition (the empty salt: the shared partition)."""
+    return hashlib.blake2b(salt.encode("utf-8", "surrogatepass"), digest_size=16,
+                           key=_DIGEST_KEY, person=b"dashserve-root").digest()
 
 
 def blocks_for(num_tokens: int, block_size: int) -> int:
@@ -38,7 +60,7 @@ class BlockManager:
         self.enable_prefix_caching = enable_prefix_caching
         self.blocks = [Block(i) for i in range(num_blocks)]
         self.free_queue: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
-        self.hash_to_block: dict[int, int] = {}
+        self.hash_to_block: dict[bytes, int] = {}
         self.num_cached_tokens_served = 0
         self.pins: OrderedDict[int, float] = OrderedDict()  # block id -> expiry, oldest first
 
@@ -46,15 +68,15 @@ class BlockManager:
     def num_free_blocks(self) -> int:
         return len(self.free_queue)
 
-    def _prefix_hashes(self, seq: Sequence) -> list[int]:
-        """Chained hashes of the full blocks before the last token (which must be computed)."""
+    def _prefix_hashes(self, seq: Sequence) -> list[bytes]:
+        """Chained digests of the full blocks before the last token (which must be computed)."""
         if not self.enable_prefix_caching:
             return []
-        hashes: list[int] = []
-        parent = 0
+        hashes: list[bytes] = []
+        parent = root_digest(seq.params.cache_salt)
         bs = self.block_size
         for start in range(0, seq.num_tokens - 1 - bs + 1, bs):
-            parent = hash((parent, tuple(seq.token_ids[start:start + bs])))
+            parent = block_digest(parent, seq.token_ids[start:start + bs])
             hashes.append(parent)
         return hashes
 
@@ -121,11 +143,11 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return
         bs = self.block_size
-        parent = 0
+        parent = root_digest(seq.params.cache_salt)
         for i in range(seq.num_computed_tokens // bs):
             block = self.blocks[seq.block_table[i]]
             if block.hash is None:
-                block.hash = hash((parent, tuple(seq.token_ids[i * bs:(i + 1) * bs])))
+                block.hash = block_digest(parent, seq.token_ids[i * bs:(i + 1) * bs])
                 self.hash_to_block.setdefault(block.hash, block.block_id)
             parent = block.hash
 

@@ -70,6 +70,9 @@ class SamplingParams:
     # tokens stay resident for ``pin_ttl_s`` seconds (refreshed by every request that pins them).
     pin_prefix_tokens: int = 0
     pin_ttl_s: float = 300.0
+    # Prefix-cache partition: requests reuse each other's KV blocks only with equal salts
+    # (the server salts by workspace, so one tenant cannot probe another's prompts).
+    cache_salt: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

@@ -42,10 +42,12 @@ class GenerationService:
     """
 
     def __init__(self, registry: ModelRegistry, gate: Gate, *,
-                 max_inflight_per_engine: int = 256) -> None:
+                 max_inflight_per_engine: int = 256,
+                 share_prefix_cache: bool = False) -> None:
         self.registry = registry
         self.gate = gate
         self.max_inflight_per_engine = max_inflight_per_engine
+        self.share_prefix_cache = share_prefix_cache
         self._inflight: defaultdict[int, int] = defaultdict(int)
         self._runs: set[GenerationRun] = set()
 
@@ -76,6 +78,10 @@ class GenerationService:
     async def start(self, request: GenerationRequest, principal: Principal) -> GenerationRun:
         """Plan, admit and start ``request``. The caller must ``aclose()`` the run."""
         plan = self.plan(request)
+        if not self.share_prefix_cache:  # each workspace has a prefix cache of its own
+            salt = f"ws:{principal.workspace or ''}"
+            plan = dataclasses.replace(
+                plan, sampling=dataclasses.replace(plan.sampling, cache_salt=salt))
         key = id(plan.served.engine)
         if self._inflight[key] >= self.max_inflight_per_engine:
             raise ServerBusy(

@@ -141,3 +141,36 @@ def test_pins_give_way_before_a_sequence_would_not_fit() -> None:
     assert not bm.pins
     bm.free(big)
     assert bm.num_free_blocks == 4
+
+
+def test_digests_are_keyed_chained_and_salted() -> None:
+    from dashserve.engine.block_manager import block_digest, root_digest
+
+    root = root_digest("")
+    a = block_digest(root, list(range(16)))
+    assert len(a) == 16 and a == block_digest(root, list(range(16)))
+    assert a != block_digest(root, [*range(15), 99])  # any token changes it
+    assert block_digest(a, list(range(16))) != a  # chained on the parent
+    assert block_digest(root_digest("ws:a"), list(range(16))) != a  # salted per partition
+    assert root_digest("ws:a") != root_digest("ws:b")
+
+
+def test_sequences_with_different_salts_never_share_blocks() -> None:
+    bm = BlockManager(num_blocks=16, block_size=4)
+    tokens = list(range(1, 14))
+    first = Sequence(seq_id=1, request_id="a", index=0, token_ids=list(tokens),
+                     num_prompt_tokens=len(tokens), params=SamplingParams(cache_salt="ws:a"),
+                     max_total_tokens=64, arrival_time=0.0)
+    bm.allocate(first)
+    first.num_computed_tokens = len(tokens)
+    bm.register_full_blocks(first)
+    other = Sequence(seq_id=2, request_id="b", index=0, token_ids=list(tokens),
+                     num_prompt_tokens=len(tokens), params=SamplingParams(cache_salt="ws:b"),
+                     max_total_tokens=64, arrival_time=0.0)
+    same = Sequence(seq_id=3, request_id="c", index=0, token_ids=list(tokens),
+                    num_prompt_tokens=len(tokens), params=SamplingParams(cache_salt="ws:a"),
+                    max_total_tokens=64, arrival_time=0.0)
+    bm.allocate(other)
+    bm.allocate(same)
+    assert other.num_computed_tokens == 0
+    assert same.num_computed_tokens == 12 and same.block_table[:3] == first.block_table[:3]

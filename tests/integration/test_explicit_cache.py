@@ -83,3 +83,47 @@ def test_unknown_marker_type_is_refused(real: tuple[LiveServer, AsyncEngine]) ->
     with pytest.raises(openai.BadRequestError) as err:
         _chat(server, "text", "hi", {"type": "persistent"})
     assert "cache_control" in str(err.value)
+
+
+def _native(server: LiveServer, workspace: str, system: Any, question: str) -> dict[str, Any]:
+    body = {"model": MODEL, "parameters": {"result_format": "message", "max_tokens": 2},
+            "input": {"messages": [{"role": "system", "content": system},
+                                   {"role": "user", "content": question}]}}
+    r = httpx.post(server.native_url + "/services/aigc/text-generation/generation", json=body,
+                   headers={"Authorization": f"Bearer {API_KEY}",
+                            "X-DashScope-WorkSpace": workspace}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()["usage"]
+
+
+def _cached(usage: dict[str, Any]) -> int:
+    return (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+
+
+def test_prefix_cache_is_partitioned_by_workspace(real: tuple[LiveServer, AsyncEngine]) -> None:
+    server, _ = real
+    doc = "Tenant copy. " + DOCUMENT
+    assert _cached(_native(server, "ws-a", doc, "first")) == 0
+    assert _cached(_native(server, "ws-a", doc, "second")) >= 1024  # same workspace: reused
+    assert _cached(_native(server, "ws-b", doc, "first")) == 0  # another workspace: not
+
+
+def test_explicit_pins_stay_per_workspace(real: tuple[LiveServer, AsyncEngine]) -> None:
+    server, _ = real
+    marked = [{"text": "Pinned copy. " + DOCUMENT, "cache_control": {"type": "ephemeral"}}]
+    a = _native(server, "ws-a", marked, "q")["prompt_tokens_details"]
+    b = _native(server, "ws-b", marked, "q")["prompt_tokens_details"]
+    assert a["cache_creation_input_tokens"] >= 1024
+    assert b["cache_creation_input_tokens"] == a["cache_creation_input_tokens"]
+    assert b["cached_tokens"] == 0
+
+
+def test_shared_prefix_cache_serves_every_workspace(qwen3_tiny_dir: Path) -> None:
+    engine = AsyncEngine.from_pretrained(str(qwen3_tiny_dir), dtype="fp32", max_model_len=4096)
+    server = start_server({MODEL: engine}, share_prefix_cache=True)  # type: ignore[dict-item]
+    try:
+        doc = "Shared copy. " + DOCUMENT
+        assert _cached(_native(server, "ws-a", doc, "first")) == 0
+        assert _cached(_native(server, "ws-b", doc, "first")) >= 1024
+    finally:
+        server.stop()
