@@ -27,6 +27,10 @@ export function pyLiteral(value, indent = 0) {
   return `{\n${lines.join(",\n")},\n${end}}`;
 }
 
+function streamed(body) {
+  return { ...body, stream: true, stream_options: { include_usage: true } };
+}
+
 function shellQuote(text) {
   return `'${text.replace(/'/g, "'\\''")}'`;
 }
@@ -36,7 +40,7 @@ export function curlCode(body, origin) {
     `curl -N ${origin}/compatible-mode/v1/chat/completions \\`,
     `  -H "Authorization: Bearer $DASHSCOPE_API_KEY" \\`,
     `  -H "Content-Type: application/json" \\`,
-    `  -d ${shellQuote(JSON.stringify(body, null, 2))}`,
+    `  -d ${shellQuote(JSON.stringify(streamed(body), null, 2))}`,
   ].join("\n");
 }
 
