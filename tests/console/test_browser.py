@@ -107,8 +107,8 @@ def sign_in(page: Any, key: str) -> None:
     assert key not in page.url
 
 
-def shot(page: Any, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
+def shot(page: Any, name: str, full_page: bool = False) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
 
 
 def get_json(server: Server, path: str, key: str = ADMIN_KEY) -> Any:
@@ -310,9 +310,9 @@ def test_key_created_used_revoked_and_counted(browser: Any, server: Server) -> N
     assert any(line.startswith(f"{prefix},") and ",1,0," in line for line in csv_text.splitlines())
     page.select_option("#usage-by", "model")
     page.locator("#usage-table tbody tr", has_text="qwen-plus").wait_for()
-    shot(page, "usage")
+    shot(page, "usage", full_page=True)
     page.emulate_media(color_scheme="dark")
-    shot(page, "usage-dark")
+    shot(page, "usage-dark", full_page=True)
     page.context.close()
     own.context.close()
 

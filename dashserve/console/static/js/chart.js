@@ -19,7 +19,7 @@ export function niceScale(max, ticks = 4) {
   return { top: step * Math.ceil(max / step), step };
 }
 
-const short = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 });
+const short = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 2 });
 
 function frame(width, height, top, step, pad, unit) {
   const g = s("g", { class: "axis" });
@@ -46,8 +46,9 @@ function legend(names) {
 }
 
 // labels: x categories; series: [{name, values}] drawn as grouped bars.
-export function barChart(labels, series, { height = 220, title = "" } = {}) {
-  const width = Math.max(480, labels.length * (series.length * 10 + 14) + 70);
+// `width`: the pixels the chart gets on screen, so text keeps its size.
+export function barChart(labels, series, { height = 220, title = "", width = 560 } = {}) {
+  width = Math.max(320, Math.round(width));
   const pad = { top: 12, right: 10, bottom: 34, left: 56 };
   const max = Math.max(0, ...series.flatMap((x) => x.values));
   const { top, step } = niceScale(max);
@@ -87,8 +88,9 @@ export function barChart(labels, series, { height = 220, title = "" } = {}) {
 }
 
 // points: [{t (seconds), v}] per series, the last `window` seconds drawn.
-export function lineChart(series, { height = 150, window = 300, title = "", unit = "" } = {}) {
-  const width = 520;
+export function lineChart(series, { height = 150, window = 300, title = "", unit = "",
+  width = 520 } = {}) {
+  width = Math.max(320, Math.round(width));
   const pad = { top: 10, right: 10, bottom: 22, left: 56 };
   const now = Math.max(0, ...series.flatMap((x) => x.points.map((p) => p.t)));
   const max = Math.max(0, ...series.flatMap((x) => x.points.map((p) => p.v)));

@@ -113,13 +113,15 @@ export async function render(root) {
       tile("ttft-p99", "TTFT p99", fmtMs(q(0.99)), windowed ? "last minute" : "since start"),
       tile("requests", "Requests", fmt(total(samples, "dashserve_requests_total")), "since start"));
     const pts = points;
+    const across = charts.clientWidth >= 1300 ? 3 : charts.clientWidth >= 860 ? 2 : 1;
+    const width = (charts.clientWidth - 14 * (across - 1)) / across - 26;
     charts.replaceChildren(
       lineChart([{ name: "output", points: pts.map((p) => ({ t: p.t, v: p.out })) },
-        { name: "input", points: pts.map((p) => ({ t: p.t, v: p.inp })) }], { title: "Tokens/s" }),
+        { name: "input", points: pts.map((p) => ({ t: p.t, v: p.inp })) }], { title: "Tokens/s", width }),
       lineChart([{ name: "running", points: pts.map((p) => ({ t: p.t, v: p.running })) },
-        { name: "waiting", points: pts.map((p) => ({ t: p.t, v: p.waiting })) }], { title: "Sequences" }),
+        { name: "waiting", points: pts.map((p) => ({ t: p.t, v: p.waiting })) }], { title: "Sequences", width }),
       lineChart([{ name: "KV cache used", points: pts.map((p) => ({ t: p.t, v: p.kv })) }],
-        { title: "KV cache", unit: "%" }));
+        { title: "KV cache", unit: "%", width }));
     status.textContent = ready ? `Updated ${new Date().toLocaleTimeString()} · every ${REFRESH_MS / 1000} s`
       : "The models are still loading.";
   }

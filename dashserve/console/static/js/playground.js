@@ -193,7 +193,6 @@ export async function render(root) {
       stats.textContent = err.name === "AbortError" ? "stopped" : String(err);
     } finally {
       answer.classList.remove("streaming");
-      reasoning.open = false;
       controller = null;
       send.disabled = false;
       stop.disabled = true;

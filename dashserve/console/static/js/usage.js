@@ -77,6 +77,8 @@ export async function render(root, { admin }) {
       h("span", { class: "label" }, TITLES[i] + (i > 1 ? " tokens" : "")),
       h("span", { class: "value" }, fmt(sum(c))))));
     const filled = fillDays(days.data, since);
+    const inner = daily.clientWidth - 34; // the card's padding
+    const half = inner >= 860 ? (inner - 14) / 2 : inner; // two charts side by side
     const labels = filled.map((r) => r.day.slice(5));
     daily.replaceChildren(
       h("div", { class: "row" }, h("h2", null, "By day"), h("span", { class: "grow" }),
@@ -84,9 +86,9 @@ export async function render(root, { admin }) {
           `dashserve-usage-by-day.csv`, toCsv(days.data, ["day"])) }, "Export CSV")),
       h("div", { class: "charts" },
         barChart(labels, [{ name: "requests", values: filled.map((r) => r.num_requests) },
-          { name: "errors", values: filled.map((r) => r.num_errors) }], { title: "Requests" }),
+          { name: "errors", values: filled.map((r) => r.num_errors) }], { title: "Requests", width: half }),
         barChart(labels, ["input_tokens", "output_tokens", "cached_tokens"].map((c) => ({
-          name: c.replace("_tokens", ""), values: filled.map((r) => r[c]) })), { title: "Tokens" })));
+          name: c.replace("_tokens", ""), values: filled.map((r) => r[c]) })), { title: "Tokens", width: half })));
     const groupCols = current.by === "key" ? ["key_prefix", "key_id"] : [current.by];
     const name = (r) => (current.by === "key" ? r.key_prefix : r[current.by]) ?? "–";
     grouped.replaceChildren(
@@ -97,7 +99,7 @@ export async function render(root, { admin }) {
         [{ name: "input", values: current.groups.map((r) => r.input_tokens) },
           { name: "output", values: current.groups.map((r) => r.output_tokens) },
           { name: "cached", values: current.groups.map((r) => r.cached_tokens) }],
-        { title: "Tokens", height: 200 }) : h("p", { class: "muted" }, "No usage in this range."),
+        { title: "Tokens", height: 200, width: grouped.clientWidth - 34 }) : h("p", { class: "muted" }, "No usage in this range."),
       h("div", { class: "table-wrap" }, h("table", { id: "usage-table" },
         h("thead", null, h("tr", null, h("th", null, current.by), TITLES.map((t) => h("th", { class: "num" }, t)))),
         h("tbody", null, current.groups.map((r) => h("tr", null, h("td", null, name(r)),
