@@ -75,3 +75,11 @@ def test_package_data_ships_the_files() -> None:
                for p in STATIC_DIR.rglob("*") if p.is_file()}
     for folder in shipped:
         assert f'"{folder}/*"' in pyproject, folder
+
+
+def test_readme_screenshots_exist() -> None:
+    root = Path(__file__).parents[2]
+    shots = re.findall(r"!\[[^\]]*\]\((docs/console-[^)]+\.png)\)", (root / "README.md").read_text())
+    assert len(shots) == 2
+    for shot in shots:
+        assert (root / shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", shot

@@ -50,8 +50,13 @@ function legend(names) {
 export function barChart(labels, series, { height = 220, title = "", width = 560 } = {}) {
   width = Math.max(320, Math.round(width));
   const pad = { top: 12, right: 10, bottom: 34, left: 56 };
-  const max = Math.max(0, ...series.flatMap((x) => x.values));
-  const { top, step } = niceScale(max);
+  const values = series.flatMap((x) => x.values);
+  const max = Math.max(0, ...values);
+  let { top, step } = niceScale(max);
+  if (step < 1 && values.every(Number.isInteger)) { // counts: whole-number ticks
+    step = 1;
+    top = Math.max(1, Math.ceil(max));
+  }
   const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img",
     "aria-label": title, preserveAspectRatio: "xMinYMin meet" });
   const { g, y } = frame(width, height, top, step, pad);
