@@ -91,12 +91,27 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
+PAGE_ERRORS: dict[int, list[str]] = {}
+
+
 def new_page(browser: Any, server: Server, scheme: str = "light") -> Any:
     context = browser.new_context(viewport={"width": 1366, "height": 820}, color_scheme=scheme,
                                   base_url=server.url)
     page = context.new_page()
     page.set_default_timeout(30_000)
+    # Script errors and refused loads (the page's CSP included) fail the test in close().
+    errors = PAGE_ERRORS.setdefault(id(page), [])
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     return page
+
+
+def close(page: Any) -> None:
+    errors = PAGE_ERRORS.pop(id(page))
+    page.context.close()
+    # Failed API calls the test provokes (a wrong key, a refused parameter) log their status.
+    unexpected = [e for e in errors if not re.search(r"status of (400|401)", e)]
+    assert not unexpected, unexpected
 
 
 def sign_in(page: Any, key: str) -> None:
@@ -185,13 +200,32 @@ def test_sign_in_and_stream_in_the_playground(browser: Any, server: Server) -> N
     shot(page, "playground-dark")
     page.emulate_media(color_scheme="light")
 
-    # A refused parameter comes back as the server's own error.
+    # A JSON schema constrains the answer; tools that are not JSON are caught before sending.
     page.uncheck("input[name=enable_thinking]")
+    page.select_option("select[name=response_format]", "json_schema")
+    page.fill("textarea[name=json_schema]", json.dumps({"name": "flag", "schema": {
+        "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+        "additionalProperties": False}}))
+    page.fill("input[name=max_tokens]", "40")
+    answer = send(page, "Answer in JSON.")
+    assert "finish stop" in answer.locator(".stats").inner_text()
+    assert set(json.loads(answer.locator(".content").inner_text())) == {"ok"}
+    page.select_option("select[name=response_format]", "")
+    page.fill("textarea[name=tools]", "[{not json")
+    page.fill("#pg-input", "hi")
+    page.press("#pg-input", "Enter")
+    page.wait_for_selector("#pg-error:has-text('tools is not valid JSON')")
+    page.fill("textarea[name=tools]", "")
+
+    # A refused parameter comes back as the server's own error.
     page.fill("input[name=temperature]", "5")
     answer = send(page, "hi")
     assert "400 invalid_parameter_error" in answer.locator(".stats").inner_text()
     assert "temperature" in answer.locator(".stats").inner_text()
-    page.context.close()
+    page.click("#sign-out")
+    page.wait_for_selector("#signin:not([hidden])")
+    assert page.evaluate("sessionStorage.length") == 0
+    close(page)
 
 
 def test_show_code_runs(browser: Any, server: Server, tmp_path: Path) -> None:
@@ -223,7 +257,7 @@ def test_show_code_runs(browser: Any, server: Server, tmp_path: Path) -> None:
         if tab == "openai SDK":
             assert 'extra_body={"top_k": 10}' in code
     shot(page, "show-code")
-    page.context.close()
+    close(page)
 
 
 def test_key_created_used_revoked_and_counted(browser: Any, server: Server) -> None:
@@ -313,8 +347,8 @@ def test_key_created_used_revoked_and_counted(browser: Any, server: Server) -> N
     shot(page, "usage", full_page=True)
     page.emulate_media(color_scheme="dark")
     shot(page, "usage-dark", full_page=True)
-    page.context.close()
-    own.context.close()
+    close(page)
+    close(own)
 
 
 def test_live_page(browser: Any, server: Server) -> None:
@@ -343,4 +377,4 @@ def test_live_page(browser: Any, server: Server) -> None:
         '#live-tiles .tile[data-name=output-rate] .value').textContent) > 0""")
     assert page.locator("#live-charts svg.chart path.line").count() >= 3
     shot(page, "live")
-    page.context.close()
+    close(page)
