@@ -152,4 +152,8 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
     app.include_router(health.router)
     app.include_router(native_routes.router)
     app.include_router(openai_routes.router)
+    if settings.console:
+        from dashserve.console import mount_console
+
+        mount_console(app)
     return app

@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     admin_keys: tuple[str, ...] = ()
+    console: bool = True  # the web console at /console (--no-console, DASHSERVE_CONSOLE=0)
 
     @classmethod
     def settings_customise_sources(

@@ -38,7 +38,7 @@ _OPTIONAL = MappingProxyType({  # flag dest -> Settings field, copied only when 
     "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
     "partial_timeout": "partial_response_timeout_s", "shutdown_grace": "shutdown_grace_s",
     "demo_preset": "demo_preset", "log_level": "log_level",
-    "database_url": "database_url", "redis_url": "redis_url",
+    "database_url": "database_url", "redis_url": "redis_url", "console": "console",
     "share_prefix_cache": "share_prefix_cache",
 })
 
@@ -93,6 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "workspace reuses only its own cached prompts")
     add("--demo-preset", help=argparse.SUPPRESS)
     add("--log-level", choices=("debug", "info", "warning", "error"))
+    add("--no-console", dest="console", action="store_false", default=None,
+        help="do not serve the web console at /console")
     add_platform_arguments(parser)
 
 

@@ -134,9 +134,13 @@ class DbGate:
             self._observe_rejected(model, exc)
             raise
 
+    async def identify(self, api_key: str | None) -> Principal:
+        """The key's principal, admin or not, with no model or workspace check (401 if none)."""
+        return await self._authenticate(api_key, None, "")
+
     async def authenticate_admin(self, api_key: str | None) -> Principal:
         """An admin principal, or AuthenticationFailed (401) / AccessDenied (403)."""
-        principal = await self._authenticate(api_key, None, "")
+        principal = await self.identify(api_key)
         if not principal.is_admin:
             raise AccessDenied("This API key may not use the admin API.")
         return principal

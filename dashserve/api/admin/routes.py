@@ -19,6 +19,7 @@ from dashserve.api.admin.protocol import (
     UsageRecords,
     UsageReport,
 )
+from dashserve.api.admin.self_routes import self_router
 from dashserve.platform.gate import Principal
 from dashserve.platform.keys import KeySpec, describe_key
 from dashserve.platform.reports import (
@@ -103,8 +104,9 @@ async def get_records(
 
 
 def admin_router(prefix: str = "/admin/v1") -> APIRouter:
-    """Key management and usage reports, for admin keys only."""
+    """Key management and usage reports for admin keys; ``/me``, ``/usage/self`` for any key."""
     router = APIRouter(prefix=prefix, tags=["admin"])
+    router.include_router(self_router(prefix=""))  # /me and /usage/self: any key, about itself
     router.add_api_route("/keys", create_key, methods=["POST"], status_code=201)
     router.add_api_route("/keys", list_keys, methods=["GET"])
     router.add_api_route("/keys/{key_ref}", get_key, methods=["GET"])
