@@ -39,6 +39,7 @@ _OPTIONAL = MappingProxyType({  # flag dest -> Settings field, copied only when 
     "partial_timeout": "partial_response_timeout_s", "shutdown_grace": "shutdown_grace_s",
     "demo_preset": "demo_preset", "log_level": "log_level",
     "database_url": "database_url", "redis_url": "redis_url",
+    "public_url": "public_url", "allowed_local_media_path": "allowed_local_media_path",
 })
 
 
@@ -87,6 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="non-stream cut-off returning a partial answer (default 280)")
     add("--shutdown-grace", type=float, metavar="SECONDS",
         help="how long shutdown waits for requests in flight (default 30)")
+    add("--public-url", metavar="URL", help="base URL clients reach this server at (named "
+        "in the SDK's upload policies; default: the request's own)")
+    add("--allowed-local-media-path", type=Path, metavar="DIR",
+        help="let file:// and path image references read files under DIR (default: refused)")
     add("--demo-preset", help=argparse.SUPPRESS)
     add("--log-level", choices=("debug", "info", "warning", "error"))
     add_platform_arguments(parser)

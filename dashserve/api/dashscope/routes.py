@@ -1,4 +1,4 @@
-"""Native routes: text generation, multimodal generation (text content for now), tokenizer, models.
+"""Native routes: text generation, multimodal generation (text and images), tokenizer, models.
 
 Both generation paths serve every model (the real gateway binds each model to one path;
 serving both is more useful and harms no client).
@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers
 
+from dashserve.api.common import resolves_oss
 from dashserve.api.dashscope.convert import (
     NativeStreamRenderer,
     native_body,
@@ -31,6 +32,8 @@ from dashserve.api.sse import wants_native_stream
 from dashserve.api.streaming import complete_response, stream_response
 from dashserve.errors import UnsupportedFeature
 from dashserve.serving.prompt import build_prompt
+from dashserve.serving.request import GenerationRequest, RequestedParams
+from dashserve.serving.vision import PreparedImages, place_images
 
 router = APIRouter(prefix="/api/v1")
 
@@ -55,7 +58,8 @@ async def _generate(request: Request, *, multimodal: bool) -> Response:
     served = registry_of(request).get(body.model)
     stream = wants_native_stream(request.headers)
     view = native_view(body.parameters, served.profile, multimodal, stream)
-    generation = to_generation_request(body, request_id=request_id_of(request), stream=stream)
+    generation = to_generation_request(body, request_id=request_id_of(request), stream=stream,
+                                       resolve_oss=resolves_oss(request.headers))
     run = await service_of(request).start(generation, principal)
     if stream:
         renderer = NativeStreamRenderer(view, run.request_id,
@@ -77,17 +81,32 @@ async def multimodal_generation(request: Request) -> Response:
 
 @router.post("/tokenizer")
 async def tokenize(request: Request) -> JSONResponse:
-    """Token ids and token texts of a prompt or chat (chat template applied, as billed)."""
-    _, data = await authenticated_body(request)
+    """Token ids and token texts of a prompt or chat (chat template applied, images
+    expanded, as billed)."""
+    principal, data = await authenticated_body(request)
     body = parse(TokenizeRequest, data)
     served = registry_of(request).get(body.model)
     tokenizer = served.engine.tokenizer
     thinking = body.parameters.get("enable_thinking", served.profile.enable_thinking)
-    ids = build_prompt(tokenizer, native_messages(body.input), enable_thinking=bool(thinking))
+    messages = native_messages(body.input)
+    vision = served.engine.model_info.vision
+    images = PreparedImages()
+    if any(m.images for m in messages):
+        hires = body.parameters.get("vl_high_resolution_images")
+        generation = GenerationRequest(
+            request_id_of(request), body.model, messages,
+            RequestedParams(vl_high_resolution_images=hires is True),
+            resolve_oss=resolves_oss(request.headers))
+        images = await service_of(request).images.prepare(
+            generation, served.profile, vision, principal.workspace)
+    ids, _ = place_images(build_prompt(tokenizer, messages, enable_thinking=bool(thinking)),
+                          images.images, vision)
     tokens = [tokenizer.token_str(i) for i in ids]
+    usage: dict[str, int] = {"input_tokens": len(ids)}
+    if images.image_tokens:
+        usage["image_tokens"] = images.image_tokens
     return JSONResponse({"output": {"token_ids": ids, "tokens": tokens},
-                         "usage": {"input_tokens": len(ids)},
-                         "request_id": request_id_of(request)})
+                         "usage": usage, "request_id": request_id_of(request)})
 
 
 @router.get("/models")
