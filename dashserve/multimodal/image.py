@@ -77,12 +77,12 @@ def pixel_bounds(spec: PixelSpec, min_pixels: int | None, max_pixels: int | None
     lo = spec.min_pixels if min_pixels is None else min_pixels
     if isinstance(lo, bool) or not isinstance(lo, int) \
             or not spec.min_pixels <= lo <= spec.max_pixels_limit:
-        raise InvalidRequest(f"Range of min_pixels should be [{spec.min_pixels}, "
+        raise InvalidRequest(f"Range of {where}.min_pixels should be [{spec.min_pixels}, "
                              f"{spec.max_pixels_limit}]", param=f"{where}.min_pixels")
     if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(
             max_pixels, int) or not lo <= max_pixels <= spec.max_pixels_limit):
-        raise InvalidRequest(f"Range of max_pixels should be [{lo}, {spec.max_pixels_limit}]",
-                             param=f"{where}.max_pixels")
+        raise InvalidRequest(f"Range of {where}.max_pixels should be [{lo}, "
+                             f"{spec.max_pixels_limit}]", param=f"{where}.max_pixels")
     if high_resolution:
         return lo, spec.max_pixels_limit
     hi = spec.max_pixels if max_pixels is None else max_pixels
