@@ -195,3 +195,16 @@ async def test_images_only_in_user_messages(vl_client: httpx.AsyncClient) -> Non
     history = [{"role": "assistant", "content": [{"image": data_url(png(40, 40))}]}]
     r = await vl_client.post(MULTIMODAL, json=native([{"text": "x"}], history=history))
     assert r.status_code == 400 and "user messages" in r.json()["message"]
+
+
+async def test_explicit_cache_mark_after_an_image(vl_client: httpx.AsyncClient,
+                                                  vl_engine: FakeEngine) -> None:
+    content = [{"image": data_url(png(1024, 1024, fmt="JPEG"), "jpeg")},
+               {"text": "look", "cache_control": {"type": "ephemeral"}}, {"text": " here"}]
+    r = await vl_client.post(MULTIMODAL, json=native(content))
+    assert r.status_code == 200, r.text
+    sub = vl_engine.submissions[-1]
+    ids = sub.prompt_token_ids
+    after_image = ids.index(END) + 1
+    assert ids[after_image:after_image + 4] == list(b"look")
+    assert sub.params.pin_prefix_tokens == after_image + 4 > 1024
