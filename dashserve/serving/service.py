@@ -86,12 +86,11 @@ class GenerationService:
             if pinned >= EXPLICIT_CACHE_MIN_TOKENS:
                 sampling = dataclasses.replace(
                     sampling, pin_prefix_tokens=pinned, pin_ttl_s=EXPLICIT_CACHE_TTL_S)
-        hw = tuple(tuple(i.resized_hw) for i in images.images) \
+        hw = tuple(i.resized_hw for i in images.images) \
             if params.vl_enable_image_hw_output and images.images else None
         return Plan(served, tuple(prompt_ids), sampling, parse_tools=features.parse_tools,
                     parallel_tool_calls=request.parallel_tool_calls, explicit_cache=explicit,
-                    mm_inputs=tuple(mm_inputs), image_tokens=images.image_tokens,
-                    image_hw=hw)  # type: ignore[arg-type]
+                    mm_inputs=tuple(mm_inputs), image_tokens=images.image_tokens, image_hw=hw)
 
     async def start(self, request: GenerationRequest, principal: Principal) -> GenerationRun:
         """Prepare the images, plan, admit and start ``request``. The caller must

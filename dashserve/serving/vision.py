@@ -49,10 +49,6 @@ class PreparedImages:
         """Image tokens as billed: the placeholders plus the two markers of each image."""
         return sum(i.num_tokens + IMAGE_MARKER_TOKENS for i in self.images)
 
-    @property
-    def image_hw(self) -> list[list[int]]:
-        return [[i.resized_hw[0], i.resized_hw[1]] for i in self.images]
-
 
 def pixel_spec(profile: ModelProfile, vision: VisionInfo) -> PixelSpec:
     """The served family's pixel budget, else the checkpoint family's."""

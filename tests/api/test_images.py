@@ -208,3 +208,22 @@ async def test_explicit_cache_mark_after_an_image(vl_client: httpx.AsyncClient,
     after_image = ids.index(END) + 1
     assert ids[after_image:after_image + 4] == list(b"look")
     assert sub.params.pin_prefix_tokens == after_image + 4 > 1024
+
+
+async def test_preprocessing_runs_off_the_event_loop(vl_client: httpx.AsyncClient,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from dashserve.serving import vision
+
+    threads: list[str] = []
+    real = vision.preprocess_image
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vision, "preprocess_image", spy)
+    body = native([{"image": data_url(png(64, 64))}, {"image": data_url(png(80, 64))}])
+    assert (await vl_client.post(MULTIMODAL, json=body)).status_code == 200
+    assert len(threads) == 2 and all(t.startswith("dashserve-image") for t in threads)

@@ -9,6 +9,11 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients that hang up early (byte caps, timeouts) are expected here."""
+
+
 class MediaServer:
     """Serves ``routes`` (path → bytes); ``/redirect?to=URL`` answers 302 to URL;
     ``/chunked/N`` streams N bytes without a length; ``/slow`` waits before answering.
@@ -59,7 +64,7 @@ class MediaServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"
