@@ -70,3 +70,15 @@ def test_openai_sdk_with_a_data_url(vision_live: LiveServer) -> None:
     assert completion.choices[0].message.content == FULL
     details = completion.usage.prompt_tokens_details
     assert details.image_tokens == qwen3_tokens(640, 480) + 2  # type: ignore[union-attr]
+
+
+def test_v2_client_uploads_a_local_file(vision_live: LiveServer, picture: Path) -> None:
+    import dashscope
+
+    client = dashscope.Client(api_key=API_KEY, base_url=vision_live.native_url)
+    completion = client.chat.completions.create(model="qwen3-vl-plus", messages=[
+        {"role": "user", "content": [{"type": "image", "url": str(picture)},
+                                     {"type": "text", "text": "what is it?"}]}])
+    assert completion.choices[0].message.content == FULL
+    engine = vision_live.engines["qwen3-vl-plus"]
+    assert engine.submissions[-1].mm_inputs[0].length == qwen3_tokens(300, 500)
