@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from dashserve.engine.outputs import EngineEvent, EngineStats
 from dashserve.engine.params import SamplingParams
+from dashserve.multimodal.inputs import MultiModalInput
 
 if TYPE_CHECKING:
-    from dashserve.multimodal.inputs import MultiModalInput
     from dashserve.tokenizer import Tokenizer
 
 
@@ -38,7 +38,7 @@ class ModelInfo:
     architecture: str  # e.g. "Qwen3ForCausalLM"
     max_model_len: int  # context length in tokens (prompt + output)
     vocab_size: int
-    vision: VisionInfo | None = None
+    vision: VisionInfo | None = None  # None: the model takes text only
 
 
 class EngineClient(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dashserve.engine.client_protocol import ModelInfo, VisionInfo
 from dashserve.engine.outputs import (
@@ -40,7 +40,7 @@ class Submission:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
-    mm_inputs: list[MultiModalInput] = field(default_factory=list)
+    mm_inputs: tuple[MultiModalInput, ...] = ()
 
 
 @dataclass
@@ -110,8 +110,8 @@ class FakeEngine:
     async def submit(self, request_id: str, prompt_token_ids: list[int],
                      params: SamplingParams,
                      mm_inputs: Sequence[MultiModalInput] = ()) -> AsyncIterator[EngineEvent]:
-        self.submissions.append(Submission(request_id, list(prompt_token_ids), params,
-                                           list(mm_inputs)))
+        self.submissions.append(
+            Submission(request_id, list(prompt_token_ids), params, tuple(mm_inputs)))
         if len(prompt_token_ids) >= self.model_info.max_model_len:
             raise PromptTooLong("input", "the prompt does not fit the fake engine")
         self.active.add(request_id)
