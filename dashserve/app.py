@@ -20,13 +20,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dashserve.api import health
 from dashserve.api.dashscope import routes as native_routes
+from dashserve.api.dashscope import uploads as upload_routes
 from dashserve.api.errors import install_error_handlers
 from dashserve.api.openai import routes as openai_routes
 from dashserve.config import Settings
 from dashserve.engine.client_protocol import EngineClient
+from dashserve.media.sources import MediaConfig
+from dashserve.media.uploads import UploadStore
+from dashserve.netguard import FetchPolicy
 from dashserve.platform.gate import Gate
 from dashserve.serving.registry import ModelRegistry, ServerState
 from dashserve.serving.service import GenerationService
+from dashserve.serving.vision import ImagePreparer
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +135,18 @@ def _lifespan(loader: EngineLoader | None, on_fatal: Callable[[BaseException], N
     return lifespan
 
 
+def image_preparer(settings: Settings) -> ImagePreparer:
+    """Where request images may come from, as the settings say."""
+    policy = FetchPolicy(max_bytes=settings.media_max_bytes,
+                         allowed_domains=settings.media_allowed_domains,
+                         allow_loopback=settings.media_allow_loopback)
+    uploads = UploadStore(settings.data_dir, ttl_s=settings.upload_ttl_s,
+                          max_bytes=settings.media_max_bytes)
+    return ImagePreparer(MediaConfig(policy, settings.media_max_bytes,
+                                     settings.allowed_local_media_path, uploads),
+                         max_images=settings.max_images_per_request)
+
+
 def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, gate: Gate, *,
                loader: EngineLoader | None = None,
                on_fatal: Callable[[BaseException], None] | None = None) -> FastAPI:
@@ -140,7 +157,8 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
         registry.install(engines)
     service = GenerationService(registry, gate,
                                 max_inflight_per_engine=settings.max_inflight_per_model,
-                                share_prefix_cache=settings.share_prefix_cache)
+                                share_prefix_cache=settings.share_prefix_cache,
+                                images=image_preparer(settings))
     app = FastAPI(title="dashserve", lifespan=_lifespan(loader, on_fatal), docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.settings = settings
@@ -151,6 +169,7 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(native_routes.router)
+    app.include_router(upload_routes.router)
     app.include_router(openai_routes.router)
     if settings.console:
         from dashserve.console import mount_console

@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     # One prefix cache for every workspace (single-tenant deployments); by default each
     # workspace reuses only its own cached prompts.
     share_prefix_cache: bool = False
+    # Media in requests (images): sources, caps and the SDK's upload space.
+    public_url: str | None = None  # base URL clients reach us at (upload policies name it)
+    allowed_local_media_path: Path | None = None  # file:// and paths only under it
+    media_allowed_domains: tuple[str, ...] = ()  # http(s) hosts allowed; empty: any public
+    media_allow_loopback: bool = False  # tests only: let URLs reach 127.0.0.1
+    media_max_bytes: int = Field(default=20 * 2**20, ge=1024)
+    max_images_per_request: int = Field(default=32, ge=1)
+    upload_ttl_s: float = Field(default=48 * 3600.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Platform: keys, limits and usage live in this database (SQLite in the data dir by default).
     database_url: str | None = None

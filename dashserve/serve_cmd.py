@@ -40,6 +40,7 @@ _OPTIONAL = MappingProxyType({  # flag dest -> Settings field, copied only when 
     "demo_preset": "demo_preset", "log_level": "log_level",
     "database_url": "database_url", "redis_url": "redis_url", "console": "console",
     "share_prefix_cache": "share_prefix_cache",
+    "public_url": "public_url", "allowed_local_media_path": "allowed_local_media_path",
 })
 
 
@@ -91,6 +92,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--share-prefix-cache", action="store_true", default=None,
         help="one prefix cache for all workspaces (single tenant); by default each "
              "workspace reuses only its own cached prompts")
+    add("--public-url", metavar="URL", help="base URL clients reach this server at (named "
+        "in the SDK's upload policies; default: the request's own)")
+    add("--allowed-local-media-path", type=Path, metavar="DIR",
+        help="let file:// and path image references read files under DIR (default: refused)")
     add("--demo-preset", help=argparse.SUPPRESS)
     add("--log-level", choices=("debug", "info", "warning", "error"))
     add("--no-console", dest="console", action="store_false", default=None,

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 from dashserve.engine.outputs import TokenLogprob
 from dashserve.errors import InvalidRequest, UnsupportedFeature
-from dashserve.serving.request import Message, StopItem
+from dashserve.serving.request import ImagePart, Message, Segment, StopItem
 
-# Content-part keys (native) and types (OpenAI) that carry media we cannot read yet.
+# Content-part keys (native) and types (OpenAI) that carry media we cannot read yet
+# (images are read: see ``image_part``).
 MEDIA_KEYS = ("image", "video", "audio")
 MEDIA_TYPES = MappingProxyType({
     "image_url": "image", "input_audio": "audio", "video_url": "video", "video": "video",
     "image": "image", "audio": "audio", "file": "file"})
 LOGPROB_FLOOR = -9999.0  # stands in for -inf, which JSON cannot carry
 MESSAGE_EXTRAS = ("name", "tool_calls", "tool_call_id", "reasoning_content")
+
+
+def resolves_oss(headers: Mapping[str, str]) -> bool:
+    """``X-DashScope-OssResourceResolve: enable``: ``oss://`` keys of uploads may be read."""
+    return headers.get("x-dashscope-ossresourceresolve", "").lower() == "enable"
 
 
 def media_refusal(kind: str, where: str) -> UnsupportedFeature:
@@ -36,7 +42,8 @@ def cache_mark_end(content: Any, where: str) -> int | None:
     end: int | None = None
     offset = 0
     for i, part in enumerate(content):
-        offset += len(part["text"])
+        text = part.get("text") if isinstance(part, dict) else None
+        offset += len(text) if isinstance(text, str) else 0
         marker = part.get("cache_control")
         if marker is None:
             continue
@@ -48,21 +55,53 @@ def cache_mark_end(content: Any, where: str) -> int | None:
     return end
 
 
-def flatten_content(content: Any, where: str) -> str:
-    """Text of a message's content: a string, or a list of parts whose text is joined.
+def _pixels(part: dict[str, Any], here: str) -> dict[str, int | None]:
+    """Per-image ``min_pixels``/``max_pixels`` (integers when given)."""
+    out: dict[str, int | None] = {}
+    for key in ("min_pixels", "max_pixels"):
+        value = part.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidRequest(f"{here}.{key} must be an integer", param=f"{here}.{key}")
+        out[key] = value
+    return out
 
-    Native parts look like ``{"text": ...}``, OpenAI parts like ``{"type": "text",
-    "text": ...}``; image, video and audio parts are refused.
+
+def image_part(part: dict[str, Any], here: str) -> ImagePart | None:
+    """The image of a native ``{"image": ...}`` or OpenAI ``{"type": "image_url", ...}``
+    part, or None when the part holds no image."""
+    if part.get("type") == "image_url" or "image_url" in part:
+        url = part.get("image_url")
+        url = url.get("url") if isinstance(url, dict) else url
+    elif "image" in part and part.get("type", "image") == "image":
+        url = part.get("image")
+    else:
+        return None
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest(f"{here} must give the image as a non-empty string (a URL, a "
+                             "data URL or an oss:// key)", param=here)
+    return ImagePart(url, here, **_pixels(part, here))
+
+
+def content_segments(content: Any, where: str) -> list[Segment]:
+    """Text and images of a message's content, in order: a string, or a list of parts.
+
+    Native parts look like ``{"text": ...}`` and ``{"image": ...}``, OpenAI parts like
+    ``{"type": "text", "text": ...}`` and ``{"type": "image_url", "image_url": {"url": ...}}``;
+    video and audio parts are refused.
     """
     if content is None:
-        return ""
+        return []
     if isinstance(content, str):
-        return content
-    texts: list[str] = []
+        return [content]
+    segments: list[Segment] = []
     for i, part in enumerate(content):
         here = f"{where}[{i}]"
         if not isinstance(part, dict):
             raise InvalidRequest(f"{here} must be an object", param=where)
+        image = image_part(part, here)
+        if image is not None:
+            segments.append(image)
+            continue
         kind = str(part.get("type", ""))
         if kind in MEDIA_TYPES:
             raise media_refusal(MEDIA_TYPES[kind], here)
@@ -72,8 +111,13 @@ def flatten_content(content: Any, where: str) -> str:
         text = part.get("text")
         if not isinstance(text, str):
             raise InvalidRequest(f"{here} has no text", param=where)
-        texts.append(text)
-    return "".join(texts)
+        segments.append(text)
+    return segments
+
+
+def flatten_content(content: Any, where: str) -> str:
+    """Text of a message's content (image parts carry none)."""
+    return "".join(s for s in content_segments(content, where) if isinstance(s, str))
 
 
 def to_message(role: str, content: Any, where: str, *, partial: bool | None,
@@ -81,10 +125,16 @@ def to_message(role: str, content: Any, where: str, *, partial: bool | None,
     """A serving ``Message`` from one wire message (already shape-checked)."""
     if content is None and role in ("user", "system"):
         raise InvalidRequest(f"{where}.content is required for role {role!r}", param=where)
-    text = flatten_content(content, f"{where}.content")
+    segments = content_segments(content, f"{where}.content")
+    images = [s for s in segments if isinstance(s, ImagePart)]
+    if images and role != "user":
+        raise InvalidRequest(f"images may only be sent in user messages, not in {role!r} ones",
+                             param=images[0].where)
+    text = "".join(s for s in segments if isinstance(s, str))
     extra = tuple((k, fields[k]) for k in MESSAGE_EXTRAS if fields.get(k) is not None)
     return Message(role=role, content=text, partial=bool(partial), extra=extra,
-                   cache_until=cache_mark_end(content, f"{where}.content"))
+                   cache_until=cache_mark_end(content, f"{where}.content"),
+                   parts=tuple(segments) if images else ())
 
 
 def stop_items(stop: str | Sequence[Any] | None) -> tuple[StopItem, ...] | None:

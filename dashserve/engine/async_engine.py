@@ -12,15 +12,18 @@ import logging
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dashserve.engine.client_protocol import ModelInfo
 from dashserve.engine.engine import EngineConfig, LLMEngine
 from dashserve.engine.outputs import EngineEvent, EngineStats
 from dashserve.engine.params import SamplingParams
+
+if TYPE_CHECKING:
+    from dashserve.multimodal.inputs import MultiModalInput
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,8 @@ class AsyncEngine:
     # ----- EngineClient -----------------------------------------------------------------------
 
     async def submit(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
+        mm_inputs: Sequence[MultiModalInput] = (),
     ) -> AsyncIterator[EngineEvent]:
         if self._stopping:
             raise EngineError("the engine is shutting down")

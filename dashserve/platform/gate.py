@@ -50,6 +50,7 @@ class UsageRecord:
     ttft_ms: float | None
     duration_ms: float
     created_at: datetime
+    image_tokens: int | None = None  # image tokens within input_tokens (None: no images)
 
 
 class Gate(Protocol):

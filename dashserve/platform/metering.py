@@ -57,6 +57,7 @@ def record_row(record_id: str, record: UsageRecord) -> dict[str, Any]:
         "output_tokens": record.output_tokens,
         "cached_tokens": record.cached_tokens,
         "reasoning_tokens": record.reasoning_tokens,
+        "image_tokens": record.image_tokens,
         "finish_reason": _clip(record.finish_reason, 32),
         "status_code": record.status_code,
         "ttft_ms": record.ttft_ms,

@@ -159,10 +159,20 @@ class Usage:
     reasoning_tokens: int = 0
     explicit_cache: bool = False  # the request carried a cache_control marker
     cache_creation_tokens: int = 0  # prompt tokens it newly put in the explicit cache
+    image_tokens: int = 0  # prompt tokens of images (placeholders and their markers)
+    image_hw: tuple[tuple[int, int], ...] | None = None  # vl_enable_image_hw_output
+
+    @property
+    def text_tokens(self) -> int:
+        return self.input_tokens - self.image_tokens
 
     def prompt_tokens_details(self) -> dict[str, Any]:
-        """``prompt_tokens_details`` as DashScope reports it (explicit-cache keys if marked)."""
+        """``prompt_tokens_details`` as DashScope reports it (explicit-cache keys if marked;
+        text and image tokens when the prompt holds images)."""
         details: dict[str, Any] = {"cached_tokens": self.cached_tokens}
+        if self.image_tokens:
+            details["text_tokens"] = self.text_tokens
+            details["image_tokens"] = self.image_tokens
         if self.explicit_cache:
             details["cache_creation"] = {"ephemeral_5m_input_tokens": self.cache_creation_tokens}
             details["cache_creation_input_tokens"] = self.cache_creation_tokens
@@ -194,7 +204,9 @@ class Completion:
 
 
 def usage_of(choices: list[ChoiceState], input_tokens: int, cached_tokens: int,
-             explicit_cache: bool = False, cache_creation_tokens: int = 0) -> Usage:
+             explicit_cache: bool = False, cache_creation_tokens: int = 0,
+             image_tokens: int = 0,
+             image_hw: tuple[tuple[int, int], ...] | None = None) -> Usage:
     return Usage(
         input_tokens=input_tokens,
         output_tokens=sum(c.num_output_tokens for c in choices),
@@ -202,4 +214,6 @@ def usage_of(choices: list[ChoiceState], input_tokens: int, cached_tokens: int,
         reasoning_tokens=sum(c.num_reasoning_tokens for c in choices),
         explicit_cache=explicit_cache,
         cache_creation_tokens=cache_creation_tokens,
+        image_tokens=image_tokens,
+        image_hw=image_hw,
     )

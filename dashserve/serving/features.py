@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dashserve.engine.params import InvalidParameter, StructuredOutputSpec
-from dashserve.errors import InvalidRequest
+from dashserve.errors import InvalidRequest, UnsupportedFeature
 from dashserve.serving.profiles import ModelProfile
 from dashserve.serving.request import GenerationRequest
 from dashserve.serving.tool_calls import (
@@ -118,6 +118,9 @@ def resolve_features(request: GenerationRequest, profile: ModelProfile) -> ChatF
         raise InvalidRequest("partial mode cannot be used with thinking mode "
                              "(enable_thinking)", param="messages")
     structured = response_format_spec(request)
+    if request.tools and not profile.tools:  # seed 002: no tools on qwen-vl models
+        raise UnsupportedFeature(f"tools are not supported by the model {request.model!r}",
+                                 param="tools")
     features = _tool_features(request, thinking)
     if structured is not None and features.structured is not None:
         raise InvalidRequest("response_format cannot be combined with a forced tool call",

@@ -14,6 +14,11 @@ import re
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from dashserve.multimodal.image import QWEN3_VL as QWEN3_VL_PIXELS
+from dashserve.multimodal.image import QWEN25_VL as QWEN25_VL_PIXELS
+from dashserve.multimodal.image import QWEN_VL_LATEST as QWEN_VL_PIXELS
+from dashserve.multimodal.image import PixelSpec
+
 ResultFormat = Literal["text", "message"]
 
 
@@ -36,7 +41,10 @@ class ModelProfile:
     ``max_input_tokens`` is the default input cap, 2,048 tokens short of the context as on
     the public model list (the ``max_input_tokens`` parameter may raise it, up to the
     context). ``thinking`` holds the sampling defaults of thinking
-    mode, for families that have one.
+    mode, for families that have one. ``pixels`` is the image pixel budget of vision
+    families (None: the checkpoint's family decides); on those ``result_format: "text"``
+    has no effect (the answer is a message), and ``tools`` is False where the family takes
+    no tools (seed 002: qwen-vl).
     """
 
     family: str
@@ -48,6 +56,8 @@ class ModelProfile:
     incremental_output: bool
     enable_thinking: bool = False
     thinking: SamplingDefaults | None = None
+    pixels: PixelSpec | None = None
+    tools: bool = True
 
     def fitted(self, max_model_len: int) -> ModelProfile:
         """This profile limited to an engine whose context is ``max_model_len`` tokens."""
@@ -60,9 +70,10 @@ class ModelProfile:
         )
 
 
-def _s(t: float, p: float, k: int | None, rep: float, pres: float) -> SamplingDefaults:
+def _s(t: float, p: float, k: int | None, rep: float, pres: float,
+       seed: int | None = 1234) -> SamplingDefaults:
     return SamplingDefaults(temperature=t, top_p=p, top_k=k, repetition_penalty=rep,
-                            presence_penalty=pres)
+                            presence_penalty=pres, seed=seed)
 
 
 def _profile(family: str, ctx: int, out: int, sampling: SamplingDefaults, fmt: ResultFormat,
@@ -84,8 +95,21 @@ QWEN_FLASH = _profile("qwen-flash", 1_000_000, 32_768, _s(0.7, 0.8, 20, 1.05, 0.
 QWEN_TURBO = _profile("qwen-turbo", 1_000_000, 16_384, _s(0.7, 0.8, 20, 1.05, 0.0), "text", False,
                       thinking=_s(0.6, 0.95, 20, 1.05, 0.5))
 QWEN_LONG = _profile("qwen-long", 10_000_000, 8_192, _s(1.0, 0.8, 20, 1.05, 0.0), "message", False)
-QWEN3_VL = _profile("qwen3-vl", 262_144, 32_768, _s(0.7, 0.8, 20, 1.0, 1.5), "message", True,
-                    thinking=_s(0.8, 0.95, 20, 1.0, 0.0))
+QWEN3_VL = replace(_profile("qwen3-vl", 262_144, 32_768, _s(0.7, 0.8, 20, 1.0, 1.5), "message",
+                            True, thinking=_s(0.8, 0.95, 20, 1.0, 0.0)),
+                   pixels=QWEN3_VL_PIXELS)
+# qwen-vl-max/plus (seed 003): the "qwen-vl series" sampling, no tools (seed 002).
+QWEN_VL_MAX = replace(_profile("qwen-vl-max", 131_072, 8_192,
+                               _s(0.01, 0.001, 1, 1.0, 1.5, seed=3407), "message", False),
+                      pixels=QWEN_VL_PIXELS, tools=False)
+QWEN_VL_PLUS = replace(_profile("qwen-vl-plus", 131_072, 8_192,
+                                _s(0.01, 0.001, 1, 1.2, 1.5, seed=None), "message", False),
+                       pixels=QWEN_VL_PIXELS, tools=False)
+QWEN_VL_PLUS_LATEST = replace(QWEN_VL_PLUS, sampling=_s(0.01, 0.001, 1, 1.0, 1.2, seed=None))
+QWEN25_VL = replace(_profile("qwen2.5-vl", 131_072, 8_192, _s(0.01, 0.001, 20, 1.0, 1.5),
+                             "message", False), pixels=QWEN25_VL_PIXELS, tools=False)
+QVQ = replace(_profile("qvq", 131_072, 8_192, _s(0.5, 0.5, 10, 1.0, 1.5, seed=3407), "message",
+                       True), pixels=QWEN25_VL_PIXELS, tools=False)
 QWEN3_SMALL = _profile("qwen3-open", 32_768, 8_192, _s(0.7, 0.8, 20, 1.05, 1.5), "message", True,
                        thinking=_s(0.6, 0.95, 20, 1.05, 1.5))
 QWEN3_OPEN = _profile("qwen3-open", 131_072, 8_192, _s(0.7, 0.8, 20, 1.05, 1.5), "message", True,
@@ -96,13 +120,18 @@ QWEN_OPEN = _profile("qwen-open", 131_072, 8_192, _s(0.7, 0.8, 20, 1.05, 0.0), "
 
 # First match wins; patterns are matched against the lower-cased served name.
 _FAMILIES: tuple[tuple[str, ModelProfile], ...] = (
+    (r"qwen3-vl", QWEN3_VL),  # vision families first
+    (r"qwen-vl-max", QWEN_VL_MAX),
+    (r"qwen-vl-plus-latest", QWEN_VL_PLUS_LATEST),
+    (r"qwen-vl-plus", QWEN_VL_PLUS),
+    (r"qwen2(\.5)?-vl-", QWEN25_VL),
+    (r"qvq", QVQ),
     (r"qwen3-max", QWEN3_MAX),
     (r"qwen-max", QWEN_MAX),
     (r"qwen-plus", QWEN_PLUS),
     (r"qwen-flash", QWEN_FLASH),
     (r"qwen-turbo", QWEN_TURBO),
     (r"qwen-long", QWEN_LONG),
-    (r"qwen3-vl", QWEN3_VL),
     (r"qwen3-next-80b-a3b-instruct", QWEN3_NEXT_INSTRUCT),
     (r"qwen3-(0\.6|1\.7|4)b", QWEN3_SMALL),
     (r"qwen3-", QWEN3_OPEN),

@@ -74,6 +74,23 @@ def build_prompt(tokenizer: Tokenizer, messages: Sequence[Message], *,
     return tokenizer.encode(text)
 
 
+def _with_mark(message: Message, cut: int) -> Message:
+    """``message`` with the cache mark at ``cut`` in its text (after the text part that
+    reaches it when the message also holds images)."""
+    text = message.content[:cut] + CACHE_MARK + message.content[cut:]
+    if not message.parts:
+        return dataclasses.replace(message, content=text)
+    parts = list(message.parts)
+    seen = 0
+    for i, part in enumerate(parts):
+        if isinstance(part, str):
+            if cut <= seen + len(part):
+                parts[i] = part[:cut - seen] + CACHE_MARK + part[cut - seen:]
+                break
+            seen += len(part)
+    return dataclasses.replace(message, content=text, parts=tuple(parts))
+
+
 def explicit_cache_tokens(tokenizer: Tokenizer, messages: Sequence[Message],
                           prompt_ids: Sequence[int], *, enable_thinking: bool,
                           tools: Sequence[dict[str, Any]] | None = None) -> int:
@@ -88,7 +105,7 @@ def explicit_cache_tokens(tokenizer: Tokenizer, messages: Sequence[Message],
     i = marked[-1]
     m = messages[i]
     cut = m.cache_until or 0
-    with_mark = dataclasses.replace(m, content=m.content[:cut] + CACHE_MARK + m.content[cut:])
+    with_mark = _with_mark(m, cut)
     text = render_prompt(tokenizer, [*messages[:i], with_mark, *messages[i + 1:]],
                          enable_thinking=enable_thinking, tools=tools)
     at = text.find(CACHE_MARK)

@@ -11,13 +11,29 @@ ApiKind = Literal["dashscope", "openai"]
 
 
 @dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image in a message, as the client gave it: a URL, a data URL, an ``oss://`` key or
+    a local path (``source``), with its own pixel bounds. ``where`` names the part in errors."""
+
+    source: str
+    where: str
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+
+
+Segment = str | ImagePart
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    """One chat turn, already flattened to text by the API adapter.
+    """One chat turn, its text flattened by the API adapter.
 
     ``partial`` marks a trailing assistant turn the model must continue (DashScope partial
     mode). ``extra`` carries template-relevant keys we pass through untouched (``name``,
     ``tool_calls``, ``tool_call_id``, ``reasoning_content``). ``cache_until`` is where, in
     ``content``, the last part carrying an explicit cache marker (``cache_control``) ends.
+    ``parts`` holds the text and images in their order when the turn has images (then
+    ``content`` is its text alone); empty for text-only turns.
     """
 
     role: str
@@ -25,10 +41,20 @@ class Message:
     partial: bool = False
     extra: tuple[tuple[str, Any], ...] = ()
     cache_until: int | None = None
+    parts: tuple[Segment, ...] = ()
+
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        return tuple(p for p in self.parts if isinstance(p, ImagePart))
 
     def to_template(self) -> dict[str, Any]:
-        """The dict the chat template expects."""
-        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        """The dict the chat template expects: VL templates take a list of image and text
+        parts (each image becomes ``<|vision_start|><|image_pad|><|vision_end|>``)."""
+        content: Any = self.content
+        if self.images:
+            content = [{"type": "image"} if isinstance(p, ImagePart)
+                       else {"type": "text", "text": p} for p in self.parts]
+        out: dict[str, Any] = {"role": self.role, "content": content}
         out.update(self.extra)
         return out
 
@@ -56,6 +82,8 @@ class RequestedParams:
     top_logprobs: int | None = None
     enable_thinking: bool | None = None
     thinking_budget: int | None = None
+    vl_high_resolution_images: bool | None = None
+    vl_enable_image_hw_output: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +106,8 @@ class GenerationRequest:
     tool_choice: Any = None
     parallel_tool_calls: bool = False  # DashScope's default: at most one call per answer
     response_format: dict[str, Any] | None = None
+    resolve_oss: bool = False  # X-DashScope-OssResourceResolve: enable (oss:// image keys)
+
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        return tuple(image for m in self.messages for image in m.images)

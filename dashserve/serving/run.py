@@ -20,6 +20,7 @@ from typing import Any
 
 from dashserve.engine.params import InvalidParameter, PromptTooLong, SamplingParams
 from dashserve.errors import DashServeError, InternalError, InvalidRequest, PromptTooLongError
+from dashserve.multimodal.inputs import MultiModalInput
 from dashserve.platform.gate import Admission, Gate, UsageRecord
 from dashserve.serving.assemble import (
     ChatText,
@@ -48,6 +49,9 @@ class Plan:
     parse_tools: bool = False  # tool calls are parsed out of the output
     parallel_tool_calls: bool = False  # keep every call, not just the first
     explicit_cache: bool = False  # a cache_control marker was sent (usage reports the cache)
+    mm_inputs: tuple[MultiModalInput, ...] = ()  # images placed in the prompt
+    image_tokens: int = 0  # prompt tokens billed as image tokens
+    image_hw: tuple[tuple[int, int], ...] | None = None  # resized (h, w), when asked for
 
 
 def client_error(exc: BaseException) -> DashServeError:
@@ -98,15 +102,21 @@ class GenerationRun:
     @property
     def usage(self) -> Usage:
         return usage_of([a.state for a in self._assemblers], self._input_tokens,
-                        self._cached_tokens, self.plan.explicit_cache, self._cache_created)
+                        self._cached_tokens, self.plan.explicit_cache, self._cache_created,
+                        self.plan.image_tokens if self._input_tokens else 0,
+                        self.plan.image_hw)
 
     def start(self) -> None:
         self._pump = asyncio.create_task(self._pump_events(), name=f"run-{self.request_id}")
 
     async def _pump_events(self) -> None:
         engine = self.plan.served.engine
-        events = engine.submit(self.request_id, list(self.plan.prompt_token_ids),
-                               self.plan.sampling)
+        if self.plan.mm_inputs:
+            events = engine.submit(self.request_id, list(self.plan.prompt_token_ids),
+                                   self.plan.sampling, self.plan.mm_inputs)
+        else:  # text requests reach the engine exactly as before
+            events = engine.submit(self.request_id, list(self.plan.prompt_token_ids),
+                                   self.plan.sampling)
         try:
             async for event in events:  # the engine ends the iterator after `finished`
                 self._push(event)
@@ -223,4 +233,5 @@ class GenerationRun:
             reasoning_tokens=usage.reasoning_tokens, finish_reason=finish, status_code=status,
             ttft_ms=None if ttft is None else ttft * 1000.0,
             duration_ms=(now - self._started) * 1000.0, created_at=datetime.now(timezone.utc),
+            image_tokens=usage.image_tokens or None,
         )

@@ -25,6 +25,12 @@ from dashserve.serving.prompt import build_prompt, explicit_cache_tokens
 from dashserve.serving.registry import ModelRegistry
 from dashserve.serving.request import GenerationRequest
 from dashserve.serving.run import SHUTDOWN, GenerationRun, Plan
+from dashserve.serving.vision import (
+    ImagePreparer,
+    PreparedImages,
+    expanded_position,
+    place_images,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,45 +49,71 @@ class GenerationService:
 
     def __init__(self, registry: ModelRegistry, gate: Gate, *,
                  max_inflight_per_engine: int = 256,
-                 share_prefix_cache: bool = False) -> None:
+                 share_prefix_cache: bool = False,
+                 images: ImagePreparer | None = None) -> None:
         self.registry = registry
         self.gate = gate
+        self.images = images or ImagePreparer()
         self.max_inflight_per_engine = max_inflight_per_engine
         self.share_prefix_cache = share_prefix_cache
         self._inflight: defaultdict[int, int] = defaultdict(int)
         self._runs: set[GenerationRun] = set()
 
-    def plan(self, request: GenerationRequest) -> Plan:
-        """Validate ``request`` against its model and build the engine's input."""
+    def plan(self, request: GenerationRequest,
+             images: PreparedImages | None = None) -> Plan:
+        """Validate ``request`` against its model and build the engine's input (``images``:
+        the request's images, already prepared)."""
         served = self.registry.get(request.model)
         params = request.params
         profile = served.profile
         check_ranges(params, profile)
         features = resolve_features(request, profile)
         tokenizer = served.engine.tokenizer
-        prompt_ids = build_prompt(tokenizer, request.messages, enable_thinking=features.thinking,
-                                  tools=features.template_tools or None)
+        vision = served.engine.model_info.vision
+        images = images or PreparedImages()
+        if request.images and not images.images:  # not prepared: refuse what can be
+            self.images.check(request, profile, vision)
+        template_ids = build_prompt(tokenizer, request.messages,
+                                    enable_thinking=features.thinking,
+                                    tools=features.template_tools or None)
+        prompt_ids, mm_inputs = place_images(template_ids, images.images, vision)
         check_input_length(params, profile, len(prompt_ids))
         stop = split_stop(params.stop, served.engine.model_info.vocab_size, tokenizer.decode)
         sampling = sampling_params(params, profile, len(prompt_ids), stop, features)
         explicit = any(m.cache_until is not None for m in request.messages)
         if explicit:
-            pinned = explicit_cache_tokens(
-                tokenizer, request.messages, prompt_ids, enable_thinking=features.thinking,
-                tools=features.template_tools or None)
+            pinned = expanded_position(explicit_cache_tokens(
+                tokenizer, request.messages, template_ids, enable_thinking=features.thinking,
+                tools=features.template_tools or None), template_ids, images.images, vision)
             if pinned >= EXPLICIT_CACHE_MIN_TOKENS:
                 sampling = dataclasses.replace(
                     sampling, pin_prefix_tokens=pinned, pin_ttl_s=EXPLICIT_CACHE_TTL_S)
+        hw = tuple(i.resized_hw for i in images.images) \
+            if params.vl_enable_image_hw_output and images.images else None
         return Plan(served, tuple(prompt_ids), sampling, parse_tools=features.parse_tools,
-                    parallel_tool_calls=request.parallel_tool_calls, explicit_cache=explicit)
+                    parallel_tool_calls=request.parallel_tool_calls, explicit_cache=explicit,
+                    mm_inputs=tuple(mm_inputs), image_tokens=images.image_tokens, image_hw=hw)
 
-    async def start(self, request: GenerationRequest, principal: Principal) -> GenerationRun:
-        """Plan, admit and start ``request``. The caller must ``aclose()`` the run."""
-        plan = self.plan(request)
+    async def prepare(self, request: GenerationRequest, principal: Principal) -> Plan:
+        """Prepare the request's images and plan it for ``principal``: what ``start`` runs,
+        and what the tokenizer endpoint counts."""
+        images = PreparedImages()
+        if request.images:
+            served = self.registry.get(request.model)
+            self.plan(request)  # refuse a bad request before reading any image
+            images = await self.images.prepare(request, served.profile,
+                                               served.engine.model_info.vision,
+                                               principal.workspace)
+        plan = self.plan(request, images)
         if not self.share_prefix_cache:  # each workspace has a prefix cache of its own
             salt = f"ws:{principal.workspace or ''}"
             plan = dataclasses.replace(
                 plan, sampling=dataclasses.replace(plan.sampling, cache_salt=salt))
+        return plan
+
+    async def start(self, request: GenerationRequest, principal: Principal) -> GenerationRun:
+        """Prepare, plan, admit and start ``request``. The caller must ``aclose()`` the run."""
+        plan = await self.prepare(request, principal)
         key = id(plan.served.engine)
         if self._inflight[key] >= self.max_inflight_per_engine:
             raise ServerBusy(

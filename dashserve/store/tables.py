@@ -94,6 +94,7 @@ usage_records = Table(
     Column("output_tokens", Integer, nullable=False),
     Column("cached_tokens", Integer, nullable=False),
     Column("reasoning_tokens", Integer, nullable=False),
+    Column("image_tokens", Integer, nullable=True),  # None for requests without images
     Column("finish_reason", String(32), nullable=True),
     Column("status_code", Integer, nullable=False),
     Column("ttft_ms", Float, nullable=True),

@@ -37,8 +37,15 @@ async def test_text_parts_on_the_text_path(client: httpx.AsyncClient) -> None:
     assert (await client.post(NATIVE, json=body)).status_code == 200
 
 
+async def test_image_to_a_model_without_vision_is_refused(client: httpx.AsyncClient) -> None:
+    r = await client.post(MULTIMODAL, json=mm_body([{"image": "https://example.com/a.png"},
+                                                    {"text": "what is this?"}]))
+    assert r.status_code == 400
+    assert r.json()["code"] == "InvalidParameter"
+    assert "does not accept images" in r.json()["message"] and r.json()["request_id"]
+
+
 @pytest.mark.parametrize("part", [
-    {"image": "https://example.com/a.png"},
     {"video": ["https://example.com/1.jpg", "https://example.com/2.jpg"]},
     {"audio": "https://example.com/a.mp3"},
 ])

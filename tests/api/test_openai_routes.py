@@ -117,14 +117,14 @@ async def test_unavailable_features_are_refused(client: httpx.AsyncClient,
     assert error["message"]
 
 
-async def test_image_parts_are_refused(client: httpx.AsyncClient) -> None:
+async def test_image_parts_to_a_model_without_vision_are_refused(client: httpx.AsyncClient) -> None:
     body = chat_body("qwen3-vl-plus")
     body["messages"][0]["content"] = [
         {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}},
         {"type": "text", "text": "what?"}]
     r = await client.post(CHAT, json=body)
     assert r.status_code == 400
-    assert "image input is not available" in r.json()["error"]["message"]
+    assert "does not accept images" in r.json()["error"]["message"]
 
 
 async def test_accepted_no_effect_parameters(client: httpx.AsyncClient) -> None:

@@ -158,14 +158,14 @@ def test_multimodal_conversation_text(dashscope_sdk: Any) -> None:
     assert text == FULL
 
 
-def test_multimodal_media_is_refused(dashscope_sdk: Any) -> None:
+def test_images_to_a_model_without_vision_are_refused(dashscope_sdk: Any) -> None:
     messages = [{"role": "user", "content": [
         {"image": "https://help-static-aliyun-doc.aliyuncs.com/file-manage-files/zh-CN/"
                   "20241022/emyrja/dog_and_girl.jpeg"},
         {"text": "图中描绘的是什么景象?"}]}]
     r = dashscope_sdk.MultiModalConversation.call(model="qwen3-vl-plus", messages=messages)
     assert r.status_code == 400 and r.code == "InvalidParameter"
-    assert "image input is not available" in r.message
+    assert "does not accept images" in r.message
 
 
 def test_tokenization(dashscope_sdk: Any) -> None:

@@ -2,7 +2,9 @@
 
 Each sample emits the words of ``script`` (sample i > 0 is prefixed with ``"[i]"``), one
 word per event, then an end-of-sequence event. ``max_tokens``, stop strings and stop
-token ids end a sample the way the real engine does (stop text is never emitted).
+token ids end a sample the way the real engine does (stop text is never emitted). With
+``vision`` (e.g. ``FAKE_VISION``) it reports a vision encoder and records the ``mm_inputs``
+each submission carries.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from dashserve.engine.client_protocol import ModelInfo
+from dashserve.engine.client_protocol import ModelInfo, VisionInfo
 from dashserve.engine.outputs import (
     EngineEvent,
     EngineStats,
@@ -20,9 +22,17 @@ from dashserve.engine.outputs import (
     TopLogprob,
 )
 from dashserve.engine.params import PromptTooLong, SamplingParams
-from tests.utils.fake_tokenizer import VOCAB_SIZE, FakeTokenizer
+from dashserve.multimodal.inputs import MultiModalInput
+from tests.utils.fake_tokenizer import SPECIAL_IDS, VOCAB_SIZE, FakeTokenizer
 
 DEFAULT_SCRIPT = ("Hello", " from", " dash", "serve", "!")
+# A Qwen3-VL-like vision encoder on the fake tokenizer's placeholder tokens.
+FAKE_VISION = VisionInfo(
+    family="qwen3-vl", patch_size=16, temporal_patch_size=2, spatial_merge_size=2,
+    image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5),
+    image_token_id=SPECIAL_IDS["<|image_pad|>"], video_token_id=SPECIAL_IDS["<|video_pad|>"],
+    vision_start_token_id=SPECIAL_IDS["<|vision_start|>"],
+    vision_end_token_id=SPECIAL_IDS["<|vision_end|>"])
 
 
 @dataclass
@@ -30,6 +40,7 @@ class Submission:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
+    mm_inputs: tuple[MultiModalInput, ...] = ()
 
 
 @dataclass
@@ -48,7 +59,8 @@ class FakeEngine:
                  first_token_delay_s: float = 0.0, fail_after: int | None = None,
                  fail_with: BaseException | None = None, max_model_len: int = 4096,
                  cached_tokens: int = 0, name: str = "fake-model",
-                 architecture: str = "Qwen3ForCausalLM") -> None:
+                 architecture: str = "Qwen3ForCausalLM",
+                 vision: VisionInfo | None = None) -> None:
         self.script = list(script)
         self.token_delay_s = token_delay_s
         self.first_token_delay_s = first_token_delay_s
@@ -56,7 +68,7 @@ class FakeEngine:
         self.fail_with = fail_with or RuntimeError("boom: the fake engine failed")
         self.cached_tokens = cached_tokens
         self.tokenizer = FakeTokenizer()
-        self.model_info = ModelInfo(name, architecture, max_model_len, VOCAB_SIZE)
+        self.model_info = ModelInfo(name, architecture, max_model_len, VOCAB_SIZE, vision)
         self.submissions: list[Submission] = []
         self.aborted: list[str] = []
         self.completed: list[str] = []
@@ -96,8 +108,10 @@ class FakeEngine:
                              top[: params.top_logprobs])]
 
     async def submit(self, request_id: str, prompt_token_ids: list[int],
-                     params: SamplingParams) -> AsyncIterator[EngineEvent]:
-        self.submissions.append(Submission(request_id, list(prompt_token_ids), params))
+                     params: SamplingParams,
+                     mm_inputs: Sequence[MultiModalInput] = ()) -> AsyncIterator[EngineEvent]:
+        self.submissions.append(
+            Submission(request_id, list(prompt_token_ids), params, tuple(mm_inputs)))
         if len(prompt_token_ids) >= self.model_info.max_model_len:
             raise PromptTooLong("input", "the prompt does not fit the fake engine")
         self.active.add(request_id)

@@ -10,11 +10,20 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
+SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>",
+            "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 SPECIAL_IDS = {tok: 256 + i for i, tok in enumerate(SPECIALS)}
 WORD_BASE = 1000
 VOCAB_SIZE = 2048
 _SPLIT = re.compile("(" + "|".join(re.escape(s) for s in SPECIALS) + ")")
+
+
+def _content(content: Any) -> str:
+    """Text content as is; a VL-style part list with each image as its placeholder."""
+    if not isinstance(content, list):
+        return content or ""
+    return "".join("<|vision_start|><|image_pad|><|vision_end|>" if p["type"] == "image"
+                   else p["text"] for p in content)
 
 
 class FakeTokenizer:
@@ -70,7 +79,7 @@ class FakeTokenizer:
                             add_generation_prompt: bool = True, **kwargs: Any) -> str:
         self.template_calls.append({"messages": list(messages), "tools": tools,
                                     "add_generation_prompt": add_generation_prompt, **kwargs})
-        parts = [f"<|im_start|>{m['role']}\n{m.get('content') or ''}<|im_end|>\n"
+        parts = [f"<|im_start|>{m['role']}\n{_content(m.get('content'))}<|im_end|>\n"
                  for m in messages]
         if add_generation_prompt:
             parts.append("<|im_start|>assistant\n")

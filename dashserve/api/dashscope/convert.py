@@ -57,11 +57,13 @@ def requested_params(p: NativeParameters) -> RequestedParams:
         max_input_tokens=p.max_input_tokens, stop=stop_items(p.stop), n=p.n,
         logprobs=p.logprobs, top_logprobs=p.top_logprobs, enable_thinking=p.enable_thinking,
         thinking_budget=p.thinking_budget,
+        vl_high_resolution_images=p.vl_high_resolution_images,
+        vl_enable_image_hw_output=p.vl_enable_image_hw_output,
     )
 
 
-def to_generation_request(body: NativeRequest, *, request_id: str,
-                          stream: bool) -> GenerationRequest:
+def to_generation_request(body: NativeRequest, *, request_id: str, stream: bool,
+                          resolve_oss: bool = False) -> GenerationRequest:
     params = body.parameters
     check_extras(params.model_dump(exclude_none=True))
     return GenerationRequest(
@@ -69,7 +71,7 @@ def to_generation_request(body: NativeRequest, *, request_id: str,
         params=requested_params(params), stream=stream, api="dashscope",
         tools=tuple(params.tools or ()), tool_choice=params.tool_choice,
         parallel_tool_calls=bool(params.parallel_tool_calls),
-        response_format=params.response_format,
+        response_format=params.response_format, resolve_oss=resolve_oss,
     )
 
 
@@ -94,7 +96,9 @@ def native_view(params: NativeParameters, profile: ModelProfile, multimodal: boo
     thinking = thinking_enabled(params.enable_thinking, profile)
     default_fmt = "message" if thinking and params.enable_thinking is None \
         else profile.result_format
-    fmt = "message" if multimodal else (params.result_format or default_fmt)
+    # The multimodal path and vision models answer messages (seed 002: "text" has no effect).
+    fmt = "message" if multimodal or profile.pixels is not None \
+        else (params.result_format or default_fmt)
     incremental = (profile.incremental_output if params.incremental_output is None
                    else params.incremental_output)
     if fmt == "text" and params.tools:
@@ -121,6 +125,17 @@ def native_usage(usage: Usage, output_tokens: int | None = None) -> dict[str, An
         body["prompt_tokens_details"] = usage.prompt_tokens_details()
     if usage.reasoning_tokens:
         body["output_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    if usage.image_tokens:
+        body["input_tokens_details"] = {"text_tokens": usage.text_tokens,
+                                        "image_tokens": usage.image_tokens}
+        body["image_tokens"] = usage.image_tokens
+    return body
+
+
+def with_image_hw(body: dict[str, Any], usage: Usage) -> dict[str, Any]:
+    """``usage.image_hw``: each image's [height, width] after resizing (when asked for)."""
+    if usage.image_hw is not None:
+        body["image_hw"] = [list(hw) for hw in usage.image_hw]
     return body
 
 
@@ -152,7 +167,8 @@ def native_body(completion: Completion, view: NativeView, request_id: str) -> di
             _choice(view, c.index, c.content, c.reasoning_content, c.logprobs, c.finish_reason,
                     merged_tool_calls(c.tool_calls))
             for c in completion.choices]}
-    return {"output": output, "usage": native_usage(completion.usage), "request_id": request_id}
+    usage = with_image_hw(native_usage(completion.usage), completion.usage)
+    return {"output": output, "usage": usage, "request_id": request_id}
 
 
 class NativeStreamRenderer:
@@ -182,6 +198,8 @@ class NativeStreamRenderer:
         finish = delta.finish_reason or "null"
         # With n > 1 each chunk carries one choice and that choice's output tokens.
         usage = native_usage(update.usage, state.num_output_tokens if self.view.n > 1 else None)
+        if update.is_last:  # the resized image sizes come in the last chunk
+            with_image_hw(usage, update.usage)
         if self.view.result_format == "text":
             output: dict[str, Any] = {"text": content, "finish_reason": finish}
         else:

@@ -58,6 +58,8 @@ class NativeParameters(NativeModel):
     response_format: dict[str, Any] | None = None
     enable_search: StrictBool | None = None
     search_options: dict[str, Any] | None = None
+    vl_high_resolution_images: StrictBool | None = None
+    vl_enable_image_hw_output: StrictBool | None = None
     stream: bool | None = None  # ignored: the X-DashScope-SSE header decides
 
 

@@ -1,4 +1,4 @@
-"""Native routes: text generation, multimodal generation (text content for now), tokenizer, models.
+"""Native routes: text generation, multimodal generation (text and images), tokenizer, models.
 
 Both generation paths serve every model (the real gateway binds each model to one path;
 serving both is more useful and harms no client).
@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers
 
+from dashserve.api.common import resolves_oss
 from dashserve.api.dashscope.convert import (
     NativeStreamRenderer,
     native_body,
@@ -53,7 +54,8 @@ async def _generate(request: Request, *, multimodal: bool) -> Response:
     served = registry_of(request).get(body.model)
     stream = wants_native_stream(request.headers)
     view = native_view(body.parameters, served.profile, multimodal, stream)
-    generation = to_generation_request(body, request_id=request_id_of(request), stream=stream)
+    generation = to_generation_request(body, request_id=request_id_of(request), stream=stream,
+                                       resolve_oss=resolves_oss(request.headers))
     run = await service_of(request).start(generation, principal)
     if stream:
         renderer = NativeStreamRenderer(view, run.request_id,
@@ -77,17 +79,20 @@ async def multimodal_generation(request: Request) -> Response:
 async def tokenize(request: Request) -> JSONResponse:
     """Token ids and token texts of a prompt or chat, planned exactly as a (streamed)
     generation request with the same body would be, so the count is what it bills:
-    the chat template, tools, thinking mode and the model's own rules all apply."""
-    _, data = await authenticated_body(request)
+    the chat template, tools, thinking mode, images and the model's own rules all apply."""
+    principal, data = await authenticated_body(request)
     body = parse(NativeRequest, data)
-    generation = to_generation_request(body, request_id=request_id_of(request), stream=True)
-    plan = service_of(request).plan(generation)
+    generation = to_generation_request(body, request_id=request_id_of(request), stream=True,
+                                       resolve_oss=resolves_oss(request.headers))
+    plan = await service_of(request).prepare(generation, principal)
     ids = list(plan.prompt_token_ids)
     tokenizer = plan.served.engine.tokenizer
     tokens = [tokenizer.token_str(i) for i in ids]
+    usage: dict[str, int] = {"input_tokens": len(ids)}
+    if plan.image_tokens:
+        usage["image_tokens"] = plan.image_tokens
     return JSONResponse({"output": {"token_ids": ids, "tokens": tokens},
-                         "usage": {"input_tokens": len(ids)},
-                         "request_id": request_id_of(request)})
+                         "usage": usage, "request_id": request_id_of(request)})
 
 
 @router.get("/models")

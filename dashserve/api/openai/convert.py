@@ -27,7 +27,8 @@ from dashserve.serving.normalize import check_extras
 from dashserve.serving.request import GenerationRequest, RequestedParams
 
 
-def to_generation_request(body: ChatCompletionRequest, *, request_id: str) -> GenerationRequest:
+def to_generation_request(body: ChatCompletionRequest, *, request_id: str,
+                          resolve_oss: bool = False) -> GenerationRequest:
     check_extras(body.model_dump(exclude_none=True))
     messages = tuple(
         to_message(m.role, m.content, f"messages[{i}]", partial=m.partial,
@@ -42,12 +43,14 @@ def to_generation_request(body: ChatCompletionRequest, *, request_id: str) -> Ge
         max_input_tokens=body.max_input_tokens, stop=stop_items(body.stop), n=body.n,
         logprobs=body.logprobs, top_logprobs=body.top_logprobs,
         enable_thinking=body.enable_thinking, thinking_budget=body.thinking_budget,
+        vl_high_resolution_images=body.vl_high_resolution_images,
+        vl_enable_image_hw_output=body.vl_enable_image_hw_output,
     )
     return GenerationRequest(
         request_id=request_id, model=body.model, messages=messages, params=params,
         stream=bool(body.stream), api="openai", tools=tuple(body.tools or ()),
         tool_choice=body.tool_choice, response_format=body.response_format,
-        parallel_tool_calls=bool(body.parallel_tool_calls),
+        parallel_tool_calls=bool(body.parallel_tool_calls), resolve_oss=resolve_oss,
     )
 
 
@@ -63,6 +66,8 @@ def openai_usage(usage: Usage) -> dict[str, Any]:
     }
     if usage.reasoning_tokens:
         body["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    if usage.image_hw is not None:
+        body["image_hw"] = [list(hw) for hw in usage.image_hw]
     return body
 
 

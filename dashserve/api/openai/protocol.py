@@ -60,3 +60,5 @@ class ChatCompletionRequest(OpenAIModel):
     max_input_tokens: int | None = None
     enable_search: StrictBool | None = None
     search_options: dict[str, Any] | None = None
+    vl_high_resolution_images: StrictBool | None = None
+    vl_enable_image_hw_output: StrictBool | None = None

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from dashserve.api.common import resolves_oss
 from dashserve.api.deps import authenticate, authenticated_body, parse, registry_of, service_of
 from dashserve.api.errors import request_id_of
 from dashserve.api.openai.convert import OpenAIStreamRenderer, openai_body, to_generation_request
@@ -23,7 +24,8 @@ router = APIRouter(prefix="/compatible-mode/v1")
 async def chat_completions(request: Request) -> Response:
     principal, data = await authenticated_body(request)
     body = parse(ChatCompletionRequest, data)
-    generation = to_generation_request(body, request_id=request_id_of(request))
+    generation = to_generation_request(body, request_id=request_id_of(request),
+                                       resolve_oss=resolves_oss(request.headers))
     run = await service_of(request).start(generation, principal)
     created = int(time.time())
     logprobs = bool(body.logprobs)

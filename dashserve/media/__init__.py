@@ -1,0 +1,1 @@
+"""Media references (URLs, data URLs, uploads, local files) resolved to bytes."""
