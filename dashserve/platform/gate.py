@@ -50,6 +50,7 @@ class UsageRecord:
     ttft_ms: float | None
     duration_ms: float
     created_at: datetime
+    search_count: int = 0  # web searches run for the request (enable_search)
 
 
 class Gate(Protocol):

@@ -159,6 +159,7 @@ class Usage:
     reasoning_tokens: int = 0
     explicit_cache: bool = False  # the request carried a cache_control marker
     cache_creation_tokens: int = 0  # prompt tokens it newly put in the explicit cache
+    search_count: int = 0  # web searches run for the request
 
     def prompt_tokens_details(self) -> dict[str, Any]:
         """``prompt_tokens_details`` as DashScope reports it (explicit-cache keys if marked)."""

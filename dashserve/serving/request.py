@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dashserve.inspection.header import InspectionRequest
+
 # One stop entry as the client gave it: a string, or a token-id sequence.
 StopItem = str | tuple[int, ...]
 ApiKind = Literal["dashscope", "openai"]
@@ -78,3 +80,6 @@ class GenerationRequest:
     tool_choice: Any = None
     parallel_tool_calls: bool = False  # DashScope's default: at most one call per answer
     response_format: dict[str, Any] | None = None
+    enable_search: bool = False
+    search_options: Any = None  # as sent; checked by ``search.options``
+    inspection: InspectionRequest = field(default_factory=InspectionRequest)

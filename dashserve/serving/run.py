@@ -10,6 +10,7 @@ reports a ``UsageRecord`` to the gate, once, whatever the outcome.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -30,6 +31,8 @@ from dashserve.serving.assemble import (
     usage_of,
 )
 from dashserve.serving.registry import ServedModel
+from dashserve.serving.screening import OutputScreen
+from dashserve.serving.web_search import SearchOutcome
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ class Plan:
     parse_tools: bool = False  # tool calls are parsed out of the output
     parallel_tool_calls: bool = False  # keep every call, not just the first
     explicit_cache: bool = False  # a cache_control marker was sent (usage reports the cache)
+    search: SearchOutcome | None = None  # what web search did (enable_search)
+    output_screen: OutputScreen | None = None  # X-DashScope-DataInspection on the output
 
 
 def client_error(exc: BaseException) -> DashServeError:
@@ -97,8 +102,14 @@ class GenerationRun:
 
     @property
     def usage(self) -> Usage:
-        return usage_of([a.state for a in self._assemblers], self._input_tokens,
-                        self._cached_tokens, self.plan.explicit_cache, self._cache_created)
+        usage = usage_of([a.state for a in self._assemblers], self._input_tokens,
+                         self._cached_tokens, self.plan.explicit_cache, self._cache_created)
+        search = self.plan.search
+        if search is None:
+            return usage
+        # the decision passes of web search are billed as input
+        return dataclasses.replace(usage, search_count=search.count,
+                                   input_tokens=usage.input_tokens + search.overhead_tokens)
 
     def start(self) -> None:
         self._pump = asyncio.create_task(self._pump_events(), name=f"run-{self.request_id}")
@@ -160,6 +171,13 @@ class GenerationRun:
         if self._first_token_at is None and item.token_ids:
             self._first_token_at = time.monotonic()
         self._done = bool(item.finished)
+        if self.plan.output_screen is not None:
+            try:
+                await self.plan.output_screen.check(assembler.state)
+            except DashServeError as exc:
+                self._done = True
+                self._status = exc.status_code
+                raise
         return GenerationUpdate(delta, assembler.state, self.usage, self._done)
 
     async def stream(self, heartbeat_s: float | None) -> AsyncIterator[GenerationUpdate | None]:
@@ -223,4 +241,5 @@ class GenerationRun:
             reasoning_tokens=usage.reasoning_tokens, finish_reason=finish, status_code=status,
             ttft_ms=None if ttft is None else ttft * 1000.0,
             duration_ms=(now - self._started) * 1000.0, created_at=datetime.now(timezone.utc),
+            search_count=usage.search_count,
         )

@@ -3,6 +3,10 @@
 This is the only place the platform (the gate) meets the engine. Everything that can
 be refused is refused before admission, so a 4xx never costs a reservation; once
 admitted, the ``GenerationRun`` guarantees exactly one ``Gate.finish``.
+
+Screening (``X-DashScope-DataInspection``) of the input happens before admission, so a
+blocked input bills nothing. Web search happens after admission (searches are billed):
+a failure there is billed as a failed request with whatever the search spent.
 """
 
 from __future__ import annotations
@@ -10,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections import defaultdict
+from datetime import datetime, timezone
 
-from dashserve.errors import DashServeError, ServerBusy
-from dashserve.platform.gate import Gate, Principal
+from dashserve.errors import DashServeError, ServerBusy, UnsupportedFeature
+from dashserve.platform.gate import Admission, Gate, Principal, UsageRecord
+from dashserve.search.options import SearchOptions, parse_search_options
 from dashserve.serving.features import resolve_features
 from dashserve.serving.normalize import (
     check_input_length,
@@ -24,7 +31,9 @@ from dashserve.serving.normalize import (
 from dashserve.serving.prompt import build_prompt, explicit_cache_tokens
 from dashserve.serving.registry import ModelRegistry
 from dashserve.serving.request import GenerationRequest
-from dashserve.serving.run import SHUTDOWN, GenerationRun, Plan
+from dashserve.serving.run import CLIENT_CLOSED, SHUTDOWN, GenerationRun, Plan, client_error
+from dashserve.serving.screening import Inspector, OutputScreen, checked_request, screen_input
+from dashserve.serving.web_search import SearchOutcome, WebSearch, with_system
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +51,39 @@ class GenerationService:
     """
 
     def __init__(self, registry: ModelRegistry, gate: Gate, *,
-                 max_inflight_per_engine: int = 256) -> None:
+                 max_inflight_per_engine: int = 256, web_search: WebSearch | None = None,
+                 inspector: Inspector | None = None) -> None:
         self.registry = registry
         self.gate = gate
+        self.web_search = web_search
+        self.inspector = inspector
         self.max_inflight_per_engine = max_inflight_per_engine
         self._inflight: defaultdict[int, int] = defaultdict(int)
         self._runs: set[GenerationRun] = set()
 
-    def plan(self, request: GenerationRequest) -> Plan:
-        """Validate ``request`` against its model and build the engine's input."""
+    def search_options(self, request: GenerationRequest) -> SearchOptions | None:
+        """The request's web-search options (None: no search); refused without a provider."""
+        options = parse_search_options(request.enable_search, request.search_options,
+                                       request.model)
+        if options is not None and self.web_search is None:
+            raise UnsupportedFeature("web search (enable_search) is not available on this "
+                                     "server: no search provider is configured",
+                                     param="enable_search")
+        return options
+
+    def plan(self, request: GenerationRequest, search: SearchOutcome | None = None) -> Plan:
+        """Validate ``request`` against its model and build the engine's input (with the
+        search results in the system prompt when ``search`` found any)."""
         served = self.registry.get(request.model)
         params = request.params
         profile = served.profile
         check_ranges(params, profile)
         features = resolve_features(request, profile)
         tokenizer = served.engine.tokenizer
-        prompt_ids = build_prompt(tokenizer, request.messages, enable_thinking=features.thinking,
+        messages = request.messages
+        if search is not None and search.prompt:
+            messages = with_system(messages, search.prompt)
+        prompt_ids = build_prompt(tokenizer, messages, enable_thinking=features.thinking,
                                   tools=features.template_tools or None)
         check_input_length(params, profile, len(prompt_ids))
         stop = split_stop(params.stop, served.engine.model_info.vocab_size, tokenizer.decode)
@@ -65,17 +91,23 @@ class GenerationService:
         explicit = any(m.cache_until is not None for m in request.messages)
         if explicit:
             pinned = explicit_cache_tokens(
-                tokenizer, request.messages, prompt_ids, enable_thinking=features.thinking,
+                tokenizer, messages, prompt_ids, enable_thinking=features.thinking,
                 tools=features.template_tools or None)
             if pinned >= EXPLICIT_CACHE_MIN_TOKENS:
                 sampling = dataclasses.replace(
                     sampling, pin_prefix_tokens=pinned, pin_ttl_s=EXPLICIT_CACHE_TTL_S)
         return Plan(served, tuple(prompt_ids), sampling, parse_tools=features.parse_tools,
-                    parallel_tool_calls=request.parallel_tool_calls, explicit_cache=explicit)
+                    parallel_tool_calls=request.parallel_tool_calls, explicit_cache=explicit,
+                    search=search)
 
     async def start(self, request: GenerationRequest, principal: Principal) -> GenerationRun:
-        """Plan, admit and start ``request``. The caller must ``aclose()`` the run."""
+        """Plan, screen, admit, search and start ``request``. The caller must ``aclose()``
+        the run."""
+        options = self.search_options(request)
+        inspection = checked_request(request.inspection, self.inspector, request.model)
         plan = self.plan(request)
+        if inspection.input and self.inspector is not None:
+            await screen_input(self.inspector, request.messages, principal.workspace)
         key = id(plan.served.engine)
         if self._inflight[key] >= self.max_inflight_per_engine:
             raise ServerBusy(
@@ -83,6 +115,11 @@ class GenerationService:
                 f"running or queued on model {request.model!r}.", retry_after_s=1.0)
         estimate = len(plan.prompt_token_ids) + (plan.sampling.max_tokens or 0) * plan.sampling.n
         admission = await self.gate.admit(principal, request.request_id, request.model, estimate)
+        if options is not None and self.web_search is not None:
+            plan = await self._with_search(request, plan, options, admission)
+        if inspection.output and self.inspector is not None:
+            plan = dataclasses.replace(
+                plan, output_screen=OutputScreen(self.inspector, principal.workspace))
         self._inflight[key] += 1
         run: GenerationRun
 
@@ -100,6 +137,34 @@ class GenerationService:
                 await run.aclose(status_code=exc.status_code)
                 raise
         return run
+
+    async def _with_search(self, request: GenerationRequest, plan: Plan, options: SearchOptions,
+                           admission: Admission) -> Plan:
+        """``plan`` with the search results in its prompt; bills a failure here."""
+        assert self.web_search is not None
+        started = time.monotonic()
+        outcome: SearchOutcome | None = None
+        try:
+            outcome = await self.web_search.run(plan.served, request.request_id,
+                                                request.messages, options)
+            return self.plan(request, outcome)
+        except BaseException as exc:
+            error = client_error(exc) if isinstance(exc, Exception) else None
+            status = error.status_code if error is not None else CLIENT_CLOSED
+            principal = admission.principal
+            await self.gate.finish(admission, UsageRecord(
+                request_id=request.request_id, key_id=principal.key_id,
+                key_prefix=principal.key_prefix, workspace=principal.workspace,
+                model=admission.model,
+                input_tokens=outcome.overhead_tokens if outcome is not None else 0,
+                output_tokens=0, cached_tokens=0, reasoning_tokens=0, finish_reason=None,
+                status_code=status, ttft_ms=None,
+                duration_ms=(time.monotonic() - started) * 1000.0,
+                created_at=datetime.now(timezone.utc),
+                search_count=outcome.count if outcome is not None else 0))
+            if error is not None and error is not exc:
+                raise error from exc
+            raise
 
     @property
     def num_inflight(self) -> int:

@@ -71,7 +71,7 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(db_url: str) -> None
     await upgrade_to_head(db_url)  # a second start changes nothing
     store = await open_store(db_url)
     try:
-        assert await current_revision(store) == "0001"
+        assert await current_revision(store) == "0003_search"
         async with store.engine.connect() as conn:
             names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
             diff = await conn.run_sync(
