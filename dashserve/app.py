@@ -153,7 +153,7 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
     if engines is not None:
         registry.install(engines)
     search = build_search(settings.search, settings.data_dir)
-    inspector = build_inspector(settings.inspection, settings.data_dir)
+    inspector = build_inspector(settings.inspection, settings.data_dir, registry)
     service = GenerationService(registry, gate,
                                 max_inflight_per_engine=settings.max_inflight_per_model,
                                 web_search=WebSearch(search) if search is not None else None,

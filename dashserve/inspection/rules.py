@@ -144,6 +144,7 @@ class RuleInspector:
     """Screens text with the rules of the caller's workspace."""
 
     name = "rules"
+    check_every_chars = 0  # every update
 
     def __init__(self, store: RuleStore) -> None:
         self.store = store

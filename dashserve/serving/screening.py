@@ -27,6 +27,7 @@ _NOT_SCREENED = re.compile(r"(^|[-_])(vl|audio|omni|asr)([-_]|$)|qvq", re.IGNORE
 
 class Inspector(Protocol):
     name: str
+    check_every_chars: int  # output is checked after this many new characters (and at the end)
 
     async def blocked(self, text: str, workspace: str | None) -> bool: ...
 
@@ -76,9 +77,12 @@ class OutputScreen:
     async def check(self, state: ChoiceState) -> None:
         calls = "".join(f"{c.name or ''}{c.arguments}" for c in state.tool_calls)
         text = state.reasoning_content + "\n" + state.content + "\n" + calls
-        if len(text) == self._seen.get(state.index):
+        seen = self._seen.get(state.index, 0)
+        if len(text) == seen and not state.is_finished:
             return
-        start = max(0, self._seen.get(state.index, 0) - WINDOW_CHARS)
+        if len(text) - seen < self.inspector.check_every_chars and not state.is_finished:
+            return
+        start = max(0, seen - WINDOW_CHARS)
         self._seen[state.index] = len(text)
         if await self.inspector.blocked(text[start:], self.workspace):
             raise DataInspectionFailed(OUTPUT_BLOCKED)
