@@ -21,6 +21,7 @@ import uuid
 from typing import Literal
 
 from dashserve.engine.params import SamplingParams, StructuredOutputSpec
+from dashserve.errors import ModelNotFound, ModelUnavailable
 from dashserve.inspection.rules import RuleInspector
 from dashserve.serving.prompt import build_prompt
 from dashserve.serving.registry import ModelRegistry
@@ -80,7 +81,11 @@ class GuardInspector:
 
     async def classify(self, text: str) -> str | None:
         """The guard's verdict on ``text``."""
-        served = self.registry.get(self.model)  # 503 while the guard is loading
+        try:
+            served = self.registry.get(self.model)  # 503 while the guard is loading
+        except ModelNotFound:
+            raise ModelUnavailable(f"the screening model {self.model!r} is not served "
+                                   f"(inspection.guard_model)") from None
         prompt = build_prompt(served.engine.tokenizer, self._messages(text),
                               enable_thinking=False)
         params = SamplingParams(temperature=0.0, max_tokens=self.max_tokens, seed=0,

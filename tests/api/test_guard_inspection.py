@@ -85,3 +85,13 @@ async def test_guard_ends_a_stream_on_unsafe_output(
     [record] = gate.records
     assert record.status_code == 400 and 0 < record.output_tokens < 100
     assert len(guard.submissions) == 1
+
+
+async def test_a_guard_that_is_not_served(make_client: Callable[..., httpx.AsyncClient],
+                                          tmp_path: Path, gate: RecordingGate) -> None:
+    main = FakeEngine()
+    async with make_client({"qwen-plus": main}, **guard_settings(tmp_path)) as client:
+        r = await client.post(NATIVE, json=native_body(), headers=CIP)
+        assert r.status_code == 503 and "qwen3guard" in r.json()["message"]
+        assert main.submissions == [] and gate.records == []
+        assert (await client.post(NATIVE, json=native_body())).status_code == 200
