@@ -18,7 +18,12 @@ import time
 from collections import defaultdict
 from datetime import datetime, timezone
 
-from dashserve.errors import DashServeError, ServerBusy, UnsupportedFeature
+from dashserve.errors import (
+    DashServeError,
+    PromptTooLongError,
+    ServerBusy,
+    UnsupportedFeature,
+)
 from dashserve.platform.gate import Admission, Gate, Principal, UsageRecord
 from dashserve.search.options import SearchOptions, parse_search_options
 from dashserve.serving.features import resolve_features
@@ -138,6 +143,15 @@ class GenerationService:
                 raise
         return run
 
+    def _fitted(self, request: GenerationRequest, outcome: SearchOutcome) -> Plan:
+        """The plan with as many results (in order) as the input limit allows."""
+        for n in range(len(outcome.results), 0, -1):
+            try:
+                return self.plan(request, outcome.keep(n))
+            except PromptTooLongError:
+                continue
+        return self.plan(request, outcome.keep(0))
+
     async def _with_search(self, request: GenerationRequest, plan: Plan, options: SearchOptions,
                            admission: Admission) -> Plan:
         """``plan`` with the search results in its prompt; bills a failure here."""
@@ -147,7 +161,7 @@ class GenerationService:
         try:
             outcome = await self.web_search.run(plan.served, request.request_id,
                                                 request.messages, options)
-            return self.plan(request, outcome)
+            return self._fitted(request, outcome)
         except BaseException as exc:
             error = client_error(exc) if isinstance(exc, Exception) else None
             status = error.status_code if error is not None else CLIENT_CLOSED

@@ -59,6 +59,13 @@ class SearchOutcome:
     count: int = 0  # searches that answered
     overhead_tokens: int = 0  # prompt + output tokens of the decision passes
     prompt: str | None = None  # the system-prompt section (None: no results)
+    texts: list[str] = field(default_factory=list)  # what the model reads of each result
+
+    def keep(self, n: int) -> SearchOutcome:
+        """The outcome with only the first ``n`` results (a prompt that did not fit)."""
+        results, texts = self.results[:n], self.texts[:n]
+        prompt = results_prompt(results, texts, self.options) if results else None
+        return dataclasses.replace(self, results=results, texts=texts, prompt=prompt)
 
 
 def last_user_text(messages: Sequence[Message]) -> str:
@@ -184,6 +191,6 @@ class WebSearch:
                 seen = list(with_system(messages, results_prompt(outcome.results, texts,
                                                                  options)))
         if outcome.results:
-            texts = [await result_text(r) for r in outcome.results]
-            outcome.prompt = results_prompt(outcome.results, texts, options)
+            outcome.texts = [await result_text(r) for r in outcome.results]
+            outcome.prompt = results_prompt(outcome.results, outcome.texts, options)
         return outcome

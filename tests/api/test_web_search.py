@@ -309,3 +309,23 @@ async def test_search_options_must_be_an_object(app_client: httpx.AsyncClient) -
                                                        search_options="forced"))
     assert r.status_code == 400
     assert json.dumps(r.json()).count("search_options") >= 1
+
+
+async def test_results_that_do_not_fit_are_dropped_from_the_end(
+        make_client: Callable[..., httpx.AsyncClient], tmp_path: Path) -> None:
+    engine = FakeEngine()
+    async with make_client({"qwen-plus": engine}, data_dir=tmp_path) as client:
+        long = [SearchResult(f"r{i}", f"https://r.example/{i}", "word " * 60)
+                for i in range(1, 6)]
+        use_providers(client, FakeProvider(long))
+        r = await client.post(NATIVE, json=native_body(
+            content="q", enable_search=True, max_input_tokens=1200,
+            search_options={"forced_search": True, "enable_source": True}))
+        assert r.status_code == 200, r.text
+        kept = r.json()["output"]["search_info"]["search_results"]
+        assert 0 < len(kept) < 5
+        assert [x["url"] for x in kept] == [f"https://r.example/{i}"
+                                            for i in range(1, len(kept) + 1)]
+        prompt = system_prompt(engine)
+        assert f"[{len(kept)}] r{len(kept)}" in prompt and f"r{len(kept) + 1}" not in prompt
+        assert r.json()["usage"]["input_tokens"] <= 1200
