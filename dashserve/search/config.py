@@ -66,6 +66,9 @@ class SearchConfig(BaseModel):
             raise ValueError("search provider 'searxng' needs search.searxng_url")
         if "http" in self.providers and self.http is None:
             raise ValueError("search provider 'http' needs a [search.http] table")
+        if self.index_dir is not None and "local" not in self.providers:
+            raise ValueError("search.index_dir is indexed by the 'local' provider; add it to "
+                             "search.providers (--search-provider local)")
         return self
 
 

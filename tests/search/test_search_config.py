@@ -41,6 +41,8 @@ def test_config_file_tables(tmp_path: Path) -> None:
     {"providers": ["http"]},
     {"providers": ["local", "local"]},
     {"providers": ["bing"]},
+    {"index_dir": "/tmp"},
+    {"providers": ["searxng"], "searxng_url": "http://s", "index_dir": "/tmp"},
 ])
 def test_incomplete_search_settings(values: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
