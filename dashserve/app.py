@@ -28,10 +28,13 @@ from dashserve.engine.client_protocol import EngineClient
 from dashserve.media.sources import MediaConfig
 from dashserve.media.uploads import UploadStore
 from dashserve.netguard import FetchPolicy
+from dashserve.inspection.config import build_inspector
 from dashserve.platform.gate import Gate
+from dashserve.search.config import build_search
 from dashserve.serving.registry import ModelRegistry, ServerState
 from dashserve.serving.service import GenerationService
 from dashserve.serving.vision import ImagePreparer
+from dashserve.serving.web_search import WebSearch
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,16 @@ async def _load(app: FastAPI, loader: EngineLoader,
     log.info("ready: serving %s", ", ".join(m.name for m in registry.models))
 
 
+async def close_extras(app: FastAPI) -> None:
+    """Close the search providers and the inspection rules."""
+    for extra in (app.state.search, app.state.inspector):
+        if extra is not None:
+            try:
+                await extra.aclose()
+            except Exception:
+                log.exception("closing %s failed", type(extra).__name__)
+
+
 def _lifespan(loader: EngineLoader | None, on_fatal: Callable[[BaseException], None] | None
               ) -> Callable[[FastAPI], Any]:
     """Start-up: the gate, then (maybe) loading. Shutdown: stop taking requests, abort what
@@ -130,6 +143,7 @@ def _lifespan(loader: EngineLoader | None, on_fatal: Callable[[BaseException], N
             await service.close_all()
             for engine in registry.engines:
                 await engine.shutdown()
+            await close_extras(app)
             await gate.stop()
 
     return lifespan
@@ -155,16 +169,22 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
     registry = ModelRegistry()
     if engines is not None:
         registry.install(engines)
+    search = build_search(settings.search, settings.data_dir)
+    inspector = build_inspector(settings.inspection, settings.data_dir, registry)
     service = GenerationService(registry, gate,
                                 max_inflight_per_engine=settings.max_inflight_per_model,
                                 share_prefix_cache=settings.share_prefix_cache,
-                                images=image_preparer(settings))
+                                images=image_preparer(settings),
+                                web_search=WebSearch(search) if search is not None else None,
+                                inspector=inspector)
     app = FastAPI(title="dashserve", lifespan=_lifespan(loader, on_fatal), docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.registry = registry
     app.state.gate = gate
     app.state.service = service
+    app.state.search = search  # SearchBackends | None (the admin API reaches the index here)
+    app.state.inspector = inspector
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)

@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from dashserve.inspection.config import InspectionConfig
+from dashserve.search.config import SearchConfig
+
 # Names the demo model answers to: the model names the DashScope docs use in examples.
 DEMO_NAMES: tuple[str, ...] = (
     "qwen-plus", "qwen-max", "qwen-flash", "qwen-turbo", "qwen3-max", "qwen3-0.6b",
@@ -124,6 +127,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     admin_keys: tuple[str, ...] = ()
     console: bool = True  # the web console at /console (--no-console, DASHSERVE_CONSOLE=0)
+    # Web search providers (enable_search) and content screening (X-DashScope-DataInspection).
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    inspection: InspectionConfig = Field(default_factory=InspectionConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -5,6 +5,7 @@
     │   ├── MissingInput          400 BadRequest.EmptyInput
     │   ├── PromptTooLongError    400 InvalidParameter (context overflow)
     │   └── UnsupportedFeature    400 InvalidParameter (a documented feature we refuse)
+    ├── DataInspectionFailed      400 DataInspectionFailed    data_inspection_failed
     ├── PayloadTooLarge           413 BadRequest.TooLarge
     ├── AuthenticationFailed      401 InvalidApiKey           invalid_api_key
     ├── AccessDenied              403 AccessDenied            access_denied
@@ -18,7 +19,8 @@
     │   └── QuotaExhausted        429 Throttling.AllocationQuota (not retryable)
     ├── ServerBusy                429 Throttling  (engine queue or KV cache full)
     ├── InternalError             500 InternalError           internal_error
-    └── ModelUnavailable          503 ModelUnavailable        service_unavailable
+    ├── ModelUnavailable          503 ModelUnavailable        service_unavailable
+    └── SearchUnavailable         503 ServiceUnavailable      (forced web search failed)
 
 Raised anywhere below ``api`` and rendered per protocol by the two exception handlers.
 """
@@ -65,6 +67,16 @@ class PromptTooLongError(InvalidRequest):
 
 class UnsupportedFeature(InvalidRequest):
     pass
+
+
+class DataInspectionFailed(DashServeError):
+    """Content screening (``X-DashScope-DataInspection``) blocked the input or the output."""
+
+    status_code = 400
+    code = "DataInspectionFailed"
+    openai_code = "data_inspection_failed"
+    openai_type = "data_inspection_failed"
+    default_message = "Input data may contain inappropriate content."
 
 
 class PayloadTooLarge(DashServeError):
@@ -169,4 +181,13 @@ class ModelUnavailable(DashServeError):
     openai_code = "service_unavailable"
     openai_type = "service_unavailable"
     default_message = "Model is unavailable, please try again later."
+    retryable = True
+
+
+class SearchUnavailable(DashServeError):
+    status_code = 503
+    code = "ServiceUnavailable"
+    openai_code = "service_unavailable"
+    openai_type = "service_unavailable"
+    default_message = "Web search is unavailable, please try again later."
     retryable = True

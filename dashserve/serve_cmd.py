@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from dashserve.app import create_app
 from dashserve.config import ModelSpec, Settings
 from dashserve.engine.client_protocol import EngineClient
+from dashserve.api.admin.content_routes import content_router
 from dashserve.api.admin.routes import admin_router, metrics_router
 from dashserve.engine.outputs import EngineStats
 from dashserve.platform.state import add_platform_arguments, prepare_platform
@@ -100,6 +101,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--log-level", choices=("debug", "info", "warning", "error"))
     add("--no-console", dest="console", action="store_false", default=None,
         help="do not serve the web console at /console")
+    add("--search-provider", action="append", dest="search_providers",
+        choices=("local", "searxng", "http"),
+        help="web search provider for enable_search (repeatable; the first serves 'turbo', "
+             "all serve 'max'); the http provider is configured in the config file")
+    add("--search-index", type=Path, metavar="DIR",
+        help="directory of .txt/.md/.html documents for the local search index")
+    add("--searxng-url", metavar="URL", help="base URL of a SearXNG instance (JSON enabled)")
     add_platform_arguments(parser)
 
 
@@ -115,6 +123,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         values["models"] = [ModelSpec(**m) for m in args.models]
     if getattr(args, "demo_names", None) and not getattr(args, "models", None):
         values["demo_names"] = args.demo_names
+    search = {field: getattr(args, dest) for dest, field in (
+        ("search_providers", "providers"), ("search_index", "index_dir"),
+        ("searxng_url", "searxng_url")) if getattr(args, dest, None) is not None}
+    if search:
+        values["search"] = search
     return Settings(**values)
 
 
@@ -200,6 +213,7 @@ def serve(settings: Settings) -> int:
                      loader=lambda registry: load_engines(settings, registry), on_fatal=on_fatal)
     app.state.platform = platform
     app.include_router(admin_router())
+    app.include_router(content_router())
     app.include_router(metrics_router())
     platform.bind_engine_stats(lambda: _engine_stats(app.state.registry))
     if settings.is_demo:

@@ -18,6 +18,7 @@ from starlette.background import BackgroundTask
 from dashserve.api.deps import ClientDisconnected, settings_of, unless_disconnected
 from dashserve.api.sse import KEEPALIVE, SSE_HEADERS, SSE_MEDIA_TYPE
 from dashserve.errors import DashServeError, InternalError
+from dashserve.search.prompt import search_info
 from dashserve.serving.assemble import Completion, GenerationUpdate
 from dashserve.serving.run import CLIENT_CLOSED, GenerationRun
 
@@ -29,11 +30,22 @@ PARTIAL_HEADER = "x-dashscope-partialresponse"
 class StreamRenderer(Protocol):
     """Turns run updates into SSE frames for one protocol."""
 
+    def start(self) -> list[bytes]: ...
+
     def frames(self, update: GenerationUpdate) -> list[bytes]: ...
 
     def end(self) -> list[bytes]: ...
 
     def error(self, error: DashServeError) -> bytes: ...
+
+
+def sources_of(run: GenerationRun) -> tuple[dict[str, Any] | None, bool]:
+    """The ``search_info`` to send (None unless sources were asked for) and whether it goes
+    alone in a first stream frame (``prepend_search_result``)."""
+    search = run.plan.search
+    if search is None or not search.options.enable_source:
+        return None, False
+    return search_info(search.results), search.options.prepend_search_result
 
 
 async def _frames(run: GenerationRun, renderer: StreamRenderer,
@@ -42,6 +54,8 @@ async def _frames(run: GenerationRun, renderer: StreamRenderer,
     disconnected = True
     try:
         try:
+            for frame in renderer.start():
+                yield frame
             async for update in run.stream(heartbeat_s):
                 if update is None:
                     yield KEEPALIVE

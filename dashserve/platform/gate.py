@@ -51,6 +51,7 @@ class UsageRecord:
     duration_ms: float
     created_at: datetime
     image_tokens: int | None = None  # image tokens within input_tokens (None: no images)
+    search_count: int = 0  # web searches run for the request (enable_search)
 
 
 class Gate(Protocol):

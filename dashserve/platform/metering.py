@@ -63,6 +63,7 @@ def record_row(record_id: str, record: UsageRecord) -> dict[str, Any]:
         "ttft_ms": record.ttft_ms,
         "duration_ms": record.duration_ms,
         "created_at": record.created_at,
+        "search_count": record.search_count,
     }
 
 

@@ -165,6 +165,7 @@ class Usage:
     @property
     def text_tokens(self) -> int:
         return self.input_tokens - self.image_tokens
+    search_count: int = 0  # web searches run for the request
 
     def prompt_tokens_details(self) -> dict[str, Any]:
         """``prompt_tokens_details`` as DashScope reports it (explicit-cache keys if marked;

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dashserve.inspection.header import InspectionRequest
+
 # One stop entry as the client gave it: a string, or a token-id sequence.
 StopItem = str | tuple[int, ...]
 ApiKind = Literal["dashscope", "openai"]
@@ -111,3 +113,6 @@ class GenerationRequest:
     @property
     def images(self) -> tuple[ImagePart, ...]:
         return tuple(image for m in self.messages for image in m.images)
+    enable_search: bool = False
+    search_options: Any = None  # as sent; checked by ``search.options``
+    inspection: InspectionRequest = field(default_factory=InspectionRequest)

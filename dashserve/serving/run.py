@@ -10,6 +10,7 @@ reports a ``UsageRecord`` to the gate, once, whatever the outcome.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -31,6 +32,8 @@ from dashserve.serving.assemble import (
     usage_of,
 )
 from dashserve.serving.registry import ServedModel
+from dashserve.serving.screening import OutputScreen
+from dashserve.serving.web_search import SearchOutcome
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,8 @@ class Plan:
     mm_inputs: tuple[MultiModalInput, ...] = ()  # images placed in the prompt
     image_tokens: int = 0  # prompt tokens billed as image tokens
     image_hw: tuple[tuple[int, int], ...] | None = None  # resized (h, w), when asked for
+    search: SearchOutcome | None = None  # what web search did (enable_search)
+    output_screen: OutputScreen | None = None  # X-DashScope-DataInspection on the output
 
 
 def client_error(exc: BaseException) -> DashServeError:
@@ -101,10 +106,16 @@ class GenerationRun:
 
     @property
     def usage(self) -> Usage:
-        return usage_of([a.state for a in self._assemblers], self._input_tokens,
-                        self._cached_tokens, self.plan.explicit_cache, self._cache_created,
-                        self.plan.image_tokens if self._input_tokens else 0,
-                        self.plan.image_hw)
+        usage = usage_of([a.state for a in self._assemblers], self._input_tokens,
+                         self._cached_tokens, self.plan.explicit_cache, self._cache_created,
+                         self.plan.image_tokens if self._input_tokens else 0,
+                         self.plan.image_hw)
+        search = self.plan.search
+        if search is None:
+            return usage
+        # the decision passes of web search are billed as input
+        return dataclasses.replace(usage, search_count=search.count,
+                                   input_tokens=usage.input_tokens + search.overhead_tokens)
 
     def start(self) -> None:
         self._pump = asyncio.create_task(self._pump_events(), name=f"run-{self.request_id}")
@@ -170,6 +181,13 @@ class GenerationRun:
         if self._first_token_at is None and item.token_ids:
             self._first_token_at = time.monotonic()
         self._done = bool(item.finished)
+        if self.plan.output_screen is not None:
+            try:
+                await self.plan.output_screen.check(assembler.state)
+            except DashServeError as exc:
+                self._done = True
+                self._status = exc.status_code
+                raise
         return GenerationUpdate(delta, assembler.state, self.usage, self._done)
 
     async def stream(self, heartbeat_s: float | None) -> AsyncIterator[GenerationUpdate | None]:
@@ -234,4 +252,5 @@ class GenerationRun:
             ttft_ms=None if ttft is None else ttft * 1000.0,
             duration_ms=(now - self._started) * 1000.0, created_at=datetime.now(timezone.utc),
             image_tokens=usage.image_tokens or None,
+            search_count=usage.search_count,
         )

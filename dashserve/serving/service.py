@@ -3,6 +3,11 @@
 This is the only place the platform (the gate) meets the engine. Everything that can
 be refused is refused before admission, so a 4xx never costs a reservation; once
 admitted, the ``GenerationRun`` guarantees exactly one ``Gate.finish``.
+
+Images are fetched and preprocessed (off the event loop) only once the request passed every
+check that needs none. Screening (``X-DashScope-DataInspection``) of the input happens before
+admission, so a blocked input bills nothing. Web search happens after admission (searches are billed):
+a failure there is billed as a failed request with whatever the search spent.
 """
 
 from __future__ import annotations
@@ -10,10 +15,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections import defaultdict
+from datetime import datetime, timezone
 
-from dashserve.errors import DashServeError, ServerBusy
-from dashserve.platform.gate import Gate, Principal
+from dashserve.errors import (
+    DashServeError,
+    PromptTooLongError,
+    ServerBusy,
+    UnsupportedFeature,
+)
+from dashserve.platform.gate import Admission, Gate, Principal, UsageRecord
+from dashserve.search.options import SearchOptions, parse_search_options
 from dashserve.serving.features import resolve_features
 from dashserve.serving.normalize import (
     check_input_length,
@@ -24,13 +37,15 @@ from dashserve.serving.normalize import (
 from dashserve.serving.prompt import build_prompt, explicit_cache_tokens
 from dashserve.serving.registry import ModelRegistry
 from dashserve.serving.request import GenerationRequest
-from dashserve.serving.run import SHUTDOWN, GenerationRun, Plan
+from dashserve.serving.run import CLIENT_CLOSED, SHUTDOWN, GenerationRun, Plan, client_error
 from dashserve.serving.vision import (
     ImagePreparer,
     PreparedImages,
     expanded_position,
     place_images,
 )
+from dashserve.serving.screening import Inspector, OutputScreen, checked_request, screen_input
+from dashserve.serving.web_search import SearchOutcome, WebSearch, with_system
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +63,34 @@ class GenerationService:
     """
 
     def __init__(self, registry: ModelRegistry, gate: Gate, *,
-                 max_inflight_per_engine: int = 256,
-                 share_prefix_cache: bool = False,
-                 images: ImagePreparer | None = None) -> None:
+                 max_inflight_per_engine: int = 256, share_prefix_cache: bool = False,
+                 images: ImagePreparer | None = None, web_search: WebSearch | None = None,
+                 inspector: Inspector | None = None) -> None:
         self.registry = registry
         self.gate = gate
         self.images = images or ImagePreparer()
+        self.web_search = web_search
+        self.inspector = inspector
         self.max_inflight_per_engine = max_inflight_per_engine
         self.share_prefix_cache = share_prefix_cache
         self._inflight: defaultdict[int, int] = defaultdict(int)
         self._runs: set[GenerationRun] = set()
 
-    def plan(self, request: GenerationRequest,
-             images: PreparedImages | None = None) -> Plan:
+    def search_options(self, request: GenerationRequest) -> SearchOptions | None:
+        """The request's web-search options (None: no search); refused without a provider."""
+        options = parse_search_options(request.enable_search, request.search_options,
+                                       request.model)
+        if options is not None and self.web_search is None:
+            raise UnsupportedFeature("web search (enable_search) is not available on this "
+                                     "server: no search provider is configured",
+                                     param="enable_search")
+        return options
+
+    def plan(self, request: GenerationRequest, images: PreparedImages | None = None,
+             search: SearchOutcome | None = None) -> Plan:
         """Validate ``request`` against its model and build the engine's input (``images``:
-        the request's images, already prepared)."""
+        the request's images, already prepared; the search results in the system prompt
+        when ``search`` found any)."""
         served = self.registry.get(request.model)
         params = request.params
         profile = served.profile
@@ -73,8 +101,10 @@ class GenerationService:
         images = images or PreparedImages()
         if request.images and not images.images:  # not prepared: refuse what can be
             self.images.check(request, profile, vision)
-        template_ids = build_prompt(tokenizer, request.messages,
-                                    enable_thinking=features.thinking,
+        messages = request.messages
+        if search is not None and search.prompt:
+            messages = with_system(messages, search.prompt)
+        template_ids = build_prompt(tokenizer, messages, enable_thinking=features.thinking,
                                     tools=features.template_tools or None)
         prompt_ids, mm_inputs = place_images(template_ids, images.images, vision)
         check_input_length(params, profile, len(prompt_ids))
@@ -83,7 +113,7 @@ class GenerationService:
         explicit = any(m.cache_until is not None for m in request.messages)
         if explicit:
             pinned = expanded_position(explicit_cache_tokens(
-                tokenizer, request.messages, template_ids, enable_thinking=features.thinking,
+                tokenizer, messages, template_ids, enable_thinking=features.thinking,
                 tools=features.template_tools or None), template_ids, images.images, vision)
             if pinned >= EXPLICIT_CACHE_MIN_TOKENS:
                 sampling = dataclasses.replace(
@@ -92,28 +122,46 @@ class GenerationService:
             if params.vl_enable_image_hw_output and images.images else None
         return Plan(served, tuple(prompt_ids), sampling, parse_tools=features.parse_tools,
                     parallel_tool_calls=request.parallel_tool_calls, explicit_cache=explicit,
-                    mm_inputs=tuple(mm_inputs), image_tokens=images.image_tokens, image_hw=hw)
+                    mm_inputs=tuple(mm_inputs), image_tokens=images.image_tokens, image_hw=hw,
+                    search=search)
+
+    def _salted(self, plan: Plan, principal: Principal) -> Plan:
+        """``plan`` in the caller's prefix-cache partition (its workspace, unless shared)."""
+        if self.share_prefix_cache:
+            return plan
+        salt = f"ws:{principal.workspace or ''}"
+        return dataclasses.replace(plan, sampling=dataclasses.replace(plan.sampling,
+                                                                      cache_salt=salt))
+
+    async def _prepared_images(self, request: GenerationRequest,
+                               principal: Principal) -> PreparedImages:
+        """The request's images, fetched and preprocessed (none: nothing to do)."""
+        if not request.images:
+            return PreparedImages()
+        served = self.registry.get(request.model)
+        return await self.images.prepare(request, served.profile,
+                                         served.engine.model_info.vision, principal.workspace)
 
     async def prepare(self, request: GenerationRequest, principal: Principal) -> Plan:
-        """Prepare the request's images and plan it for ``principal``: what ``start`` runs,
-        and what the tokenizer endpoint counts."""
-        images = PreparedImages()
+        """Plan ``request`` with its images for ``principal``: what the tokenizer endpoint
+        counts (web search aside, which only runs for generation)."""
         if request.images:
-            served = self.registry.get(request.model)
             self.plan(request)  # refuse a bad request before reading any image
-            images = await self.images.prepare(request, served.profile,
-                                               served.engine.model_info.vision,
-                                               principal.workspace)
-        plan = self.plan(request, images)
-        if not self.share_prefix_cache:  # each workspace has a prefix cache of its own
-            salt = f"ws:{principal.workspace or ''}"
-            plan = dataclasses.replace(
-                plan, sampling=dataclasses.replace(plan.sampling, cache_salt=salt))
-        return plan
+        images = await self._prepared_images(request, principal)
+        return self._salted(self.plan(request, images), principal)
 
     async def start(self, request: GenerationRequest, principal: Principal) -> GenerationRun:
-        """Prepare, plan, admit and start ``request``. The caller must ``aclose()`` the run."""
-        plan = await self.prepare(request, principal)
+        """Plan, screen, admit, search and start ``request``. The caller must ``aclose()``
+        the run."""
+        options = self.search_options(request)
+        inspection = checked_request(request.inspection, self.inspector, request.model)
+        plan = self.plan(request)
+        if inspection.input and self.inspector is not None:
+            await screen_input(self.inspector, request.messages, principal.workspace)
+        images = await self._prepared_images(request, principal)
+        if images.images:
+            plan = self.plan(request, images)
+        plan = self._salted(plan, principal)
         key = id(plan.served.engine)
         if self._inflight[key] >= self.max_inflight_per_engine:
             raise ServerBusy(
@@ -121,6 +169,11 @@ class GenerationService:
                 f"running or queued on model {request.model!r}.", retry_after_s=1.0)
         estimate = len(plan.prompt_token_ids) + (plan.sampling.max_tokens or 0) * plan.sampling.n
         admission = await self.gate.admit(principal, request.request_id, request.model, estimate)
+        if options is not None and self.web_search is not None:
+            plan = await self._with_search(request, plan, options, admission, images)
+        if inspection.output and self.inspector is not None:
+            plan = dataclasses.replace(
+                plan, output_screen=OutputScreen(self.inspector, principal.workspace))
         self._inflight[key] += 1
         run: GenerationRun
 
@@ -138,6 +191,44 @@ class GenerationService:
                 await run.aclose(status_code=exc.status_code)
                 raise
         return run
+
+    def _fitted(self, request: GenerationRequest, images: PreparedImages,
+                outcome: SearchOutcome, principal: Principal) -> Plan:
+        """The plan with as many results (in order) as the input limit allows."""
+        for n in range(len(outcome.results), 0, -1):
+            try:
+                return self._salted(self.plan(request, images, outcome.keep(n)), principal)
+            except PromptTooLongError:
+                continue
+        return self._salted(self.plan(request, images, outcome.keep(0)), principal)
+
+    async def _with_search(self, request: GenerationRequest, plan: Plan, options: SearchOptions,
+                           admission: Admission, images: PreparedImages) -> Plan:
+        """``plan`` with the search results in its prompt; bills a failure here."""
+        assert self.web_search is not None
+        started = time.monotonic()
+        outcome: SearchOutcome | None = None
+        try:
+            outcome = await self.web_search.run(plan.served, request.request_id,
+                                                request.messages, options)
+            return self._fitted(request, images, outcome, admission.principal)
+        except BaseException as exc:
+            error = client_error(exc) if isinstance(exc, Exception) else None
+            status = error.status_code if error is not None else CLIENT_CLOSED
+            principal = admission.principal
+            await self.gate.finish(admission, UsageRecord(
+                request_id=request.request_id, key_id=principal.key_id,
+                key_prefix=principal.key_prefix, workspace=principal.workspace,
+                model=admission.model,
+                input_tokens=outcome.overhead_tokens if outcome is not None else 0,
+                output_tokens=0, cached_tokens=0, reasoning_tokens=0, finish_reason=None,
+                status_code=status, ttft_ms=None,
+                duration_ms=(time.monotonic() - started) * 1000.0,
+                created_at=datetime.now(timezone.utc),
+                search_count=outcome.count if outcome is not None else 0))
+            if error is not None and error is not exc:
+                raise error from exc
+            raise
 
     @property
     def num_inflight(self) -> int:

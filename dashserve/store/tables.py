@@ -100,6 +100,7 @@ usage_records = Table(
     Column("ttft_ms", Float, nullable=True),
     Column("duration_ms", Float, nullable=False),
     Column("created_at", UtcDateTime, nullable=False, index=True),
+    Column("search_count", Integer, nullable=False, server_default="0"),
     Index(None, "key_id", "created_at"),
     Index(None, "model", "created_at"),
 )

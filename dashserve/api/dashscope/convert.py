@@ -22,6 +22,8 @@ from dashserve.api.common import (
 from dashserve.api.dashscope.protocol import NativeInput, NativeParameters, NativeRequest
 from dashserve.api.sse import native_error_event, native_event
 from dashserve.errors import DashServeError, InvalidRequest, MissingInput
+from dashserve.inspection.header import InspectionRequest
+from dashserve.search.prompt import EMPTY_SEARCH_INFO
 from dashserve.serving.assemble import ChoiceState, Completion, GenerationUpdate, Usage
 from dashserve.serving.features import thinking_enabled
 from dashserve.serving.normalize import check_extras
@@ -63,7 +65,8 @@ def requested_params(p: NativeParameters) -> RequestedParams:
 
 
 def to_generation_request(body: NativeRequest, *, request_id: str, stream: bool,
-                          resolve_oss: bool = False) -> GenerationRequest:
+                          resolve_oss: bool = False,
+                          inspection: InspectionRequest | None = None) -> GenerationRequest:
     params = body.parameters
     check_extras(params.model_dump(exclude_none=True))
     return GenerationRequest(
@@ -72,6 +75,8 @@ def to_generation_request(body: NativeRequest, *, request_id: str, stream: bool,
         tools=tuple(params.tools or ()), tool_choice=params.tool_choice,
         parallel_tool_calls=bool(params.parallel_tool_calls),
         response_format=params.response_format, resolve_oss=resolve_oss,
+        enable_search=bool(params.enable_search),
+        search_options=params.search_options, inspection=inspection or InspectionRequest(),
     )
 
 
@@ -129,6 +134,8 @@ def native_usage(usage: Usage, output_tokens: int | None = None) -> dict[str, An
         body["input_tokens_details"] = {"text_tokens": usage.text_tokens,
                                         "image_tokens": usage.image_tokens}
         body["image_tokens"] = usage.image_tokens
+    if usage.search_count:
+        body["plugins"] = {"search": {"count": usage.search_count}}
     return body
 
 
@@ -157,8 +164,10 @@ def _choice(view: NativeView, index: int, content: str, reasoning: str, logprobs
     return choice
 
 
-def native_body(completion: Completion, view: NativeView, request_id: str) -> dict[str, Any]:
-    """The non-stream response body (``finish_reason`` null for unfinished choices)."""
+def native_body(completion: Completion, view: NativeView, request_id: str,
+                search_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The non-stream response body (``finish_reason`` null for unfinished choices);
+    ``search_info`` goes in ``output`` when sources were asked for."""
     if view.result_format == "text":
         first = completion.choices[0]
         output: dict[str, Any] = {"text": first.content, "finish_reason": first.finish_reason}
@@ -167,18 +176,41 @@ def native_body(completion: Completion, view: NativeView, request_id: str) -> di
             _choice(view, c.index, c.content, c.reasoning_content, c.logprobs, c.finish_reason,
                     merged_tool_calls(c.tool_calls))
             for c in completion.choices]}
+    if search_info is not None:
+        output["search_info"] = search_info
     usage = with_image_hw(native_usage(completion.usage), completion.usage)
     return {"output": output, "usage": usage, "request_id": request_id}
 
 
 class NativeStreamRenderer:
-    """Frames of one native SSE stream (``id:`` counts from 1)."""
+    """Frames of one native SSE stream (``id:`` counts from 1).
 
-    def __init__(self, view: NativeView, request_id: str, *, status_line: bool = True) -> None:
+    With ``search_info`` every frame's ``output`` carries it; with ``prepend`` the first
+    frame holds only the sources (empty content, ``usage: {}``) and later frames an empty
+    ``search_info``.
+    """
+
+    def __init__(self, view: NativeView, request_id: str, *, status_line: bool = True,
+                 search_info: dict[str, Any] | None = None, prepend: bool = False) -> None:
         self.view = view
         self.request_id = request_id
         self.status_line = status_line
+        self.search_info = search_info
+        self.prepend = prepend and search_info is not None
         self._next_id = 1
+
+    def start(self) -> list[bytes]:
+        if not self.prepend:
+            return []
+        assert self.search_info is not None
+        if self.view.result_format == "text":
+            output: dict[str, Any] = {"text": "", "finish_reason": "null"}
+        else:
+            output = {"choices": [_choice(self.view, 0, "", "", [], "null")]}
+        output["search_info"] = self.search_info
+        frame = self._frame({"output": output, "usage": {}, "request_id": self.request_id})
+        self.search_info = EMPTY_SEARCH_INFO
+        return [frame]
 
     def _frame(self, data: dict[str, Any]) -> bytes:
         frame = native_event(self._next_id, data)
@@ -205,6 +237,8 @@ class NativeStreamRenderer:
         else:
             output = {"choices": [_choice(self.view, state.index, content, reasoning, logprobs,
                                           finish, calls)]}
+        if self.search_info is not None:
+            output["search_info"] = self.search_info
         return [self._frame({"output": output, "usage": usage, "request_id": self.request_id})]
 
     def end(self) -> list[bytes]:

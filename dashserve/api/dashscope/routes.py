@@ -28,8 +28,10 @@ from dashserve.api.deps import (
 )
 from dashserve.api.errors import request_id_of
 from dashserve.api.sse import wants_native_stream
-from dashserve.api.streaming import complete_response, stream_response
+from dashserve.api.streaming import complete_response, sources_of, stream_response
 from dashserve.errors import UnsupportedFeature
+from dashserve.inspection.header import HEADER as INSPECTION_HEADER
+from dashserve.inspection.header import parse_inspection_header
 
 router = APIRouter(prefix="/api/v1")
 
@@ -54,15 +56,19 @@ async def _generate(request: Request, *, multimodal: bool) -> Response:
     served = registry_of(request).get(body.model)
     stream = wants_native_stream(request.headers)
     view = native_view(body.parameters, served.profile, multimodal, stream)
+    inspection = parse_inspection_header(request.headers.get(INSPECTION_HEADER))
     generation = to_generation_request(body, request_id=request_id_of(request), stream=stream,
-                                       resolve_oss=resolves_oss(request.headers))
+                                       resolve_oss=resolves_oss(request.headers),
+                                       inspection=inspection)
     run = await service_of(request).start(generation, principal)
+    sources, prepend = sources_of(run)
     if stream:
         renderer = NativeStreamRenderer(view, run.request_id,
-                                        status_line=settings_of(request).sse_status_line)
+                                        status_line=settings_of(request).sse_status_line,
+                                        search_info=sources, prepend=prepend)
         return stream_response(request, run, renderer)
     return await complete_response(request, run,
-                                   lambda done: native_body(done, view, run.request_id))
+                                   lambda done: native_body(done, view, run.request_id, sources))
 
 
 @router.post("/services/aigc/text-generation/generation")

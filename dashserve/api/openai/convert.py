@@ -5,6 +5,10 @@ Stream rules (protocol.md §9.3): every chunk has the same ``id``/``created``/``
 concatenates repeated strings); ``finish_reason`` is JSON null until the end; with
 ``stream_options.include_usage`` one last chunk has ``choices: []`` and the usage; the
 stream ends with ``data: [DONE]``.
+
+Web search sources (``search_options.enable_source``) travel as a top-level
+``search_info`` object: in the ``chat.completion`` body, and in the stream on the first
+chunk (with ``prepend_search_result``, alone in a first chunk with ``choices: []``).
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ from dashserve.api.errors import openai_error_body
 from dashserve.api.openai.protocol import ChatCompletionRequest
 from dashserve.api.sse import OPENAI_DONE, openai_event
 from dashserve.errors import DashServeError
+from dashserve.inspection.header import InspectionRequest
 from dashserve.serving.assemble import Completion, GenerationUpdate, Usage
 from dashserve.serving.normalize import check_extras
 from dashserve.serving.request import GenerationRequest, RequestedParams
 
 
 def to_generation_request(body: ChatCompletionRequest, *, request_id: str,
-                          resolve_oss: bool = False) -> GenerationRequest:
+                          resolve_oss: bool = False,
+                          inspection: InspectionRequest | None = None) -> GenerationRequest:
     check_extras(body.model_dump(exclude_none=True))
     messages = tuple(
         to_message(m.role, m.content, f"messages[{i}]", partial=m.partial,
@@ -51,6 +57,8 @@ def to_generation_request(body: ChatCompletionRequest, *, request_id: str,
         stream=bool(body.stream), api="openai", tools=tuple(body.tools or ()),
         tool_choice=body.tool_choice, response_format=body.response_format,
         parallel_tool_calls=bool(body.parallel_tool_calls), resolve_oss=resolve_oss,
+        enable_search=bool(body.enable_search), search_options=body.search_options,
+        inspection=inspection or InspectionRequest(),
     )
 
 
@@ -68,11 +76,13 @@ def openai_usage(usage: Usage) -> dict[str, Any]:
         body["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
     if usage.image_hw is not None:
         body["image_hw"] = [list(hw) for hw in usage.image_hw]
+    if usage.search_count:
+        body["plugins"] = {"search": {"count": usage.search_count}}
     return body
 
 
 def openai_body(completion: Completion, *, request_id: str, model: str, created: int,
-                logprobs: bool) -> dict[str, Any]:
+                logprobs: bool, search_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """The non-stream ``chat.completion`` object."""
     choices = []
     for c in completion.choices:
@@ -85,28 +95,40 @@ def openai_body(completion: Completion, *, request_id: str, model: str, created:
             "index": c.index, "message": message, "finish_reason": c.finish_reason,
             "logprobs": {"content": logprobs_content(c.logprobs)} if logprobs else None,
         })
-    return {
+    body = {
         "id": completion_id(request_id), "object": "chat.completion", "created": created,
         "model": model, "choices": choices, "usage": openai_usage(completion.usage),
         "system_fingerprint": None, "request_id": request_id,
     }
+    if search_info is not None:
+        body["search_info"] = search_info
+    return body
 
 
 class OpenAIStreamRenderer:
     """Chunks of one ``chat.completion.chunk`` stream."""
 
     def __init__(self, *, request_id: str, model: str, created: int, logprobs: bool,
-                 include_usage: bool) -> None:
+                 include_usage: bool, search_info: dict[str, Any] | None = None,
+                 prepend: bool = False) -> None:
         self.request_id = request_id
         self.logprobs = logprobs
         self.include_usage = include_usage
+        self.search_info = search_info  # sent once, on the first chunk
+        self.prepend = prepend
         self._head = {"id": completion_id(request_id), "object": "chat.completion.chunk",
                       "created": created, "model": model, "system_fingerprint": None}
         self._started: set[int] = set()
         self._usage = Usage()
 
     def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None) -> bytes:
-        return openai_event({**self._head, "choices": choices, "usage": usage})
+        body = {**self._head, "choices": choices, "usage": usage}
+        if self.search_info is not None:
+            body["search_info"], self.search_info = self.search_info, None
+        return openai_event(body)
+
+    def start(self) -> list[bytes]:
+        return [self._chunk([], None)] if self.prepend and self.search_info is not None else []
 
     def frames(self, update: GenerationUpdate) -> list[bytes]:
         self._usage = update.usage

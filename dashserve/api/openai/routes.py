@@ -13,8 +13,10 @@ from dashserve.api.deps import authenticate, authenticated_body, parse, registry
 from dashserve.api.errors import request_id_of
 from dashserve.api.openai.convert import OpenAIStreamRenderer, openai_body, to_generation_request
 from dashserve.api.openai.protocol import ChatCompletionRequest
-from dashserve.api.streaming import complete_response, stream_response
+from dashserve.api.streaming import complete_response, sources_of, stream_response
 from dashserve.errors import ModelNotFound
+from dashserve.inspection.header import HEADER as INSPECTION_HEADER
+from dashserve.inspection.header import parse_inspection_header
 from dashserve.serving.registry import ServedModel
 
 router = APIRouter(prefix="/compatible-mode/v1")
@@ -24,19 +26,24 @@ router = APIRouter(prefix="/compatible-mode/v1")
 async def chat_completions(request: Request) -> Response:
     principal, data = await authenticated_body(request)
     body = parse(ChatCompletionRequest, data)
+    inspection = parse_inspection_header(request.headers.get(INSPECTION_HEADER))
     generation = to_generation_request(body, request_id=request_id_of(request),
-                                       resolve_oss=resolves_oss(request.headers))
+                                       resolve_oss=resolves_oss(request.headers),
+                                       inspection=inspection)
     run = await service_of(request).start(generation, principal)
     created = int(time.time())
     logprobs = bool(body.logprobs)
+    sources, prepend = sources_of(run)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = OpenAIStreamRenderer(request_id=run.request_id, model=body.model,
                                         created=created, logprobs=logprobs,
-                                        include_usage=include_usage)
+                                        include_usage=include_usage, search_info=sources,
+                                        prepend=prepend)
         return stream_response(request, run, renderer)
     return await complete_response(request, run, lambda done: openai_body(
-        done, request_id=run.request_id, model=body.model, created=created, logprobs=logprobs))
+        done, request_id=run.request_id, model=body.model, created=created, logprobs=logprobs,
+        search_info=sources))
 
 
 def _model_object(model: ServedModel) -> dict[str, Any]:
