@@ -21,9 +21,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dashserve.api import health
 from dashserve.api.dashscope import routes as native_routes
 from dashserve.api.errors import install_error_handlers
+from dashserve.api.files import routes as files_routes
 from dashserve.api.openai import routes as openai_routes
 from dashserve.config import Settings
 from dashserve.engine.client_protocol import EngineClient
+from dashserve.platform.files import FileService
 from dashserve.platform.gate import Gate
 from dashserve.serving.registry import ModelRegistry, ServerState
 from dashserve.serving.service import GenerationService
@@ -132,23 +134,29 @@ def _lifespan(loader: EngineLoader | None, on_fatal: Callable[[BaseException], N
 
 def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, gate: Gate, *,
                loader: EngineLoader | None = None,
-               on_fatal: Callable[[BaseException], None] | None = None) -> FastAPI:
+               on_fatal: Callable[[BaseException], None] | None = None,
+               files: FileService | None = None) -> FastAPI:
     """The application. ``engines`` maps each served name to its engine (aliases share
-    one engine); alternatively ``loader`` builds that mapping after start-up."""
+    one engine); alternatively ``loader`` builds that mapping after start-up. ``files``
+    serves the files API and ``fileid://`` documents (None: both are unavailable)."""
     registry = ModelRegistry()
     if engines is not None:
         registry.install(engines)
     service = GenerationService(registry, gate,
-                                max_inflight_per_engine=settings.max_inflight_per_model)
+                                max_inflight_per_engine=settings.max_inflight_per_model,
+                                documents=files)
     app = FastAPI(title="dashserve", lifespan=_lifespan(loader, on_fatal), docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.registry = registry
     app.state.gate = gate
     app.state.service = service
+    app.state.files = files
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(native_routes.router)
     app.include_router(openai_routes.router)
+    app.include_router(files_routes.compat_router)
+    app.include_router(files_routes.native_router)
     return app

@@ -27,7 +27,10 @@ from dashserve.config import ModelSpec, Settings
 from dashserve.engine.client_protocol import EngineClient
 from dashserve.api.admin.routes import admin_router, metrics_router
 from dashserve.engine.outputs import EngineStats
+from dashserve.platform.blobs import LocalBlobStore
+from dashserve.platform.files import FileLimits, FileService
 from dashserve.platform.state import add_platform_arguments, prepare_platform
+from dashserve.store.db import Store
 from dashserve.serving.registry import ModelRegistry, ServerState
 
 log = logging.getLogger("dashserve.serve")
@@ -38,7 +41,8 @@ _OPTIONAL = MappingProxyType({  # flag dest -> Settings field, copied only when 
     "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
     "partial_timeout": "partial_response_timeout_s", "shutdown_grace": "shutdown_grace_s",
     "demo_preset": "demo_preset", "log_level": "log_level",
-    "database_url": "database_url", "redis_url": "redis_url",
+    "database_url": "database_url", "redis_url": "redis_url", "files_dir": "files_dir",
+    "max_file_bytes": "max_file_bytes",
 })
 
 
@@ -89,6 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long shutdown waits for requests in flight (default 30)")
     add("--demo-preset", help=argparse.SUPPRESS)
     add("--log-level", choices=("debug", "info", "warning", "error"))
+    add("--files-dir", type=Path, help="where uploaded files are kept (default DATA_DIR/files; "
+        "server processes sharing a database must share it)")
+    add("--max-file-bytes", type=int, metavar="BYTES",
+        help="largest file the files API accepts (default 150 MiB)")
     add_platform_arguments(parser)
 
 
@@ -186,7 +194,8 @@ def serve(settings: Settings) -> int:
 
     platform = prepare_platform(settings, on_bootstrap_key=_print_bootstrap_key)
     app = create_app(settings, None, platform.gate,
-                     loader=lambda registry: load_engines(settings, registry), on_fatal=on_fatal)
+                     loader=lambda registry: load_engines(settings, registry), on_fatal=on_fatal,
+                     files=file_service(settings, platform.store))
     app.state.platform = platform
     app.include_router(admin_router())
     app.include_router(metrics_router())
@@ -199,6 +208,14 @@ def serve(settings: Settings) -> int:
     server = DrainingServer(config, app.state.registry)
     server.run()
     return 1 if failures else 0
+
+
+def file_service(settings: Settings, store: Store) -> FileService:
+    """The files API over the platform database and the files directory."""
+    limits = FileLimits(max_file_bytes=settings.max_file_bytes,
+                        max_files_per_workspace=settings.max_files_per_workspace,
+                        max_bytes_per_workspace=settings.max_file_bytes_per_workspace)
+    return FileService(store, LocalBlobStore(settings.files_path), limits)
 
 
 def _print_bootstrap_key(secret: str) -> None:

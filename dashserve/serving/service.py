@@ -12,8 +12,9 @@ import dataclasses
 import logging
 from collections import defaultdict
 
-from dashserve.errors import DashServeError, ServerBusy
+from dashserve.errors import DashServeError, PromptTooLongError, ServerBusy
 from dashserve.platform.gate import Gate, Principal
+from dashserve.serving.documents import DocumentSource, expand_documents, has_documents
 from dashserve.serving.features import resolve_features
 from dashserve.serving.normalize import (
     check_input_length,
@@ -39,12 +40,15 @@ class GenerationService:
 
     ``max_inflight_per_engine`` bounds the requests one engine holds (running or
     queued); past it new requests get 429 ``Throttling`` with a retry hint.
+    ``documents`` resolves ``fileid://`` system messages (None: they are refused).
     """
 
     def __init__(self, registry: ModelRegistry, gate: Gate, *,
-                 max_inflight_per_engine: int = 256) -> None:
+                 max_inflight_per_engine: int = 256,
+                 documents: DocumentSource | None = None) -> None:
         self.registry = registry
         self.gate = gate
+        self.documents = documents
         self.max_inflight_per_engine = max_inflight_per_engine
         self._inflight: defaultdict[int, int] = defaultdict(int)
         self._runs: set[GenerationRun] = set()
@@ -73,9 +77,24 @@ class GenerationService:
         return Plan(served, tuple(prompt_ids), sampling, parse_tools=features.parse_tools,
                     parallel_tool_calls=request.parallel_tool_calls, explicit_cache=explicit)
 
+    async def plan_with_documents(self, request: GenerationRequest,
+                                  principal: Principal) -> Plan:
+        """``plan`` after the caller's ``fileid://`` documents are put into the messages."""
+        if self.documents is None or not has_documents(request.messages):
+            return self.plan(request)
+        self.registry.get(request.model)  # an unknown model is a 404 before any lookup
+        messages = await expand_documents(request.messages, self.documents,
+                                          principal.workspace)
+        try:
+            return self.plan(dataclasses.replace(request, messages=messages))
+        except PromptTooLongError as exc:
+            raise PromptTooLongError(
+                f"The documents referenced by fileid:// are too long for model "
+                f"{request.model!r}: {exc.message}", param=exc.param) from None
+
     async def start(self, request: GenerationRequest, principal: Principal) -> GenerationRun:
         """Plan, admit and start ``request``. The caller must ``aclose()`` the run."""
-        plan = self.plan(request)
+        plan = await self.plan_with_documents(request, principal)
         key = id(plan.served.engine)
         if self._inflight[key] >= self.max_inflight_per_engine:
             raise ServerBusy(

@@ -71,7 +71,7 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(db_url: str) -> None
     await upgrade_to_head(db_url)  # a second start changes nothing
     store = await open_store(db_url)
     try:
-        assert await current_revision(store) == "0001"
+        assert await current_revision(store) == "0002_files"
         async with store.engine.connect() as conn:
             names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
             diff = await conn.run_sync(
@@ -79,7 +79,7 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(db_url: str) -> None
                     MigrationContext.configure(c, opts={"compare_type": True}), metadata
                 )
             )
-        assert {"api_keys", "usage_records", "usage_daily", "alembic_version"} <= names
+        assert {"api_keys", "usage_records", "usage_daily", "files", "alembic_version"} <= names
         assert diff == []  # the migration builds exactly what tables.py declares
     finally:
         await store.close()
