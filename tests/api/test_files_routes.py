@@ -59,7 +59,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     files = FileService(platform.store, LocalBlobStore(root / "files"),
                         FileLimits(max_file_bytes=CAP))
     engine = FakeEngine(max_model_len=2048)
-    app = create_app(Settings(data_dir=root), {"qwen-long": engine, "qwen-plus": engine},
+    slow = FakeEngine(script=[f" w{i}" for i in range(200)], token_delay_s=0.05)
+    app = create_app(Settings(data_dir=root, partial_response_timeout_s=1.5),
+                     {"qwen-long": engine, "qwen-plus": engine, "qwen-long-latest": slow},
                      platform.gate, files=files)
     app.state.platform = platform
     app.include_router(admin_router())
@@ -270,3 +272,14 @@ def test_requests_need_a_key(server: Server) -> None:
     assert r.status_code == 401
     r = httpx.get(server.base_url + "/api/v1/files", headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401 and r.json()["code"] == "InvalidApiKey"
+
+
+def test_long_document_answers_are_cut_off_with_a_partial_response(server: Server) -> None:
+    doc = server.openai().files.create(file=("d.txt", b"a long report"), purpose="file-extract")
+    body = {"model": "qwen-long-latest", "input": {"messages": [
+        {"role": "system", "content": f"fileid://{doc.id}"}, {"role": "user", "content": "?"}]}}
+    r = httpx.post(server.base_url + NATIVE_CHAT, json=body, headers=server.headers(),
+                   timeout=30)
+    assert r.status_code == 200 and r.headers["x-dashscope-partialresponse"] == "true"
+    choice = r.json()["output"]["choices"][0]  # qwen-long answers in message format
+    assert choice["finish_reason"] is None and choice["message"]["content"].startswith(" w0")
