@@ -283,3 +283,20 @@ def test_long_document_answers_are_cut_off_with_a_partial_response(server: Serve
     assert r.status_code == 200 and r.headers["x-dashscope-partialresponse"] == "true"
     choice = r.json()["output"]["choices"][0]  # qwen-long answers in message format
     assert choice["finish_reason"] is None and choice["message"]["content"].startswith(" w0")
+
+
+def test_tokenizer_counts_documents_as_generation_bills_them(server: Server) -> None:
+    doc = server.openai().files.create(file=("t.txt", b"one two three four five six"),
+                                       purpose="file-extract")
+    messages = [{"role": "system", "content": f"fileid://{doc.id}"},
+                {"role": "user", "content": "count"}]
+    r = httpx.post(server.base_url + "/api/v1/tokenizer", headers=server.headers(),
+                   json={"model": "qwen-long", "input": {"messages": messages}})
+    assert r.status_code == 200, r.text
+    chat = httpx.post(server.base_url + NATIVE_CHAT, headers=server.headers(),
+                      json={"model": "qwen-long", "input": {"messages": messages}})
+    assert r.json()["usage"]["input_tokens"] == chat.json()["usage"]["input_tokens"]
+    assert "six" in "".join(r.json()["output"]["tokens"])
+    other = httpx.post(server.base_url + "/api/v1/tokenizer", headers=server.headers("ws-b"),
+                       json={"model": "qwen-long", "input": {"messages": messages}})
+    assert other.status_code == 400

@@ -30,6 +30,7 @@ from dashserve.api.errors import request_id_of
 from dashserve.api.sse import wants_native_stream
 from dashserve.api.streaming import complete_response, stream_response
 from dashserve.errors import UnsupportedFeature
+from dashserve.serving.documents import expand_documents
 from dashserve.serving.prompt import build_prompt
 
 router = APIRouter(prefix="/api/v1")
@@ -78,12 +79,14 @@ async def multimodal_generation(request: Request) -> Response:
 @router.post("/tokenizer")
 async def tokenize(request: Request) -> JSONResponse:
     """Token ids and token texts of a prompt or chat (chat template applied, as billed)."""
-    _, data = await authenticated_body(request)
+    principal, data = await authenticated_body(request)
     body = parse(TokenizeRequest, data)
     served = registry_of(request).get(body.model)
     tokenizer = served.engine.tokenizer
     thinking = body.parameters.get("enable_thinking", served.profile.enable_thinking)
-    ids = build_prompt(tokenizer, native_messages(body.input), enable_thinking=bool(thinking))
+    messages = await expand_documents(native_messages(body.input), service_of(request).documents,
+                                      principal.workspace)
+    ids = build_prompt(tokenizer, messages, enable_thinking=bool(thinking))
     tokens = [tokenizer.token_str(i) for i in ids]
     return JSONResponse({"output": {"token_ids": ids, "tokens": tokens},
                          "usage": {"input_tokens": len(ids)},
