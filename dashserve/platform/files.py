@@ -43,6 +43,7 @@ class FileLimits:
     max_bytes_per_workspace: int = 100 * 2**30
     zip: ZipLimits = field(default_factory=ZipLimits)
     max_concurrent_extractions: int = 2
+    extraction_timeout_s: float = 120.0  # a document that takes longer is refused
     text_cache_chars: int = 64 * 2**20  # extracted text kept in memory, by file id
 
 
@@ -144,11 +145,16 @@ class FileService:
             except FileNotFoundError:
                 pass
         async with self._extracting:
+            work = asyncio.to_thread(extract_text, upload.path, fmt, self.limits.zip)
             try:
-                return await asyncio.to_thread(extract_text, upload.path, fmt, self.limits.zip)
+                return await asyncio.wait_for(work, self.limits.extraction_timeout_s)
             except ExtractionError as exc:
                 raise InvalidRequest(f"File {name!r} cannot be read: {exc}",
                                      param="file") from None
+            except asyncio.TimeoutError:
+                raise InvalidRequest(
+                    f"File {name!r} cannot be read: reading it took longer than "
+                    f"{self.limits.extraction_timeout_s:.0f} s", param="file") from None
 
     async def _prepare(self, workspace: str, upload: Upload, purpose: str) -> _Prepared:
         name, fmt = self._check(upload)

@@ -162,3 +162,19 @@ def test_file_names_lose_their_paths() -> None:
     for bad in ("", "/", "..", "dir/.."):
         with pytest.raises(InvalidRequest):
             clean_filename(bad)
+
+
+async def test_a_document_that_takes_too_long_is_refused(store: Store, blob_root: Path,
+                                                         spool: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as time_module
+
+    def slow(path: Path, fmt: str, limits: object = None) -> str:
+        time_module.sleep(0.5)
+        return "late"
+
+    monkeypatch.setattr(files_module, "extract_text", slow)
+    files = FileService(store, LocalBlobStore(blob_root), FileLimits(extraction_timeout_s=0.05))
+    with pytest.raises(InvalidRequest, match="took longer"):
+        await files.upload("ws", [upload(spool, "a.txt", "x")])
+    assert (await files.list("ws", limit=10)) == ([], False)

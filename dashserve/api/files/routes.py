@@ -37,15 +37,15 @@ async def _caller(request: Request) -> tuple[Principal, FileService]:
 @compat_router.post("")
 async def create_file(request: Request) -> JSONResponse:
     principal, files = await _caller(request)
-    form = await read_form(request, limit=files.limits.max_file_bytes, max_files=1)
-    purpose = text_field(form, "purpose")
-    if purpose is None:
-        raise InvalidRequest("Required parameter 'purpose' missing.", param="purpose")
-    parts = file_fields(form, "file")
-    if len(parts) != 1:
-        raise InvalidRequest("Exactly one 'file' part is required.", param="file")
-    async with spooled(parts) as uploads:
-        (row,) = await files.upload(principal.workspace, uploads, purpose=purpose)
+    async with read_form(request, limit=files.limits.max_file_bytes, max_files=1) as form:
+        purpose = text_field(form, "purpose")
+        if purpose is None:
+            raise InvalidRequest("Required parameter 'purpose' missing.", param="purpose")
+        parts = file_fields(form, "file")
+        if len(parts) != 1:
+            raise InvalidRequest("Exactly one 'file' part is required.", param="file")
+        async with spooled(parts) as uploads:
+            (row,) = await files.upload(principal.workspace, uploads, purpose=purpose)
     return JSONResponse(protocol.openai_file(row))
 
 
@@ -85,14 +85,14 @@ async def delete_file(request: Request, file_id: str) -> JSONResponse:
 @native_router.post("")
 async def native_upload(request: Request) -> JSONResponse:
     principal, files = await _caller(request)
-    form = await read_form(request, limit=files.limits.max_file_bytes * MAX_NATIVE_FILES,
-                           max_files=MAX_NATIVE_FILES)
-    parts = file_fields(form, "files") or file_fields(form, "file")
-    if not parts:
-        raise InvalidRequest("Required parameter 'files' missing.", param="files")
-    purpose = text_field(form, "purpose") or "file-extract"
-    async with spooled(parts, text_fields(form, "descriptions")) as uploads:
-        rows = await files.upload(principal.workspace, uploads, purpose=purpose)
+    async with read_form(request, limit=files.limits.max_file_bytes * MAX_NATIVE_FILES,
+                         max_files=MAX_NATIVE_FILES) as form:
+        parts = file_fields(form, "files") or file_fields(form, "file")
+        if not parts:
+            raise InvalidRequest("Required parameter 'files' missing.", param="files")
+        purpose = text_field(form, "purpose") or "file-extract"
+        async with spooled(parts, text_fields(form, "descriptions")) as uploads:
+            rows = await files.upload(principal.workspace, uploads, purpose=purpose)
     return JSONResponse(protocol.native_uploaded(rows, request_id_of(request)))
 
 

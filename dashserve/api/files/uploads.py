@@ -43,14 +43,21 @@ def _capped(request: Request, limit: int) -> Request:
     return Request(request.scope, capped_receive)
 
 
-async def read_form(request: Request, *, limit: int, max_files: int) -> FormData:
-    """The multipart form of ``request`` (400 if it is not one, 413 past ``limit`` bytes)."""
+@asynccontextmanager
+async def read_form(request: Request, *, limit: int, max_files: int
+                    ) -> AsyncIterator[FormData]:
+    """The multipart form of ``request`` (400 if it is not one, 413 past ``limit`` bytes);
+    its spooled files are closed on exit."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise InvalidRequest("Files must be uploaded as multipart/form-data, "
                              f"not {content_type or 'an empty content type'!r}", param="file")
-    return await _capped(request, limit + FORM_OVERHEAD_BYTES).form(
+    form = await _capped(request, limit + FORM_OVERHEAD_BYTES).form(
         max_files=max_files, max_fields=100)
+    try:
+        yield form
+    finally:
+        await form.close()
 
 
 def _field_text(value: Any, name: str) -> str | None:
