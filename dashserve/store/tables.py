@@ -1,4 +1,4 @@
-"""Table definitions: api_keys, usage_records, the usage_daily roll-up and files (SQLAlchemy Core)."""
+"""Table definitions: api_keys, usage_records, usage_daily and files (SQLAlchemy Core)."""
 
 from __future__ import annotations
 

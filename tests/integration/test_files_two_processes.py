@@ -75,7 +75,7 @@ def test_upload_through_one_process_use_through_the_other(
                 env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"},
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
             bases.append(f"http://127.0.0.1:{port}")
-        for base, proc in zip(bases, procs):
+        for base, proc in zip(bases, procs, strict=True):
             _wait_healthy(base, proc)
         one, two = bases
         keys = {}
