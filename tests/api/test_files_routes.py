@@ -173,6 +173,10 @@ def test_several_fileids_in_native_chat(server: Server) -> None:
     assert r.status_code == 200, r.text
     prompt = prompt_of(server, r.json()["request_id"])
     assert prompt.index("alpha") < prompt.index("beta,2")
+    (sub,) = [s for s in server.engine.submissions if s.request_id == r.json()["request_id"]]
+    p = sub.params  # qwen-long's documented defaults (seed 003)
+    assert (p.temperature, p.top_p, p.top_k, p.repetition_penalty, p.presence_penalty,
+            p.seed) == (1.0, 0.8, 20, 1.05, 0.0, 1234)
     assert r.json()["usage"]["input_tokens"] == len(
         [s for s in server.engine.submissions if s.request_id == r.json()["request_id"]][0]
         .prompt_token_ids)
