@@ -216,7 +216,7 @@ class FileService:
         async with self.store.transaction() as s:
             row = await file_repos.get_file(s, workspace=self.owner(workspace), file_id=file_id)
         if row is None:
-            raise NotFound(f"File [id:{file_id}] cannot be found.", param="file_id")
+            raise NotFound(f"File [id:{file_id}] not found.", param="file_id")
         return row
 
     async def content(self, workspace: str | None, file_id: str) -> tuple[FileRow, bytes]:
@@ -238,7 +238,7 @@ class FileService:
             if after is not None:
                 start = await file_repos.get_file(s, workspace=owner, file_id=after)
                 if start is None:
-                    raise InvalidRequest(f"File [id:{after}] cannot be found.", param="after")
+                    raise InvalidRequest(f"File [id:{after}] not found.", param="after")
             rows = await file_repos.list_files(s, workspace=owner, limit=limit + 1, after=start,
                                                descending=descending, purpose=purpose)
         return rows[:limit], len(rows) > limit
@@ -258,7 +258,7 @@ class FileService:
             row = await file_repos.delete_file(s, workspace=self.owner(workspace),
                                                file_id=file_id)
         if row is None:
-            raise NotFound(f"File [id:{file_id}] cannot be found.", param="file_id")
+            raise NotFound(f"File [id:{file_id}] not found.", param="file_id")
         self._forget(file_id)
         await asyncio.to_thread(self.blobs.delete_prefix, row.blob_key)
         log.info("file %s deleted", file_id)
@@ -276,7 +276,7 @@ class FileService:
         for file_id in file_ids:
             row = rows.get(file_id)
             if row is None:
-                raise InvalidRequest(f"File [id:{file_id}] cannot be found.",
+                raise InvalidRequest(f"File [id:{file_id}] not found.",
                                      param="messages")
             if row.status != "processed":
                 raise InvalidRequest(
@@ -285,7 +285,7 @@ class FileService:
             try:
                 texts.append(await self._load_text(row))
             except FileNotFoundError:
-                raise InvalidRequest(f"File [id:{file_id}] cannot be found.",
+                raise InvalidRequest(f"File [id:{file_id}] not found.",
                                      param="messages") from None
         return texts
 

@@ -21,7 +21,7 @@ from dashserve.platform.blobs import LocalBlobStore
 from dashserve.platform.files import FileLimits, FileService
 from dashserve.platform.state import PlatformSettings, prepare_platform
 from tests.integration.conftest import free_port
-from tests.utils.documents import docx_bytes, pdf_bytes, zip_bomb
+from tests.utils.documents import docx_bytes, epub_bytes, pdf_bytes, zip_bomb
 from tests.utils.fake_engine import FakeEngine
 
 ADMIN = "sk-admin-files"
@@ -115,7 +115,7 @@ def test_openai_sdk_files_round_trip(server: Server) -> None:
     assert deleted.deleted and deleted.id == created.id
     with pytest.raises(openai.NotFoundError) as err:
         client.files.retrieve(created.id)
-    assert "cannot be found" in err.value.message
+    assert "not found" in err.value.message
     for file_id in more:
         client.files.delete(file_id)
 
@@ -140,10 +140,49 @@ def test_dashscope_sdk_files_round_trip(server: Server, tmp_path: Path) -> None:
     assert page.status_code == 200 and file_id in [f["file_id"] for f in page.output["files"]]
     assert page.output["total"] >= 1
     other = dashscope.Files.get(file_id, api_key=server.keys["ws-b"], base_address=base)
-    assert other.status_code == 404
+    assert (other.status_code, other.code) == (400, "InvalidParameter")  # as DashScope says it
+    assert "not found" in other.message
+    other = dashscope.Files.delete(file_id, api_key=server.keys["ws-b"], base_address=base)
+    assert other.status_code == 400
     gone = dashscope.Files.delete(file_id, api_key=key, base_address=base)
     assert gone.status_code == 200
-    assert dashscope.Files.get(file_id, api_key=key, base_address=base).status_code == 404
+    assert dashscope.Files.get(file_id, api_key=key, base_address=base).status_code == 400
+
+
+def test_dashscope_v2_client_files(server: Server, tmp_path: Path) -> None:
+    import dashscope
+    from dashscope.v2.errors import NotFoundError
+
+    path = tmp_path / "book.epub"
+    path.write_bytes(epub_bytes(["Once upon a time."]))
+    client = dashscope.Client(api_key=server.keys["ws-a"], base_url=server.base_url + "/api/v1")
+    uploaded = client.files.upload(file_path=str(path), purpose="file-extract")
+    assert uploaded.file_id and uploaded.name == "book.epub" and uploaded.uploaded_at
+    assert uploaded.size == path.stat().st_size and uploaded.purpose == "file-extract"
+    listed = client.files.list(page_no=1, page_size=100)
+    assert uploaded.file_id in [f.file_id for f in listed.files] and listed.total_count >= 1
+    assert client.files.get(uploaded.file_id).name == "book.epub"
+    assert client.files.delete(uploaded.file_id).deleted
+    with pytest.raises(NotFoundError):
+        client.files.get(uploaded.file_id)
+
+
+def test_native_upload_of_several_files_is_all_or_nothing(server: Server) -> None:
+    url, headers = server.base_url + "/api/v1/files", server.headers()
+    before = httpx.get(url, headers=headers).json()["data"]["total"]
+    r = httpx.post(url, headers=headers, data={"descriptions": ["first", "second"]},
+                   files=[("files", ("a.txt", b"good")), ("files", ("b.json", b"{broken"))])
+    assert r.status_code == 400 and "b.json" in r.json()["message"]
+    assert httpx.get(url, headers=headers).json()["data"]["total"] == before
+    r = httpx.post(url, headers=headers, data={"descriptions": ["first", "second"]},
+                   files=[("files", ("a.txt", b"good")), ("files", ("b.json", b"{}"))])
+    assert r.status_code == 200, r.text
+    uploaded = r.json()["data"]["uploaded_files"]
+    assert [u["name"] for u in uploaded] == ["a.txt", "b.json"]
+    described = httpx.get(f"{url}/{uploaded[1]['file_id']}", headers=headers).json()["data"]
+    assert described["description"] == "second"
+    for u in uploaded:
+        httpx.delete(f"{url}/{u['file_id']}", headers=headers)
 
 
 def test_fileid_in_compatible_chat(server: Server) -> None:
@@ -206,8 +245,8 @@ def test_fileid_of_another_workspace_or_deleted_is_refused(server: Server) -> No
         intruder.files.content(doc.id)
     owner.files.delete(doc.id)
     gone = ask("ws-a")
-    assert gone.status_code == 400 and "cannot be found" in gone.json()["message"]
-    with pytest.raises(openai.BadRequestError, match="cannot be found"):
+    assert gone.status_code == 400 and "not found" in gone.json()["message"]
+    with pytest.raises(openai.BadRequestError, match="not found"):
         owner.chat.completions.create(model="qwen-long", messages=[
             {"role": "system", "content": f"fileid://{doc.id}"},
             {"role": "user", "content": "hi"}])

@@ -114,7 +114,7 @@ def test_upload_through_one_process_use_through_the_other(
         assert httpx.get(f"{one}/compatible-mode/v1/files/{file_id}",
                          headers=keys["ws-a"]).status_code == 404
         refused = ask(one, "ws-a")  # process one saw the text, but the file is gone
-        assert refused.status_code == 400 and "cannot be found" in refused.json()["message"]
+        assert refused.status_code == 400 and "not found" in refused.json()["message"]
         assert not any(shared_files.iterdir())
     finally:
         for proc in procs:

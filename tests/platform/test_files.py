@@ -64,7 +64,7 @@ async def test_upload_get_list_delete(store: Store, blob_root: Path, spool: Path
     await files.delete("ws-1", pdf.id)
     with pytest.raises(NotFound):
         await files.get("ws-1", pdf.id)
-    with pytest.raises(InvalidRequest, match="cannot be found"):
+    with pytest.raises(InvalidRequest, match="not found"):
         await files.documents("ws-1", [pdf.id])
     assert blobs_in(blob_root) == [f"{txt.id}/original", f"{txt.id}/text"]
 
@@ -77,7 +77,7 @@ async def test_workspaces_do_not_see_each_other(store: Store, blob_root: Path,
         await files.get("ws-b", row.id)
     with pytest.raises(NotFound):
         await files.delete("ws-b", row.id)
-    with pytest.raises(InvalidRequest, match="cannot be found"):
+    with pytest.raises(InvalidRequest, match="not found"):
         await files.documents("ws-b", [row.id])
     assert (await files.list("ws-b", limit=10)) == ([], False)
     assert await files.documents("ws-a", [row.id]) == ["secret plan"]  # still there

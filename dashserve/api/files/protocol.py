@@ -32,13 +32,19 @@ def openai_deleted(row: FileRow) -> dict[str, Any]:
 def native_file(row: FileRow) -> dict[str, Any]:
     return {"file_id": row.id, "name": row.filename, "description": row.description or "",
             "size": row.bytes, "md5": row.md5, "purpose": row.purpose, "status": row.status,
-            "status_details": row.status_details,
-            "gmt_create": row.created_at.strftime("%Y-%m-%d %H:%M:%S")}
+            "status_details": row.status_details, "uploaded_at": _stamp(row),
+            "gmt_create": _stamp(row)}
+
+
+def _stamp(row: FileRow) -> str:
+    return row.created_at.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def native_uploaded(rows: Sequence[FileRow], request_id: str) -> dict[str, Any]:
     return {"request_id": request_id,
-            "data": {"uploaded_files": [{"file_id": r.id, "name": r.filename} for r in rows],
+            "data": {"uploaded_files": [{"file_id": r.id, "name": r.filename,
+                                         "purpose": r.purpose, "size": r.bytes,
+                                         "uploaded_at": _stamp(r)} for r in rows],
                      "failed_uploads": []}}
 
 

@@ -6,6 +6,8 @@ Handlers only translate: the caller's workspace comes from the gate, every rule 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
@@ -109,13 +111,25 @@ async def native_list(request: Request, page_no: int = Query(1, ge=1),
 @native_router.get("/{file_id}")
 async def native_get(request: Request, file_id: str) -> JSONResponse:
     principal, files = await _caller(request)
-    row = await files.get(principal.workspace, file_id)
+    with native_not_found():
+        row = await files.get(principal.workspace, file_id)
     return JSONResponse({"request_id": request_id_of(request), "data": protocol.native_file(row)})
 
 
 @native_router.delete("/{file_id}")
 async def native_delete(request: Request, file_id: str) -> JSONResponse:
     principal, files = await _caller(request)
-    row = await files.delete(principal.workspace, file_id)
+    with native_not_found():
+        row = await files.delete(principal.workspace, file_id)
     return JSONResponse({"request_id": request_id_of(request),
                          "data": {"file_id": row.id, "deleted": True}})
+
+
+@contextmanager
+def native_not_found() -> Iterator[None]:
+    """The native API reports a missing file as 400 ``InvalidParameter`` ("File ... not
+    found."), as DashScope does; compatible mode answers 404 as the openai SDK expects."""
+    try:
+        yield
+    except NotFound as exc:
+        raise InvalidRequest(exc.message, param=exc.param) from None
