@@ -285,6 +285,8 @@ class FileService:
             try:
                 texts.append(await self._load_text(row))
             except FileNotFoundError:
+                log.error("file %s is in the database but its text is not in the files "
+                          "directory: do all server processes share --files-dir?", file_id)
                 raise InvalidRequest(f"File [id:{file_id}] not found.",
                                      param="messages") from None
         return texts
