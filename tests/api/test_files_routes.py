@@ -343,3 +343,16 @@ def test_tokenizer_counts_documents_as_generation_bills_them(server: Server) -> 
     other = httpx.post(server.base_url + "/api/v1/tokenizer", headers=server.headers("ws-b"),
                        json={"model": "qwen-long", "input": {"messages": messages}})
     assert other.status_code == 400
+
+
+def test_chinese_file_names_round_trip(server: Server, tmp_path: Path) -> None:
+    import dashscope
+
+    created = server.openai().files.create(file=("季度报告.txt", "营收增长".encode()),
+                                           purpose="file-extract")
+    assert created.filename == "季度报告.txt"
+    path = tmp_path / "合同.md"
+    path.write_text("# 条款", "utf-8")
+    up = dashscope.Files.upload(str(path), purpose="file-extract", api_key=server.keys["ws-a"],
+                                base_address=server.base_url + "/api/v1")
+    assert up.output["uploaded_files"][0]["name"] == "合同.md"
