@@ -1,19 +1,25 @@
 """Text out of uploaded documents: TXT, MD, CSV, JSON(L), HTML, PDF, DOCX, XLSX, PPTX, EPUB.
 
-Blocking and CPU-bound: callers run ``extract_text`` off the event loop. The format comes
-from the file name's extension and must agree with the bytes; a file that cannot be read
-raises ``ExtractionError`` with a reason the client can act on. Office and EPUB files are
-zip archives: their directory is checked before anything is inflated (``ZipLimits``), and
-Python's zipfile never inflates a member past the size its directory declares.
+``extract_text`` is blocking and CPU-bound; the server runs it through ``extract_isolated``,
+in a child process (``python -m dashserve.platform.extract``) with a memory cap and a time
+limit, so parsing never holds the server's GIL and a document that hangs or explodes is
+killed without harm. The format comes from the file name's extension and must agree with the
+bytes; a file that cannot be read raises ``ExtractionError`` with a reason the client can act
+on. Office and EPUB files are zip archives: their directory is checked before anything is
+inflated (``ZipLimits``), and Python's zipfile never inflates a member past the size its
+directory declares.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
 import posixpath
+import sys
+import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -216,8 +222,62 @@ def extract_text(path: Path, fmt: str, limits: ZipLimits | None = None) -> str:
         check_zip(path, limits or ZipLimits())
     try:
         return _EXTRACTORS[fmt](path)
-    except ExtractionError:
+    except (ExtractionError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a parser trips on, the file is unreadable
         raise ExtractionError(
             f"the {fmt.upper()} file cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+_UNREADABLE = 2  # the child's exit status for "the document cannot be read" (reason on stdout)
+
+
+async def extract_isolated(path: Path, fmt: str, limits: ZipLimits, *, timeout_s: float,
+                           max_memory_bytes: int) -> str:
+    """``extract_text`` in a child process, killed after ``timeout_s`` seconds; the child may
+    use at most ``max_memory_bytes`` of address space."""
+    with tempfile.TemporaryDirectory(prefix="dashserve-extract-") as tmp:
+        out = Path(tmp) / "text"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dashserve.platform.extract", str(path), fmt, str(out),
+            json.dumps(asdict(limits)), str(max_memory_bytes),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout_s)
+        except BaseException:  # the time limit, or the request was cancelled
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+        if proc.returncode == 0:
+            return out.read_text("utf-8")
+        if proc.returncode == _UNREADABLE:
+            raise ExtractionError(stdout.decode("utf-8", "replace").strip())
+        tail = stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
+        raise ExtractionError("the document could not be read (the reader stopped: "
+                              f"{tail[0] if tail else f'exit status {proc.returncode}'})")
+
+
+def _child(argv: list[str]) -> int:
+    source, fmt, out, limits, memory = argv
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (int(memory), int(memory)))
+    except (ImportError, ValueError, OSError):
+        pass
+    try:
+        text = extract_text(Path(source), fmt, ZipLimits(**json.loads(limits)))
+    except ExtractionError as exc:
+        print(exc)  # noqa: T201 - the parent reads the reason here
+        return _UNREADABLE
+    except MemoryError:
+        print("reading the document needs more memory than a document may use")  # noqa: T201
+        return _UNREADABLE
+    Path(out).write_text(text, "utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))

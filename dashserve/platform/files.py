@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dashserve.errors import InvalidRequest, NotFound, PayloadTooLarge, QuotaExhausted
 from dashserve.platform.blobs import BlobStore
-from dashserve.platform.extract import ExtractionError, ZipLimits, extract_text, format_of
+from dashserve.platform.extract import ExtractionError, ZipLimits, extract_isolated, format_of
 from dashserve.platform.keys import DEFAULT_WORKSPACE, now_utc
 from dashserve.store import file_repos
 from dashserve.store.db import Store
@@ -44,6 +44,7 @@ class FileLimits:
     zip: ZipLimits = field(default_factory=ZipLimits)
     max_concurrent_extractions: int = 2
     extraction_timeout_s: float = 120.0  # a document that takes longer is refused
+    extraction_memory_bytes: int = 4 * 2**30  # address space of one extraction process
     text_cache_chars: int = 64 * 2**20  # extracted text kept in memory, by file id
 
 
@@ -144,17 +145,24 @@ class FileService:
                 return await self._load_text(twin)
             except FileNotFoundError:
                 pass
+        limits = self.limits
         async with self._extracting:
-            work = asyncio.to_thread(extract_text, upload.path, fmt, self.limits.zip)
             try:
-                return await asyncio.wait_for(work, self.limits.extraction_timeout_s)
+                return await self._extract(upload.path, fmt)
             except ExtractionError as exc:
                 raise InvalidRequest(f"File {name!r} cannot be read: {exc}",
                                      param="file") from None
             except asyncio.TimeoutError:
                 raise InvalidRequest(
                     f"File {name!r} cannot be read: reading it took longer than "
-                    f"{self.limits.extraction_timeout_s:.0f} s", param="file") from None
+                    f"{limits.extraction_timeout_s:g} s", param="file") from None
+
+    async def _extract(self, path: Path, fmt: str) -> str:
+        """The document's text, read in a child process (time and memory capped)."""
+        limits = self.limits
+        return await extract_isolated(path, fmt, limits.zip,
+                                      timeout_s=limits.extraction_timeout_s,
+                                      max_memory_bytes=limits.extraction_memory_bytes)
 
     async def _prepare(self, workspace: str, upload: Upload, purpose: str) -> _Prepared:
         name, fmt = self._check(upload)

@@ -14,6 +14,7 @@ from dashserve.platform.extract import (
     ZipLimits,
     check_zip,
     decode_text,
+    extract_isolated,
     extract_text,
     format_of,
 )
@@ -153,3 +154,23 @@ def test_zip_limits_on_size_and_entries(tmp_path: Path) -> None:
 def test_decode_text_refuses_undecodable_bytes() -> None:
     with pytest.raises(ExtractionError):
         decode_text(b"\x81\x30\x81")  # a truncated GB18030 sequence, invalid UTF-8 too
+
+
+async def test_isolated_extraction_in_a_child_process(tmp_path: Path) -> None:
+    limits = ZipLimits()
+    path = write(tmp_path / "a.docx", docx_bytes(["Read in a child process."]))
+    text = await extract_isolated(path, "docx", limits, timeout_s=120, max_memory_bytes=2**32)
+    assert text == "Read in a child process."
+    broken = write(tmp_path / "b.pdf", b"no pdf here")
+    with pytest.raises(ExtractionError, match="not a PDF"):
+        await extract_isolated(broken, "pdf", limits, timeout_s=120, max_memory_bytes=2**32)
+    bomb = write(tmp_path / "c.xlsx", zip_bomb("xl/worksheets/sheet1.xml"))
+    with pytest.raises(ExtractionError, match="zip bomb"):
+        await extract_isolated(bomb, "xlsx", limits, timeout_s=120, max_memory_bytes=2**32)
+
+
+async def test_a_reader_out_of_memory_is_an_unreadable_document(tmp_path: Path) -> None:
+    path = write(tmp_path / "big.txt", "x" * (64 * 2**20))
+    with pytest.raises(ExtractionError, match="memory|reader stopped"):
+        await extract_isolated(path, "txt", ZipLimits(), timeout_s=120,
+                               max_memory_bytes=96 * 2**20)

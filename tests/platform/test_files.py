@@ -88,13 +88,13 @@ async def test_workspaces_do_not_see_each_other(store: Store, blob_root: Path,
 async def test_identical_bytes_are_extracted_once(store: Store, blob_root: Path, spool: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = files_module.extract_text
+    real = files_module.extract_isolated
 
-    def counting(path: Path, fmt: str, limits: object = None) -> str:
+    async def counting(path: Path, fmt: str, *args: object, **kwargs: object) -> str:
         calls.append(fmt)
-        return real(path, fmt, limits)  # type: ignore[arg-type]
+        return await real(path, fmt, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(files_module, "extract_text", counting)
+    monkeypatch.setattr(files_module, "extract_isolated", counting)
     files = service(store, blob_root)
     data = docx_bytes(["Clause 1: be kind."])
     (first,) = await files.upload("ws", [upload(spool, "a.docx", data)])
@@ -165,16 +165,9 @@ def test_file_names_lose_their_paths() -> None:
 
 
 async def test_a_document_that_takes_too_long_is_refused(store: Store, blob_root: Path,
-                                                         spool: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import time as time_module
-
-    def slow(path: Path, fmt: str, limits: object = None) -> str:
-        time_module.sleep(0.5)
-        return "late"
-
-    monkeypatch.setattr(files_module, "extract_text", slow)
-    files = FileService(store, LocalBlobStore(blob_root), FileLimits(extraction_timeout_s=0.05))
-    with pytest.raises(InvalidRequest, match="took longer"):
+                                                         spool: Path) -> None:
+    files = FileService(store, LocalBlobStore(blob_root), FileLimits(extraction_timeout_s=0.001))
+    with pytest.raises(InvalidRequest, match="took longer than 0.001 s"):
         await files.upload("ws", [upload(spool, "a.txt", "x")])
     assert (await files.list("ws", limit=10)) == ([], False)
+    assert blobs_in(blob_root) == []
