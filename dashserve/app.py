@@ -22,6 +22,7 @@ from dashserve.api import health
 from dashserve.api.dashscope import routes as native_routes
 from dashserve.api.dashscope import uploads as upload_routes
 from dashserve.api.errors import install_error_handlers
+from dashserve.api.files import routes as files_routes
 from dashserve.api.openai import routes as openai_routes
 from dashserve.config import Settings
 from dashserve.engine.client_protocol import EngineClient
@@ -29,6 +30,7 @@ from dashserve.media.sources import MediaConfig
 from dashserve.media.uploads import UploadStore
 from dashserve.netguard import FetchPolicy
 from dashserve.inspection.config import build_inspector
+from dashserve.platform.files import FileService
 from dashserve.platform.gate import Gate
 from dashserve.search.config import build_search
 from dashserve.serving.registry import ModelRegistry, ServerState
@@ -163,9 +165,11 @@ def image_preparer(settings: Settings) -> ImagePreparer:
 
 def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, gate: Gate, *,
                loader: EngineLoader | None = None,
-               on_fatal: Callable[[BaseException], None] | None = None) -> FastAPI:
+               on_fatal: Callable[[BaseException], None] | None = None,
+               files: FileService | None = None) -> FastAPI:
     """The application. ``engines`` maps each served name to its engine (aliases share
-    one engine); alternatively ``loader`` builds that mapping after start-up."""
+    one engine); alternatively ``loader`` builds that mapping after start-up. ``files``
+    serves the files API and ``fileid://`` documents (None: both are unavailable)."""
     registry = ModelRegistry()
     if engines is not None:
         registry.install(engines)
@@ -176,7 +180,7 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
                                 share_prefix_cache=settings.share_prefix_cache,
                                 images=image_preparer(settings),
                                 web_search=WebSearch(search) if search is not None else None,
-                                inspector=inspector)
+                                inspector=inspector, documents=files)
     app = FastAPI(title="dashserve", lifespan=_lifespan(loader, on_fatal), docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.settings = settings
@@ -185,12 +189,15 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
     app.state.service = service
     app.state.search = search  # SearchBackends | None (the admin API reaches the index here)
     app.state.inspector = inspector
+    app.state.files = files
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(native_routes.router)
     app.include_router(upload_routes.router)
     app.include_router(openai_routes.router)
+    app.include_router(files_routes.compat_router)
+    app.include_router(files_routes.native_router)
     if settings.console:
         from dashserve.console import mount_console
 

@@ -28,7 +28,7 @@ from dashserve.search.config import SearchConfig
 # Names the demo model answers to: the model names the DashScope docs use in examples.
 DEMO_NAMES: tuple[str, ...] = (
     "qwen-plus", "qwen-max", "qwen-flash", "qwen-turbo", "qwen3-max", "qwen3-0.6b",
-    "qwen-plus-latest", "qwen-max-latest", "qwen-turbo-latest", "qwen3-vl-plus",
+    "qwen-plus-latest", "qwen-max-latest", "qwen-turbo-latest", "qwen3-vl-plus", "qwen-long",
 )
 
 
@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     # Web search providers (enable_search) and content screening (X-DashScope-DataInspection).
     search: SearchConfig = Field(default_factory=SearchConfig)
     inspection: InspectionConfig = Field(default_factory=InspectionConfig)
+    # Files API: uploaded bytes and extracted text (default: "files" in the data dir; every
+    # server process sharing a database must see the same directory) and the caps.
+    files_dir: Path | None = None
+    max_file_bytes: int = Field(default=150 * 2**20, ge=1)
+    max_files_per_workspace: int = Field(default=10_000, ge=1)
+    max_file_bytes_per_workspace: int = Field(default=100 * 2**30, ge=1)
 
     @classmethod
     def settings_customise_sources(
@@ -157,6 +163,10 @@ class Settings(BaseSettings):
     def is_demo(self) -> bool:
         """No model configured: serve the random-weight demo model."""
         return not self.models
+
+    @property
+    def files_path(self) -> Path:
+        return self.files_dir or self.data_dir / "files"
 
     @property
     def demo_dir(self) -> Path:

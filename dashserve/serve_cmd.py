@@ -28,7 +28,10 @@ from dashserve.engine.client_protocol import EngineClient
 from dashserve.api.admin.content_routes import content_router
 from dashserve.api.admin.routes import admin_router, metrics_router
 from dashserve.engine.outputs import EngineStats
+from dashserve.platform.blobs import LocalBlobStore
+from dashserve.platform.files import FileLimits, FileService
 from dashserve.platform.state import add_platform_arguments, prepare_platform
+from dashserve.store.db import Store
 from dashserve.serving.registry import ModelRegistry, ServerState
 
 log = logging.getLogger("dashserve.serve")
@@ -42,6 +45,7 @@ _OPTIONAL = MappingProxyType({  # flag dest -> Settings field, copied only when 
     "database_url": "database_url", "redis_url": "redis_url", "console": "console",
     "share_prefix_cache": "share_prefix_cache",
     "public_url": "public_url", "allowed_local_media_path": "allowed_local_media_path",
+    "files_dir": "files_dir", "max_file_bytes": "max_file_bytes",
 })
 
 
@@ -108,6 +112,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--search-index", type=Path, metavar="DIR",
         help="directory of .txt/.md/.html documents for the local search index")
     add("--searxng-url", metavar="URL", help="base URL of a SearXNG instance (JSON enabled)")
+    add("--files-dir", type=Path, help="where uploaded files are kept (default DATA_DIR/files; "
+        "server processes sharing a database must share it)")
+    add("--max-file-bytes", type=int, metavar="BYTES",
+        help="largest file the files API accepts (default 150 MiB)")
     add_platform_arguments(parser)
 
 
@@ -210,7 +218,8 @@ def serve(settings: Settings) -> int:
 
     platform = prepare_platform(settings, on_bootstrap_key=_print_bootstrap_key)
     app = create_app(settings, None, platform.gate,
-                     loader=lambda registry: load_engines(settings, registry), on_fatal=on_fatal)
+                     loader=lambda registry: load_engines(settings, registry), on_fatal=on_fatal,
+                     files=file_service(settings, platform.store))
     app.state.platform = platform
     app.include_router(admin_router())
     app.include_router(content_router())
@@ -224,6 +233,14 @@ def serve(settings: Settings) -> int:
     server = DrainingServer(config, app.state.registry)
     server.run()
     return 1 if failures else 0
+
+
+def file_service(settings: Settings, store: Store) -> FileService:
+    """The files API over the platform database and the files directory."""
+    limits = FileLimits(max_file_bytes=settings.max_file_bytes,
+                        max_files_per_workspace=settings.max_files_per_workspace,
+                        max_bytes_per_workspace=settings.max_file_bytes_per_workspace)
+    return FileService(store, LocalBlobStore(settings.files_path), limits)
 
 
 def _print_bootstrap_key(secret: str) -> None:

@@ -109,10 +109,11 @@ class GenerationRequest:
     parallel_tool_calls: bool = False  # DashScope's default: at most one call per answer
     response_format: dict[str, Any] | None = None
     resolve_oss: bool = False  # X-DashScope-OssResourceResolve: enable (oss:// image keys)
+    enable_search: bool = False
+    search_options: Any = None  # as sent; checked by ``search.options``
+    inspection: InspectionRequest = field(default_factory=InspectionRequest)
+    documents_expanded: bool = False  # fileid:// documents already put into the messages
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
         return tuple(image for m in self.messages for image in m.images)
-    enable_search: bool = False
-    search_options: Any = None  # as sent; checked by ``search.options``
-    inspection: InspectionRequest = field(default_factory=InspectionRequest)

@@ -27,6 +27,7 @@ from dashserve.errors import (
 )
 from dashserve.platform.gate import Admission, Gate, Principal, UsageRecord
 from dashserve.search.options import SearchOptions, parse_search_options
+from dashserve.serving.documents import DocumentSource, expand_documents, has_documents
 from dashserve.serving.features import resolve_features
 from dashserve.serving.normalize import (
     check_input_length,
@@ -60,17 +61,20 @@ class GenerationService:
 
     ``max_inflight_per_engine`` bounds the requests one engine holds (running or
     queued); past it new requests get 429 ``Throttling`` with a retry hint.
+    ``documents`` resolves ``fileid://`` system messages (None: they are refused).
     """
 
     def __init__(self, registry: ModelRegistry, gate: Gate, *,
                  max_inflight_per_engine: int = 256, share_prefix_cache: bool = False,
                  images: ImagePreparer | None = None, web_search: WebSearch | None = None,
-                 inspector: Inspector | None = None) -> None:
+                 inspector: Inspector | None = None,
+                 documents: DocumentSource | None = None) -> None:
         self.registry = registry
         self.gate = gate
         self.images = images or ImagePreparer()
         self.web_search = web_search
         self.inspector = inspector
+        self.documents = documents
         self.max_inflight_per_engine = max_inflight_per_engine
         self.share_prefix_cache = share_prefix_cache
         self._inflight: defaultdict[int, int] = defaultdict(int)
@@ -142,22 +146,62 @@ class GenerationService:
         return await self.images.prepare(request, served.profile,
                                          served.engine.model_info.vision, principal.workspace)
 
+    async def _with_documents(self, request: GenerationRequest,
+                              principal: Principal) -> GenerationRequest:
+        """``request`` with the caller's ``fileid://`` documents put into its messages."""
+        if self.documents is None or not has_documents(request.messages):
+            return request
+        self.registry.get(request.model)  # an unknown model is a 404 before any lookup
+        messages = await expand_documents(request.messages, self.documents,
+                                          principal.workspace)
+        return dataclasses.replace(request, messages=messages, documents_expanded=True)
+
+    def _first_plan(self, request: GenerationRequest) -> Plan:
+        """``plan`` before images are read: refuses what can be refused without them."""
+        try:
+            return self.plan(request)
+        except PromptTooLongError as exc:
+            if not request.documents_expanded:
+                raise
+            raise PromptTooLongError(
+                f"The documents referenced by fileid:// are too long for model "
+                f"{request.model!r}: {exc.message}", param=exc.param) from None
+
     async def prepare(self, request: GenerationRequest, principal: Principal) -> Plan:
-        """Plan ``request`` with its images for ``principal``: what the tokenizer endpoint
-        counts (web search aside, which only runs for generation)."""
-        if request.images:
-            self.plan(request)  # refuse a bad request before reading any image
+        """Plan ``request`` with its documents and images for ``principal``: what the
+        tokenizer endpoint counts (web search aside, which only runs for generation)."""
+        request = await self._with_documents(request, principal)
+        plan = self._first_plan(request)
         images = await self._prepared_images(request, principal)
-        return self._salted(self.plan(request, images), principal)
+        if images.images:
+            plan = self.plan(request, images)
+        return self._salted(plan, principal)
+
+    async def plan_with_documents(self, request: GenerationRequest,
+                                  principal: Principal) -> Plan:
+        """``plan`` after the caller's ``fileid://`` documents are put into the messages."""
+        if self.documents is None or not has_documents(request.messages):
+            return self.plan(request)
+        self.registry.get(request.model)  # an unknown model is a 404 before any lookup
+        messages = await expand_documents(request.messages, self.documents,
+                                          principal.workspace)
+        try:
+            return self.plan(dataclasses.replace(request, messages=messages))
+        except PromptTooLongError as exc:
+            raise PromptTooLongError(
+                f"The documents referenced by fileid:// are too long for model "
+                f"{request.model!r}: {exc.message}", param=exc.param) from None
 
     async def start(self, request: GenerationRequest, principal: Principal) -> GenerationRun:
         """Plan, screen, admit, search and start ``request``. The caller must ``aclose()``
         the run."""
         options = self.search_options(request)
         inspection = checked_request(request.inspection, self.inspector, request.model)
-        plan = self.plan(request)
+        screened = request.messages
+        request = await self._with_documents(request, principal)
+        plan = self._first_plan(request)
         if inspection.input and self.inspector is not None:
-            await screen_input(self.inspector, request.messages, principal.workspace)
+            await screen_input(self.inspector, screened, principal.workspace)
         images = await self._prepared_images(request, principal)
         if images.images:
             plan = self.plan(request, images)

@@ -1,4 +1,4 @@
-"""Table definitions: api_keys, usage_records and the usage_daily roll-up (SQLAlchemy Core)."""
+"""Table definitions: api_keys, usage_records, usage_daily and files (SQLAlchemy Core)."""
 
 from __future__ import annotations
 
@@ -120,4 +120,28 @@ usage_daily = Table(
     Column("output_tokens", BigInteger, nullable=False),
     Column("cached_tokens", BigInteger, nullable=False),
     Column("reasoning_tokens", BigInteger, nullable=False),
+)
+
+# Uploaded documents (files API). The bytes and the extracted text live in the blob store
+# under ``blob_key``; a row exists only once both are written, so every row is complete.
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workspace", String(200), nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("bytes", BigInteger, nullable=False),
+    Column("md5", String(32), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("format", String(16), nullable=False),
+    # "processed": text extracted; "error": the document holds no usable text (see details).
+    Column("status", String(16), nullable=False),
+    Column("status_details", Text, nullable=True),
+    Column("text_chars", BigInteger, nullable=False),
+    Column("blob_key", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index(None, "workspace", "created_at"),
+    Index(None, "workspace", "sha256"),
 )

@@ -79,7 +79,7 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(db_url: str) -> None
                     MigrationContext.configure(c, opts={"compare_type": True}), metadata
                 )
             )
-        assert {"api_keys", "usage_records", "usage_daily", "alembic_version"} <= names
+        assert {"api_keys", "usage_records", "usage_daily", "files", "alembic_version"} <= names
         assert diff == []  # the migration builds exactly what tables.py declares
     finally:
         await store.close()
