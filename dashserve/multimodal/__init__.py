@@ -1,0 +1,1 @@
+"""Multimodal inputs and their preprocessing (no HTTP, no database)."""
