@@ -53,10 +53,23 @@ class BlockManager:
         hashes: list[int] = []
         parent = 0
         bs = self.block_size
-        for start in range(0, seq.num_tokens - 1 - bs + 1, bs):
-            parent = hash((parent, tuple(seq.token_ids[start:start + bs])))
+        for i, _ in enumerate(range(0, seq.num_tokens - 1 - bs + 1, bs)):
+            parent = self._block_hash(parent, seq, i)
             hashes.append(parent)
         return hashes
+
+    def _block_hash(self, parent: int, seq: Sequence, i: int) -> int:
+        """Block ``i``'s hash: its tokens chained to its predecessor's hash, plus the content
+        hash of every image or video whose placeholder tokens the block overlaps (the same
+        placeholder ids stand for different pixels)."""
+        bs = self.block_size
+        tokens = tuple(seq.token_ids[i * bs:(i + 1) * bs])
+        if not seq.mm_inputs:
+            return hash((parent, tokens))
+        start, end = i * bs, (i + 1) * bs
+        media = tuple(it.content_hash for it in seq.mm_inputs
+                      if it.offset < end and it.offset + it.length > start)
+        return hash((parent, tokens, media)) if media else hash((parent, tokens))
 
     def _cached_prefix(self, seq: Sequence) -> list[int]:
         hits: list[int] = []
@@ -125,7 +138,7 @@ class BlockManager:
         for i in range(seq.num_computed_tokens // bs):
             block = self.blocks[seq.block_table[i]]
             if block.hash is None:
-                block.hash = hash((parent, tuple(seq.token_ids[i * bs:(i + 1) * bs])))
+                block.hash = self._block_hash(parent, seq, i)
                 self.hash_to_block.setdefault(block.hash, block.block_id)
             parent = block.hash
 

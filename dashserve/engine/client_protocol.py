@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from dashserve.engine.outputs import EngineEvent, EngineStats
 from dashserve.engine.params import SamplingParams
+from dashserve.multimodal.inputs import MultiModalInput
 
 if TYPE_CHECKING:
     from dashserve.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True, slots=True)
+class VisionInfo:
+    """What serving needs to prepare images for a vision model."""
+
+    family: str  # "qwen2.5-vl" | "qwen3-vl"
+    patch_size: int  # 14 | 16
+    temporal_patch_size: int  # 2
+    spatial_merge_size: int  # 2
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+    image_token_id: int  # <|image_pad|>
+    video_token_id: int  # <|video_pad|>
+    vision_start_token_id: int
+    vision_end_token_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +38,7 @@ class ModelInfo:
     architecture: str  # e.g. "Qwen3ForCausalLM"
     max_model_len: int  # context length in tokens (prompt + output)
     vocab_size: int
+    vision: VisionInfo | None = None  # None: the model takes text only
 
 
 class EngineClient(Protocol):
@@ -35,7 +53,8 @@ class EngineClient(Protocol):
     model_info: ModelInfo
 
     def submit(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
+        mm_inputs: Sequence[MultiModalInput] = (),
     ) -> AsyncIterator[EngineEvent]: ...
 
     async def abort(self, request_id: str) -> None: ...

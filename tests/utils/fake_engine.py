@@ -20,6 +20,7 @@ from dashserve.engine.outputs import (
     TopLogprob,
 )
 from dashserve.engine.params import PromptTooLong, SamplingParams
+from dashserve.multimodal.inputs import MultiModalInput
 from tests.utils.fake_tokenizer import VOCAB_SIZE, FakeTokenizer
 
 DEFAULT_SCRIPT = ("Hello", " from", " dash", "serve", "!")
@@ -30,6 +31,7 @@ class Submission:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
+    mm_inputs: tuple[MultiModalInput, ...] = ()
 
 
 @dataclass
@@ -96,8 +98,10 @@ class FakeEngine:
                              top[: params.top_logprobs])]
 
     async def submit(self, request_id: str, prompt_token_ids: list[int],
-                     params: SamplingParams) -> AsyncIterator[EngineEvent]:
-        self.submissions.append(Submission(request_id, list(prompt_token_ids), params))
+                     params: SamplingParams,
+                     mm_inputs: Sequence[MultiModalInput] = ()) -> AsyncIterator[EngineEvent]:
+        self.submissions.append(
+            Submission(request_id, list(prompt_token_ids), params, tuple(mm_inputs)))
         if len(prompt_token_ids) >= self.model_info.max_model_len:
             raise PromptTooLong("input", "the prompt does not fit the fake engine")
         self.active.add(request_id)

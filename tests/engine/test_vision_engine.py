@@ -1,0 +1,185 @@
+"""Qwen2.5-VL and Qwen3-VL on the engine: parity with transformers on prompts with two images
+(M-RoPE positions, logits, greedy tokens, chunked prefill splitting an image), the prefix
+cache keyed by image content, and the encoder cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dashserve.engine.engine import EngineConfig, LLMEngine
+from dashserve.engine.params import InvalidParameter, SamplingParams
+from dashserve.engine.scheduler import ScheduledChunk
+from dashserve.engine.sequence import Sequence
+from dashserve.multimodal.inputs import MultiModalInput
+from tests.utils.vision import build_prompt, random_image
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+PATCH = {"qwen2.5-vl-tiny": 14, "qwen3-vl-tiny": 16}
+# fp32 end to end; the encoders and decoders agree with transformers to ~1e-6, the bound
+# leaves room for summation order in attention over a few hundred tokens
+ATOL = 1e-4
+
+
+def hf_class(preset: str):
+    import transformers
+
+    if preset.startswith("qwen3"):
+        return transformers.Qwen3VLForConditionalGeneration
+    return transformers.Qwen2_5_VLForConditionalGeneration
+
+
+def make_engine(model_dir: Path, **kw) -> LLMEngine:
+    opts = dict(dtype="fp32", max_model_len=1024, max_num_seqs=8, max_num_batched_tokens=512)
+    opts.update(kw)
+    return LLMEngine(EngineConfig(model=str(model_dir), **opts))
+
+
+def two_image_prompt(preset: str, seed: int = 0) -> tuple[list[int], list[MultiModalInput]]:
+    p = PATCH[preset]
+    return build_prompt([
+        [151644, 872, 198, 9707, 11],
+        random_image(seed, 8 * p, 12 * p),  # 24 tokens; Qwen2.5-VL: two attention windows
+        [3838, 374, 419, 30],
+        random_image(seed + 1, 10 * p, 4 * p),  # 10 tokens
+        [27, 151645, 198, 151644, 77091, 198],
+    ], p)
+
+
+def hf_inputs(ids: list[int], items: list[MultiModalInput]) -> dict[str, torch.Tensor]:
+    input_ids = torch.tensor([ids])
+    return {
+        "input_ids": input_ids,
+        "pixel_values": torch.cat([it.pixel_values for it in items]),
+        "image_grid_thw": torch.tensor([it.grid_thw for it in items]),
+        "mm_token_type_ids": (input_ids == 151655).int(),
+        "attention_mask": torch.ones_like(input_ids),
+    }
+
+
+def run(engine: LLMEngine, rid: str, ids: list[int], items, params=GREEDY) -> tuple[list[int], int]:
+    engine.add_request(rid, ids, params, items)
+    tokens: list[int] = []
+    cached = 0
+    while engine.has_unfinished():
+        for ev in engine.step():
+            tokens.extend(ev.token_ids)
+            cached = ev.num_cached_tokens
+    return tokens, cached
+
+
+@pytest.fixture(scope="module", params=list(PATCH))
+def vl(request, model_dir_factory):
+    preset = request.param
+    model_dir = model_dir_factory(preset)
+    hf = hf_class(preset).from_pretrained(model_dir, dtype=torch.float32).eval()
+    return preset, model_dir, hf
+
+
+def test_mrope_positions_match_get_rope_index(vl) -> None:
+    preset, model_dir, hf = vl
+    engine = make_engine(model_dir)
+    ids, items = two_image_prompt(preset)
+    inputs = hf_inputs(ids, items)
+    ref, ref_delta = hf.model.get_rope_index(
+        inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"],
+        image_grid_thw=inputs["image_grid_thw"], attention_mask=inputs["attention_mask"])
+    engine.add_request("r", ids, GREEDY, items)
+    seq = engine.scheduler.waiting[0]
+    assert torch.equal(seq.mrope_positions, ref[:, 0])
+    assert seq.mrope_delta == int(ref_delta) < 0
+    # text after the first image resumes at start + max(h, w) / merge, not start + tokens
+    first = items[0]
+    assert int(seq.mrope_positions[0, first.offset + first.length + 1]) == first.offset + 1 + 6
+
+
+@pytest.mark.parametrize("budget", [512, 16])  # 16: chunked prefill splits both images
+def test_logits_and_greedy_tokens_match_transformers(vl, budget: int) -> None:
+    preset, model_dir, hf = vl
+    ids, items = two_image_prompt(preset)
+    inputs = hf_inputs(ids, items)
+    with torch.inference_mode():
+        ref_logits = hf(**inputs).logits[0, -1]
+        ref = hf.generate(**inputs, max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                          pad_token_id=151643)[0, len(ids):].tolist()
+    engine = make_engine(model_dir, max_num_batched_tokens=budget)
+    tokens, _ = run(engine, "a", ids, items)
+    assert tokens == ref
+    engine.add_request("b", ids, GREEDY, items)
+    seq = engine.scheduler.waiting.popleft()
+    engine.block_manager.allocate(seq)
+    seq.num_computed_tokens = 0
+    logits = engine.runner.execute([], [ScheduledChunk(seq, len(ids))])[0]
+    assert torch.allclose(logits, ref_logits, atol=ATOL), (logits - ref_logits).abs().max()
+
+
+def test_text_only_prompt_runs_as_on_a_text_model(vl) -> None:
+    preset, model_dir, hf = vl
+    ids = [151644, 872, 198, 9707, 11, 3838, 374, 419, 30, 151645, 198, 151644, 77091, 198]
+    with torch.inference_mode():
+        ref = hf.generate(torch.tensor([ids]), max_new_tokens=8, min_new_tokens=8,
+                          do_sample=False, pad_token_id=151643)[0, len(ids):].tolist()
+    engine = make_engine(model_dir)
+    engine.add_request("t", ids, GREEDY)
+    seq = engine.scheduler.waiting[0]
+    assert seq.mrope_positions is None and seq.mrope_delta == 0
+    _, positions, *_ = engine.runner.prepare([], [ScheduledChunk(seq, len(ids))])
+    assert positions.dim() == 1  # the text path: 1-D rotary positions
+    tokens: list[int] = []
+    while engine.has_unfinished():
+        for ev in engine.step():
+            tokens.extend(ev.token_ids)
+    assert tokens == ref
+
+
+def test_prefix_cache_keys_blocks_by_image_content(vl) -> None:
+    preset, model_dir, _ = vl
+    engine = make_engine(model_dir, block_size=4)
+    ids, items = two_image_prompt(preset, seed=0)
+    _, other = two_image_prompt(preset, seed=10)  # same tokens, different pixels
+    first_image = items[0].offset
+    tokens_a, cached_a = run(engine, "a", ids, items)
+    assert cached_a == 0
+    tokens_b, cached_b = run(engine, "b", ids, other)
+    assert cached_b == first_image // 4 * 4  # stops before the block holding the first image
+    tokens_c, cached_c = run(engine, "c", ids, items)
+    assert cached_c == (len(ids) - 1) // 4 * 4  # same image and text: the whole prefix
+    assert tokens_c == tokens_a
+
+
+def test_encoder_cache_encodes_a_repeated_image_once(vl) -> None:
+    preset, model_dir, _ = vl
+    engine = make_engine(model_dir, enable_prefix_caching=False, max_num_batched_tokens=16)
+    ids, items = two_image_prompt(preset)
+    vision = engine.runner.vision
+    first, _ = run(engine, "a", ids, items)
+    assert vision.num_encoded == 2  # each image once, though chunks split both
+    again, _ = run(engine, "b", ids, items)
+    assert vision.num_encoded == 2 and again == first
+    small = make_engine(model_dir, enable_prefix_caching=False, encoder_cache_tokens=8)
+    run(small, "a", ids, items)
+    run(small, "b", ids, items)
+    assert small.runner.vision.num_encoded == 4  # neither image fits the cache
+
+
+def test_images_are_checked_against_the_prompt(vl, qwen3_tiny_dir: Path) -> None:
+    preset, model_dir, _ = vl
+    ids, items = two_image_prompt(preset)
+    text_engine = make_engine(qwen3_tiny_dir)
+    with pytest.raises(InvalidParameter, match="does not accept images"):
+        text_engine.add_request("x", ids, GREEDY, items)
+    engine = make_engine(model_dir)
+    item = items[0]
+    bad = [
+        MultiModalInput("image", item.pixel_values, item.grid_thw, "h", item.offset + 1, item.length),
+        MultiModalInput("image", item.pixel_values, item.grid_thw, "h", item.offset, item.length - 1),
+        MultiModalInput("image", item.pixel_values[:-1], item.grid_thw, "h", item.offset, item.length),
+    ]
+    for wrong in bad:
+        with pytest.raises(InvalidParameter):
+            engine.add_request("x", ids, GREEDY, [wrong, items[1]])
+    with pytest.raises(InvalidParameter, match="placeholder tokens without an image"):
+        engine.add_request("x", ids, GREEDY, [items[1]])
+    assert not engine.has_unfinished()
