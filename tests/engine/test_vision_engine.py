@@ -113,6 +113,10 @@ def test_logits_and_greedy_tokens_match_transformers(vl, budget: int) -> None:
     seq.num_computed_tokens = 0
     logits = engine.runner.execute([], [ScheduledChunk(seq, len(ids))])[0]
     assert torch.allclose(logits, ref_logits, atol=ATOL), (logits - ref_logits).abs().max()
+    _, other = two_image_prompt(preset, seed=10)
+    with torch.inference_mode():
+        other_logits = hf(**hf_inputs(ids, other)).logits[0, -1]
+    assert (other_logits - ref_logits).abs().max() > 100 * ATOL  # the pixels matter
 
 
 def test_text_only_prompt_runs_as_on_a_text_model(vl) -> None:
@@ -162,6 +166,21 @@ def test_encoder_cache_encodes_a_repeated_image_once(vl) -> None:
     run(small, "a", ids, items)
     run(small, "b", ids, items)
     assert small.runner.vision.num_encoded == 4  # neither image fits the cache
+
+
+def test_model_info_describes_the_vision_encoder(vl) -> None:
+    from dashserve.engine.async_engine import vision_info
+
+    preset, model_dir, _ = vl
+    engine = make_engine(model_dir)
+    info = vision_info(engine.model_config.vision)
+    assert info is not None and info.family == preset.removesuffix("-tiny")
+    assert info.patch_size == PATCH[preset] and info.spatial_merge_size == 2
+    assert (info.image_token_id, info.video_token_id) == (151655, 151656)
+    assert (info.vision_start_token_id, info.vision_end_token_id) == (151652, 151653)
+    mean = (0.5,) * 3 if preset.startswith("qwen3") else (0.48145466, 0.4578275, 0.40821073)
+    assert info.image_mean == mean
+    assert vision_info(None) is None
 
 
 def test_images_are_checked_against_the_prompt(vl, qwen3_tiny_dir: Path) -> None:
