@@ -91,7 +91,8 @@ class VisionStep:
                 todo[key] = item
         if todo:
             batch = list(todo.values())
-            outs = self.model.encode([it.pixel_values for it in batch], [it.grid_thw for it in batch])
+            outs = self.model.encode([it.pixel_values for it in batch],
+                                     [it.grid_thw for it in batch])
             self.num_encoded += len(batch)
             for item, out in zip(batch, outs, strict=True):
                 found[item.content_hash] = out

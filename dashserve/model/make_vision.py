@@ -51,7 +51,8 @@ def vision_specs(cfg: dict[str, Any]) -> list[tuple[str, tuple[int, ...], str]]:
         encoder = cls(vision)
     specs = []
     for name, param in encoder.named_parameters():
-        init = "ones" if name.endswith(NORM_SUFFIXES) else "zeros" if name.endswith(".bias") else "normal"
+        init = ("ones" if name.endswith(NORM_SUFFIXES)
+                else "zeros" if name.endswith(".bias") else "normal")
         specs.append((f"visual.{name}", tuple(param.shape), init))
     return specs
 

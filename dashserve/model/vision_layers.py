@@ -58,7 +58,8 @@ class VisionRotary(nn.Module):
         self.theta = theta  # no buffer: the frequencies stay float32 whatever the weights' dtype
 
     def forward(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.dim, 2, dtype=torch.float32) / self.dim))
+        steps = torch.arange(0, self.dim, 2, dtype=torch.float32) / self.dim
+        inv_freq = 1.0 / (self.theta**steps)
         freqs = pos.to(torch.float32)[..., None] * inv_freq
         freqs = freqs.flatten(1)  # [N, head_dim / 2]: rows' then columns' angles
         return freqs.cos(), freqs.sin()

@@ -49,7 +49,8 @@ class PatchMerger(nn.Module):
         self.merged = cfg.hidden_size * cfg.spatial_merge_size**2
         self.ln_q = RMSNorm(cfg.hidden_size, 1e-6)
         self.mlp = nn.Sequential(
-            nn.Linear(self.merged, self.merged), nn.GELU(), nn.Linear(self.merged, cfg.out_hidden_size)
+            nn.Linear(self.merged, self.merged), nn.GELU(),
+            nn.Linear(self.merged, cfg.out_hidden_size),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +72,8 @@ def window_index(grids: Sequence[Grid], cfg: VisionConfig) -> tuple[torch.Tensor
         pad_h, pad_w = side - gh % side, side - gw % side
         nh, nw = (gh + pad_h) // side, (gw + pad_w) // side
         padded = F.pad(index, (0, pad_w, 0, pad_h), "constant", -100)
-        padded = padded.reshape(t, nh, side, nw, side).permute(0, 1, 3, 2, 4).reshape(t, nh * nw, -1)
+        padded = padded.reshape(t, nh, side, nw, side).permute(0, 1, 3, 2, 4)
+        padded = padded.reshape(t, nh * nw, -1)
         sizes = (padded != -100).sum(-1).reshape(-1)
         flat = padded.reshape(-1)
         order.append(flat[flat != -100] + base)

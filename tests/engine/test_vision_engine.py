@@ -191,10 +191,12 @@ def test_images_are_checked_against_the_prompt(vl, qwen3_tiny_dir: Path) -> None
         text_engine.add_request("x", ids, GREEDY, items)
     engine = make_engine(model_dir)
     item = items[0]
+    pixels, grid, offset, length = item.pixel_values, item.grid_thw, item.offset, item.length
     bad = [
-        MultiModalInput("image", item.pixel_values, item.grid_thw, "h", item.offset + 1, item.length),
-        MultiModalInput("image", item.pixel_values, item.grid_thw, "h", item.offset, item.length - 1),
-        MultiModalInput("image", item.pixel_values[:-1], item.grid_thw, "h", item.offset, item.length),
+        MultiModalInput("image", pixels, grid, "h", offset + 1, length),  # misplaced
+        MultiModalInput("image", pixels, grid, "h", offset, length - 1),  # too few tokens
+        MultiModalInput("image", pixels[:-1], grid, "h", offset, length),  # pixels off the grid
+        MultiModalInput("image", pixels, (2, *grid[1:]), "h", offset, length),  # two frames
     ]
     for wrong in bad:
         with pytest.raises(InvalidParameter):
