@@ -15,11 +15,12 @@ from dashserve.multimodal.inputs import MultiModalInput
 def check_mm_inputs(
     vision: VisionConfig | None, prompt: list[int], items: Sequence[MultiModalInput]
 ) -> tuple[MultiModalInput, ...]:
-    """The items sorted by offset; InvalidParameter when one does not fit the model or prompt."""
-    if not items:
-        return ()
+    """The items sorted by offset; InvalidParameter when one does not fit the model or prompt,
+    or when a vision model's prompt holds placeholder tokens no image fills."""
     if vision is None:
-        raise InvalidParameter("input", "the model does not accept images")
+        if items:
+            raise InvalidParameter("input", "the model does not accept images")
+        return ()
     merge = vision.spatial_merge_size
     end = 0
     ordered = tuple(sorted(items, key=lambda it: it.offset))

@@ -204,3 +204,46 @@ def test_images_are_checked_against_the_prompt(vl, qwen3_tiny_dir: Path) -> None
     with pytest.raises(InvalidParameter, match="placeholder tokens without an image"):
         engine.add_request("x", ids, GREEDY, [items[1]])
     assert not engine.has_unfinished()
+
+
+def test_image_requests_batched_preempted_and_forked_sample_as_alone(vl) -> None:
+    """Seeded sampling gives the same tokens alone as in a batch of image requests that a
+    tiny KV cache forces to preempt (recompute with images) and with n=2 forks."""
+    preset, model_dir, _ = vl
+    prompts = {f"r{i}": two_image_prompt(preset, seed=2 * i) for i in range(6)}
+    params = {rid: SamplingParams(temperature=1.0, seed=i, max_tokens=30, ignore_eos=True,
+                                  n=2 if i == 0 else 1) for i, rid in enumerate(prompts)}
+    engine = make_engine(model_dir, kv_cache_gb=24 * 16 * 512 / 2**30, max_model_len=128,
+                         max_num_batched_tokens=64)
+    out: dict[str, dict[int, list[int]]] = {rid: {} for rid in prompts}
+    for rid, (ids, items) in prompts.items():
+        engine.add_request(rid, ids, params[rid], items)
+    while engine.has_unfinished():
+        for ev in engine.step():
+            out[ev.request_id].setdefault(ev.index, []).extend(ev.token_ids)
+    assert engine.scheduler.num_preemptions > 0
+    roomy = make_engine(model_dir)
+    for rid, (ids, items) in prompts.items():
+        roomy.add_request(rid, ids, params[rid], items)
+        alone: dict[int, list[int]] = {}
+        while roomy.has_unfinished():
+            for ev in roomy.step():
+                alone.setdefault(ev.index, []).extend(ev.token_ids)
+        assert out[rid] == alone, rid
+    assert len(set(map(tuple, (v[0] for v in out.values())))) == len(prompts)  # not degenerate
+
+
+async def test_async_engine_takes_images(vl) -> None:
+    from dashserve.engine.async_engine import AsyncEngine
+
+    preset, model_dir, _ = vl
+    ids, items = two_image_prompt(preset)
+    engine = AsyncEngine(make_engine(model_dir))
+    try:
+        assert engine.model_info.vision is not None
+        events = [e async for e in engine.submit("a", ids, GREEDY, items)]
+        assert events[-1].finished and sum(len(e.token_ids) for e in events) == 8
+        with pytest.raises(InvalidParameter):
+            [e async for e in engine.submit("b", ids, GREEDY)]  # placeholders without images
+    finally:
+        await engine.shutdown()
