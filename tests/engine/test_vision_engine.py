@@ -247,3 +247,18 @@ async def test_async_engine_takes_images(vl) -> None:
             [e async for e in engine.submit("b", ids, GREEDY)]  # placeholders without images
     finally:
         await engine.shutdown()
+
+
+def test_offline_llm_generates_with_images(vl) -> None:
+    from dashserve.llm import LLM
+
+    preset, model_dir, _ = vl
+    ids, items = two_image_prompt(preset)
+    _, other = two_image_prompt(preset, seed=10)
+    llm = LLM(model=str(model_dir), dtype="fp32", max_model_len=512)
+    params = SamplingParams(temperature=1.0, seed=3, max_tokens=12, ignore_eos=True)
+    outs = llm.generate([ids, ids, ids], params, mm_inputs=[items, other, items])
+    tokens = [o.outputs[0].token_ids for o in outs]
+    assert tokens[0] == tokens[2] != tokens[1]  # the image, not only the text, decides
+    with pytest.raises(ValueError):
+        llm.generate([ids], params, mm_inputs=[items, items])
