@@ -10,6 +10,7 @@ from typing import Any
 from dashserve.engine.engine import EngineConfig, LLMEngine
 from dashserve.engine.outputs import FinishReason, TokenLogprob
 from dashserve.engine.params import SamplingParams
+from dashserve.multimodal.inputs import MultiModalInput
 
 
 @dataclass(slots=True)
@@ -55,7 +56,10 @@ class LLM:
         self,
         prompts: str | Sequence[str] | Sequence[Sequence[int]],
         params: SamplingParams | Sequence[SamplingParams] | None = None,
+        mm_inputs: Sequence[Sequence[MultiModalInput]] | None = None,
     ) -> list[RequestOutput]:
+        """``mm_inputs``: per prompt, the images whose placeholder tokens it holds (vision
+        models; prompts given as token ids)."""
         if isinstance(prompts, str):
             prompts = [prompts]
         token_lists = [self.tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
@@ -63,10 +67,13 @@ class LLM:
             params = [params or SamplingParams()] * len(token_lists)
         if len(params) != len(token_lists):
             raise ValueError("give one SamplingParams, or one per prompt")
+        media = list(mm_inputs) if mm_inputs is not None else [()] * len(token_lists)
+        if len(media) != len(token_lists):
+            raise ValueError("give one list of mm_inputs per prompt")
         results: dict[str, RequestOutput] = {}  # in prompt order
-        for ids, p in zip(token_lists, params, strict=True):
+        for ids, p, items in zip(token_lists, params, media, strict=True):
             request_id = f"offline-{next(self._ids)}"
-            self.engine.add_request(request_id, ids, p)
+            self.engine.add_request(request_id, ids, p, items)
             results[request_id] = RequestOutput(
                 request_id, ids, [CompletionOutput(i, "", [], None) for i in range(p.n)]
             )

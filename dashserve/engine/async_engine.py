@@ -17,10 +17,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dashserve.engine.client_protocol import ModelInfo
+from dashserve.engine.client_protocol import ModelInfo, VisionInfo
 from dashserve.engine.engine import EngineConfig, LLMEngine
 from dashserve.engine.outputs import EngineEvent, EngineStats
 from dashserve.engine.params import SamplingParams
+from dashserve.model.vision_config import VisionConfig
+from dashserve.multimodal.inputs import MultiModalInput
 
 if TYPE_CHECKING:
     from dashserve.multimodal.inputs import MultiModalInput
@@ -37,12 +39,26 @@ class _Add:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
+    mm_inputs: tuple[MultiModalInput, ...]
     done: Future[None]
 
 
 @dataclass(slots=True)
 class _Abort:
     request_id: str
+
+
+def vision_info(vision: VisionConfig | None) -> VisionInfo | None:
+    if vision is None:
+        return None
+    return VisionInfo(
+        family=vision.family, patch_size=vision.patch_size,
+        temporal_patch_size=vision.temporal_patch_size,
+        spatial_merge_size=vision.spatial_merge_size, image_mean=vision.image_mean,
+        image_std=vision.image_std, image_token_id=vision.image_token_id,
+        video_token_id=vision.video_token_id, vision_start_token_id=vision.vision_start_token_id,
+        vision_end_token_id=vision.vision_end_token_id,
+    )
 
 
 class AsyncEngine:
@@ -54,6 +70,7 @@ class AsyncEngine:
         self.model_info = ModelInfo(
             name=str(engine.model_dir), architecture=engine.model_config.architecture,
             max_model_len=engine.max_model_len, vocab_size=engine.model_config.vocab_size,
+            vision=vision_info(engine.model_config.vision),
         )
         self._commands: queue.Queue[_Add | _Abort | None] = queue.Queue()
         self._queues: dict[str, asyncio.Queue[EngineEvent | BaseException]] = {}
@@ -80,7 +97,9 @@ class AsyncEngine:
         events: asyncio.Queue[EngineEvent | BaseException] = asyncio.Queue()
         self._queues[request_id] = events
         done: Future[None] = Future()
-        self._commands.put(_Add(request_id, list(prompt_token_ids), params, done))
+        self._commands.put(
+            _Add(request_id, list(prompt_token_ids), params, tuple(mm_inputs), done)
+        )
         finished = False
         try:
             await asyncio.wrap_future(done)  # raises InvalidParameter before scheduling
@@ -139,7 +158,9 @@ class AsyncEngine:
                 return False
             if isinstance(cmd, _Add):
                 try:
-                    self.engine.add_request(cmd.request_id, cmd.prompt_token_ids, cmd.params)
+                    self.engine.add_request(
+                        cmd.request_id, cmd.prompt_token_ids, cmd.params, cmd.mm_inputs
+                    )
                 except Exception as exc:
                     cmd.done.set_exception(exc)
                 else:

@@ -19,6 +19,7 @@ import hashlib
 import os
 from array import array
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dashserve.engine.sequence import Sequence
@@ -34,10 +35,13 @@ class Block:
 _DIGEST_KEY = os.urandom(32)  # secret per process: block digests cannot be precomputed
 
 
-def block_digest(parent: bytes, token_ids: list[int]) -> bytes:
-    """The digest of a full block: its parent's digest and its tokens, keyed."""
+def block_digest(parent: bytes, token_ids: list[int], media: Iterable[str] = ()) -> bytes:
+    """The digest of a full block: its parent's digest, its tokens and the content hashes
+    of the media it holds placeholders of, keyed."""
     h = hashlib.blake2b(parent, digest_size=16, key=_DIGEST_KEY)
     h.update(array("q", token_ids).tobytes())
+    for content_hash in media:
+        h.update(b"\x00" + content_hash.encode())
     return h.digest()
 
 
@@ -75,10 +79,20 @@ class BlockManager:
         hashes: list[bytes] = []
         parent = root_digest(seq.params.cache_salt)
         bs = self.block_size
-        for start in range(0, seq.num_tokens - 1 - bs + 1, bs):
-            parent = block_digest(parent, seq.token_ids[start:start + bs])
+        for i in range((seq.num_tokens - 1) // bs):
+            parent = self._block_hash(parent, seq, i)
             hashes.append(parent)
         return hashes
+
+    def _block_hash(self, parent: bytes, seq: Sequence, i: int) -> bytes:
+        """Block ``i``'s digest: its tokens chained to its predecessor's digest, plus the
+        content hash of every image or video whose placeholder tokens the block overlaps (the
+        same placeholder ids stand for different pixels)."""
+        bs = self.block_size
+        start, end = i * bs, (i + 1) * bs
+        media = [it.content_hash for it in seq.mm_inputs
+                 if it.offset < end and it.offset + it.length > start]
+        return block_digest(parent, seq.token_ids[start:end], media)
 
     def _cached_prefix(self, seq: Sequence) -> list[int]:
         hits: list[int] = []
@@ -147,7 +161,7 @@ class BlockManager:
         for i in range(seq.num_computed_tokens // bs):
             block = self.blocks[seq.block_table[i]]
             if block.hash is None:
-                block.hash = block_digest(parent, seq.token_ids[i * bs:(i + 1) * bs])
+                block.hash = self._block_hash(parent, seq, i)
                 self.hash_to_block.setdefault(block.hash, block.block_id)
             parent = block.hash
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 
 from dashserve.engine.block_manager import BlockManager, blocks_for
 from dashserve.engine.detokenize import IncrementalDetokenizer
+from dashserve.engine.mm_requests import check_mm_inputs, place
 from dashserve.engine.outputs import EngineEvent, EngineStats
 from dashserve.engine.params import InvalidParameter, PromptTooLong, SamplingParams
 from dashserve.engine.request_state import RequestState, SampleState, sample_seed
@@ -22,6 +24,7 @@ from dashserve.engine.stepper import StepPostprocessor
 from dashserve.model.config import ModelConfig
 from dashserve.model.cpu_linear import pack_linears, packing_available, use_native_ops
 from dashserve.model.loader import load_model, pick_dtype, resolve_model_dir
+from dashserve.multimodal.inputs import MultiModalInput
 from dashserve.sampling.sampler import make_generator
 from dashserve.tokenizer import Tokenizer
 
@@ -42,6 +45,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 512
     enable_prefix_caching: bool = True
     pack_weights: bool = True  # CPU bf16: faster decode layers (native kernels or packed oneDNN)
+    encoder_cache_tokens: int = 16384  # vision models: encoder output rows kept for reuse
 
 
 class LLMEngine:
@@ -63,7 +67,10 @@ class LLMEngine:
             pack_linears(model)
             use_native_ops(model)
         num_blocks, self.max_model_len = _size_cache(config, self.model_config, dtype, device)
-        self.runner = ModelRunner(model, CacheConfig(config.block_size, num_blocks), device)
+        self.runner = ModelRunner(
+            model, CacheConfig(config.block_size, num_blocks), device,
+            encoder_cache_tokens=config.encoder_cache_tokens,
+        )
         self.block_manager = BlockManager(
             num_blocks, config.block_size, config.enable_prefix_caching
         )
@@ -82,11 +89,17 @@ class LLMEngine:
 
     # ----- requests -------------------------------------------------------------------------
 
-    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+    def add_request(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
+        mm_inputs: Sequence[MultiModalInput] = (),
+    ) -> None:
         """Validate and queue a request; raises InvalidParameter before scheduling anything."""
         if request_id in self.requests:
             raise InvalidParameter("request_id", f"request {request_id!r} is already running")
         self._validate_prompt(prompt_token_ids, params)
+        vision = self.model_config.vision
+        items = check_mm_inputs(vision, prompt_token_ids, mm_inputs)
+        mrope, delta = place(vision, len(prompt_token_ids), items) if vision else (None, 0)
         state = RequestState(request_id, params, len(prompt_token_ids))
         if params.structured is not None:
             state.compiled_grammar = self._compile_grammar(params)
@@ -100,6 +113,7 @@ class LLMEngine:
             token_ids=list(prompt_token_ids), num_prompt_tokens=len(prompt_token_ids),
             params=params, max_total_tokens=max_total, arrival_time=time.monotonic(),
             pending_forks=params.n - 1, in_thinking=params.starts_in_thinking,
+            mm_inputs=items, mrope_positions=mrope, mrope_delta=delta,
         )
         state.samples[0] = self._new_sample(state, seq)
         self.requests[request_id] = state

@@ -10,7 +10,9 @@ import torch
 from dashserve.engine.scheduler import ScheduledChunk
 from dashserve.model.attention import AttentionMetadata, PrefillSegment
 from dashserve.model.cpu_kernels import paged_decode_module
+from dashserve.engine.vision_step import MediaSpan, VisionStep, rope_positions
 from dashserve.model.qwen import QwenForCausalLM
+from dashserve.model.qwen_vl import QwenVLForConditionalGeneration
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +26,11 @@ class CacheConfig:
 class ModelRunner:
     def __init__(
         self, model: QwenForCausalLM, cache: CacheConfig, device: torch.device,
-        use_native_kernels: bool = True,
+        use_native_kernels: bool = True, encoder_cache_tokens: int = 16384,
     ) -> None:
         self.model = model
+        self.vision = (VisionStep(model, encoder_cache_tokens)
+                       if isinstance(model, QwenVLForConditionalGeneration) else None)
         self.decode_kernel = None
         if use_native_kernels and device.type == "cpu":
             native = paged_decode_module()
@@ -82,14 +86,21 @@ class ModelRunner:
 
     def prepare(
         self, decodes: list[ScheduledChunk], prefills: list[ScheduledChunk]
-    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
-        """Flatten the step into input ids, positions, attention metadata and the rows whose
-        hidden states produce logits (one per sampling chunk, in chunk order)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int], list[MediaSpan]]:
+        """Flatten the step into input ids, rotary positions, attention metadata, the rows
+        whose hidden states produce logits (one per sampling chunk, in chunk order) and the
+        prefill chunks of prompts with images.
+
+        Positions are token indices, shifted by ``mrope_delta`` after an image; [3, T] M-RoPE
+        positions only when a chunk covers image tokens (text tokens have t = h = w)."""
         ids: list[int] = []
         positions: list[int] = []
         slot_parts: list[torch.Tensor] = []
         sample_rows: list[int] = []
         segments: list[PrefillSegment] = []
+        spans: list[MediaSpan] = []
+        vl = any(c.seq.mrope_positions is not None for c in decodes + prefills)
+        ropes: list[torch.Tensor] = []
         decode_slots = decode_mask = decode_lens = None
         if decodes:
             decode_slots, decode_mask, decode_lens = self._decode_context(decodes)
@@ -99,11 +110,18 @@ class ModelRunner:
             slot_parts.append(decode_slots[torch.arange(len(decodes)),
                                            torch.tensor(positions, device=self.device)])
             sample_rows.extend(range(len(decodes)))
+            if vl:
+                shifted = [p + c.seq.mrope_delta for p, c in zip(positions, decodes, strict=True)]
+                ropes.append(torch.tensor(shifted).expand(3, -1))
         for c in prefills:
             start = c.seq.num_computed_tokens
             end = start + c.num_tokens
             context = self._slots(c.seq.block_table, 0, end)
             segments.append(PrefillSegment(len(ids), c.num_tokens, context))
+            if c.seq.mm_inputs:
+                spans.append(MediaSpan(len(ids), c.seq, start, end))
+            if vl:
+                ropes.append(rope_positions(c.seq, start, end))
             ids.extend(c.seq.token_ids[start:end])
             positions.extend(range(start, end))
             slot_parts.append(context[start:end])
@@ -115,15 +133,23 @@ class ModelRunner:
             decode_lens=decode_lens, decode_kernel=self.decode_kernel,
         )
         as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)  # noqa: E731
-        return as_tensor(ids), as_tensor(positions), meta, sample_rows
+        if not vl:
+            return as_tensor(ids), as_tensor(positions), meta, sample_rows, spans
+        rope = torch.cat(ropes, dim=1)
+        if torch.equal(rope[0], rope[1]) and torch.equal(rope[0], rope[2]):
+            rope = rope[0]  # no image token in the step: the 1-D rotary kernels apply
+        return as_tensor(ids), rope.contiguous().to(self.device), meta, sample_rows, spans
 
     @torch.inference_mode()
     def execute(
         self, decodes: list[ScheduledChunk], prefills: list[ScheduledChunk]
     ) -> torch.Tensor:
         """Run one forward pass; returns float32 logits [num_sampling_chunks, vocab]."""
-        input_ids, positions, meta, rows = self.prepare(decodes, prefills)
-        hidden = self.model(input_ids, positions, self.kv_caches, meta)
+        input_ids, positions, meta, rows, spans = self.prepare(decodes, prefills)
+        embeds = deepstack = None
+        if self.vision is not None and spans:
+            embeds, deepstack = self.vision.inputs(input_ids, spans)
+        hidden = self.model(input_ids, positions, self.kv_caches, meta, embeds, deepstack)
         if not rows:
             return torch.empty(0, self.model.config.vocab_size)
         logits = self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+import torch
+
 from dashserve.engine.outputs import FinishReason
 from dashserve.engine.params import SamplingParams
+from dashserve.multimodal.inputs import MultiModalInput
 
 
 class SequenceStatus(IntEnum):
@@ -59,6 +62,11 @@ class Sequence:
     # samples 1..n-1 are forked from sample 0 once the prompt is computed
     pending_forks: int = 0
     generator_seed: int | None = None
+    # vision models: images/videos in the prompt, their M-RoPE positions [3, prompt tokens]
+    # and the shift of every later position (decode position = token index + mrope_delta)
+    mm_inputs: tuple[MultiModalInput, ...] = ()
+    mrope_positions: torch.Tensor | None = None
+    mrope_delta: int = 0
 
     @property
     def num_tokens(self) -> int:

@@ -62,7 +62,8 @@ class StepPostprocessor:
                 token_ids=list(parent.token_ids), num_prompt_tokens=parent.num_prompt_tokens,
                 params=parent.params, max_total_tokens=parent.max_total_tokens,
                 arrival_time=parent.arrival_time, in_thinking=parent.params.starts_in_thinking,
-                num_cached_tokens=parent.num_cached_tokens,
+                num_cached_tokens=parent.num_cached_tokens, mm_inputs=parent.mm_inputs,
+                mrope_positions=parent.mrope_positions, mrope_delta=parent.mrope_delta,
             )
             needs_copy = parent.num_computed_tokens % engine.block_manager.block_size != 0
             if engine.block_manager.num_free_blocks >= int(needs_copy):

@@ -7,7 +7,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-SUPPORTED_ARCHITECTURES = ("Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM")
+from dashserve.model.vision_config import (
+    VL_ARCHITECTURES, VisionConfig, mrope_settings, read_preprocessor, text_config_dict,
+)
+
+SUPPORTED_ARCHITECTURES = (
+    "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM", *VL_ARCHITECTURES,
+)
 
 
 class UnsupportedModel(ValueError):
@@ -43,6 +49,10 @@ class ModelConfig:
     norm_topk_prob: bool = True
     decoder_sparse_step: int = 1
     mlp_only_layers: tuple[int, ...] = ()
+    # vision-language checkpoints: the ViT, and M-RoPE's split of the rotary frequencies
+    vision: VisionConfig | None = None
+    mrope_section: tuple[int, ...] = ()
+    mrope_interleaved: bool = False
 
     @property
     def is_moe(self) -> bool:
@@ -61,13 +71,27 @@ class ModelConfig:
         return 2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim * 2
 
     @classmethod
-    def from_dict(cls, cfg: dict[str, Any]) -> ModelConfig:
+    def from_dict(
+        cls, cfg: dict[str, Any], preprocessor: dict[str, Any] | None = None
+    ) -> ModelConfig:
         archs = cfg.get("architectures") or []
         arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
         if arch is None:
             raise UnsupportedModel(
                 f"unsupported architecture {archs or cfg.get('model_type')!r}; "
                 f"dashserve runs {', '.join(SUPPORTED_ARCHITECTURES)}"
+            )
+        if arch in VL_ARCHITECTURES:
+            text = text_config_dict(cfg, arch)
+            section, interleaved = mrope_settings(text)
+            text.pop("rope_scaling", None)
+            if isinstance(text.get("rope_parameters"), dict):
+                text["rope_parameters"] = {"rope_theta": text["rope_parameters"].get(
+                    "rope_theta", text.get("rope_theta", 10000.0))}
+            return replace(
+                cls.from_dict(text), architecture=arch,
+                vision=VisionConfig.from_dict(cfg, arch, preprocessor),
+                mrope_section=section, mrope_interleaved=interleaved,
             )
         heads = int(cfg["num_attention_heads"])
         hidden = int(cfg["hidden_size"])
@@ -109,7 +133,7 @@ class ModelConfig:
     def from_dir(cls, model_dir: str | Path) -> ModelConfig:
         path = Path(model_dir) / "config.json"
         cfg = json.loads(path.read_text())
-        config = cls.from_dict(cfg)
+        config = cls.from_dict(cfg, read_preprocessor(model_dir))
         gen_path = Path(model_dir) / "generation_config.json"
         if gen_path.exists():
             gen_eos = json.loads(gen_path.read_text()).get("eos_token_id")

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dashserve.model.mrope import mrope_cos_sin
+
 
 class RMSNorm(nn.Module):
     """RMSNorm computed in float32, as the reference implementation does.
@@ -31,10 +33,18 @@ class RMSNorm(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """Neox-style rotary embedding with a precomputed cos/sin table indexed by position."""
+    """Neox-style rotary embedding with a precomputed cos/sin table indexed by position.
 
-    def __init__(self, head_dim: int, max_position: int, base: float) -> None:
+    With ``mrope_section`` (vision-language models) positions may also be [3, T] (M-RoPE).
+    """
+
+    def __init__(
+        self, head_dim: int, max_position: int, base: float,
+        mrope_section: tuple[int, ...] = (), mrope_interleaved: bool = False,
+    ) -> None:
         super().__init__()
+        self.mrope_section = mrope_section
+        self.mrope_interleaved = mrope_interleaved
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
         t = torch.arange(max_position, dtype=torch.float32)
         freqs = torch.outer(t, inv_freq)
@@ -44,7 +54,12 @@ class RotaryEmbedding(nn.Module):
     def forward(
         self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """q: [T, H, D], k: [T, KVH, D]; positions: [T]."""
+        """q: [T, H, D], k: [T, KVH, D]; positions: [T], or [3, T] with M-RoPE."""
+        if positions.dim() == 2:
+            cos, sin = mrope_cos_sin(self.cos, self.sin, positions, self.mrope_section,
+                                     self.mrope_interleaved)
+            return _rotate(q, cos.unsqueeze(1), sin.unsqueeze(1)), _rotate(
+                k, cos.unsqueeze(1), sin.unsqueeze(1))
         cos = self.cos[positions].unsqueeze(1)
         sin = self.sin[positions].unsqueeze(1)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)

@@ -12,6 +12,7 @@ from safetensors import safe_open
 from dashserve.model.config import ModelConfig
 from dashserve.model.layers import RotaryEmbedding
 from dashserve.model.qwen import QwenForCausalLM
+from dashserve.model.qwen_vl import QwenVLForConditionalGeneration, checkpoint_name
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def load_model(
     """Build the module tree without allocating random weights, then fill it from safetensors."""
     started = time.monotonic()
     with torch.device("meta"):
-        model = QwenForCausalLM(config)
+        model = QwenVLForConditionalGeneration(config) if config.vision else QwenForCausalLM(config)
     model = model.to(dtype).to_empty(device=device)
     if config.tie_word_embeddings:  # to_empty gives each name its own tensor: tie again
         model.lm_head.weight = model.model.embed_tokens.weight
@@ -93,13 +94,14 @@ def load_model(
         raise ModelNotAvailable(f"{model_dir} has no *.safetensors weights")
     for i, file in enumerate(files, 1):
         with safe_open(str(file), framework="pt", device="cpu") as f:
-            for name in f.keys():
+            for stored in f.keys():
+                name = checkpoint_name(stored)
                 if name not in params:
                     if name.startswith("lm_head.") and config.tie_word_embeddings:
                         continue
                     log.debug("skipping unexpected tensor %s", name)
                     continue
-                params[name].data.copy_(f.get_tensor(name))
+                params[name].data.copy_(f.get_tensor(stored))
                 loaded.add(name)
         log.info("loaded weights file %d/%d: %s", i, len(files), file.name)
     if config.tie_word_embeddings:

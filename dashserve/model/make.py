@@ -21,6 +21,10 @@ from typing import Any, BinaryIO, NamedTuple
 
 import torch
 
+from dashserve.model.make_vision import (
+    flat_text, is_vl, published_name, vision_specs, write_vl_files,
+)
+from dashserve.model.make_vision import generation_config as vl_generation_config
 from dashserve.model.presets import (
     DESCRIPTIONS, PRESETS, generation_config, head_dim, is_moe_layer, param_count, preset_config,
 )
@@ -71,6 +75,9 @@ def _mlp_specs(prefix: str, hidden: int, inter: int) -> list[TensorSpec]:
 
 def tensor_specs(cfg: dict[str, Any]) -> list[TensorSpec]:
     """Every tensor of the checkpoint, with Hugging Face names, in file and fill order."""
+    if is_vl(cfg):
+        specs = tensor_specs(flat_text(cfg)) + [TensorSpec(*s) for s in vision_specs(cfg)]
+        return [spec._replace(name=published_name(cfg, spec.name)) for spec in specs]
     h, v = cfg["hidden_size"], cfg["vocab_size"]
     specs = [TensorSpec("model.embed_tokens.weight", (v, h), "normal")]
     for i in range(cfg["num_hidden_layers"]):
@@ -125,7 +132,7 @@ def write_weights(cfg: dict[str, Any], path: Path, seed: int, dtype: torch.dtype
     """Stream random weights into a safetensors file; one tensor in memory at a time."""
     specs = tensor_specs(cfg)
     level = logging.INFO if param_count(cfg) > 100_000_000 else logging.DEBUG
-    layers = cfg["num_hidden_layers"]
+    layers = flat_text(cfg)["num_hidden_layers"] if is_vl(cfg) else cfg["num_hidden_layers"]
     done_layer = -1
     with open(path, "wb") as f:
         _write_header(f, specs, dtype)
@@ -146,12 +153,14 @@ def make_model(preset: str, out_dir: Path, seed: int = 0, dtype: str | None = No
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    gen = generation_config(cfg)
+    gen = vl_generation_config(cfg) if is_vl(cfg) else generation_config(cfg)
     (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     write_weights(cfg, out_dir / "model.safetensors", seed, TORCH_DTYPES[cfg["torch_dtype"]])
     from dashserve.tokenizer_build import write_tokenizer_files
 
     write_tokenizer_files(out_dir)
+    if is_vl(cfg):
+        write_vl_files(cfg, out_dir)
     log.info("made %s (%s, seed %d, %.1fM params) in %s in %.1fs", preset, cfg["torch_dtype"], seed,
              param_count(cfg) / 1e6, out_dir, time.monotonic() - started)
     return out_dir

@@ -8,7 +8,10 @@ fp32 for tiny test models so that parity checks can be exact.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
+
+from dashserve.model.presets_vl import VL_DESCRIPTIONS, VL_PRESETS
 
 DTYPE_NAMES = {
     "bf16": "bfloat16", "bfloat16": "bfloat16",
@@ -99,6 +102,10 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+PRESETS.update(VL_PRESETS)
+DESCRIPTIONS.update(VL_DESCRIPTIONS)
+
+
 def dtype_name(dtype: str) -> str:
     """``bf16``/``bfloat16``/... -> the config.json spelling (``bfloat16``)."""
     try:
@@ -139,6 +146,11 @@ def head_dim(config: dict[str, Any]) -> int:
 
 def param_count(config: dict[str, Any]) -> int:
     """Unique parameters (a tied lm_head counted once)."""
+    if "vision_config" in config:
+        from dashserve.model.make_vision import flat_text, vision_specs
+
+        return param_count(flat_text(config)) + sum(
+            math.prod(shape) for _, shape, _ in vision_specs(config))
     h, v, layers = config["hidden_size"], config["vocab_size"], config["num_hidden_layers"]
     hd, nq, nkv = head_dim(config), config["num_attention_heads"], config["num_key_value_heads"]
     attn = h * hd * nq * 2 + h * hd * nkv * 2

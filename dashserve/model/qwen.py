@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -10,6 +11,15 @@ from torch import nn
 from dashserve.model.attention import AttentionMetadata, paged_attention
 from dashserve.model.config import ModelConfig
 from dashserve.model.layers import MLP, RMSNorm, RotaryEmbedding, SparseMoeBlock, fuse_linears
+
+
+@dataclass(frozen=True, slots=True)
+class DeepStack:
+    """Qwen3-VL: ``embeds[i]`` ([len(rows), hidden]) is added to the hidden states at ``rows``
+    (the visual tokens of the batch) after decoder layer ``i``."""
+
+    rows: torch.Tensor
+    embeds: list[torch.Tensor]
 
 
 class QwenAttention(nn.Module):
@@ -51,7 +61,8 @@ class QwenAttention(nn.Module):
         q = q.reshape(t, self.num_heads, self.head_dim)
         k = k.reshape(t, self.num_kv_heads, self.head_dim)
         v = v.reshape(t, self.num_kv_heads, self.head_dim)
-        if self.kernels is not None and q.dtype == torch.bfloat16 and not q.is_cuda:
+        if (self.kernels is not None and q.dtype == torch.bfloat16 and not q.is_cuda
+                and positions.dim() == 1):
             q, k = q.contiguous(), k.contiguous()
             self.kernels.qk_norm_rope(
                 q, k, self.q_norm.weight if self.qk_norm else None,
@@ -93,7 +104,10 @@ class QwenModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        rotary = RotaryEmbedding(config.head_dim, config.max_position_embeddings, config.rope_theta)
+        rotary = RotaryEmbedding(
+            config.head_dim, config.max_position_embeddings, config.rope_theta,
+            config.mrope_section, config.mrope_interleaved,
+        )
         self.rotary_emb = rotary
         self.layers = nn.ModuleList(
             QwenDecoderLayer(config, i, rotary) for i in range(config.num_hidden_layers)
@@ -103,10 +117,13 @@ class QwenModel(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor,
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]], meta: AttentionMetadata,
+        inputs_embeds: torch.Tensor | None = None, deepstack: DeepStack | None = None,
     ) -> torch.Tensor:
-        x = self.embed_tokens(input_ids)
-        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        for i, (layer, kv_cache) in enumerate(zip(self.layers, kv_caches, strict=True)):
             x = layer(x, positions, kv_cache, meta)
+            if deepstack is not None and i < len(deepstack.embeds):
+                x = x.index_add(0, deepstack.rows, deepstack.embeds[i].to(x.dtype))
         return self.norm(x)
 
 
@@ -124,8 +141,9 @@ class QwenForCausalLM(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor,
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]], meta: AttentionMetadata,
+        inputs_embeds: torch.Tensor | None = None, deepstack: DeepStack | None = None,
     ) -> torch.Tensor:
-        return self.model(input_ids, positions, kv_caches, meta)
+        return self.model(input_ids, positions, kv_caches, meta, inputs_embeds, deepstack)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)
