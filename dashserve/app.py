@@ -146,6 +146,10 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
     app.state.registry = registry
     app.state.gate = gate
     app.state.service = service
+    app.state.report_error = getattr(gate, "refuse", None)  # error answers: metrics, usage
+    bind_names = getattr(gate, "bind_served_names", None)
+    if bind_names is not None:  # metrics label only served names
+        bind_names(lambda: registry.names)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)

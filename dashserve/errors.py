@@ -89,6 +89,7 @@ class AccessDenied(DashServeError):
     openai_code = "access_denied"
     openai_type = "invalid_request_error"
     default_message = "Access denied."
+    principal: object | None = None  # the known caller refused, when there is one
 
 
 class ModelAccessDenied(AccessDenied):

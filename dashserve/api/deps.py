@@ -18,6 +18,8 @@ from dashserve.config import Settings
 from dashserve.errors import DashServeError, InvalidRequest, PayloadTooLarge
 from dashserve.platform.gate import Gate, Principal
 from dashserve.serving.registry import ModelRegistry
+from dashserve.serving.request import GenerationRequest
+from dashserve.serving.run import GenerationRun
 from dashserve.serving.service import GenerationService
 
 M = TypeVar("M", bound=BaseModel)
@@ -65,7 +67,11 @@ async def read_body(request: Request) -> bytes:
 
 async def authenticated_body(request: Request) -> tuple[Principal, dict[str, Any]]:
     """The caller (401 if the key is missing or wrong) and the JSON body (400 if bad)."""
-    raw = await read_body(request)
+    try:
+        raw = await read_body(request)
+    except PayloadTooLarge:
+        await authenticate(request, "")  # a wrong key is still a 401; a right one is billed
+        raise
     data: Any
     try:
         data = json.loads(raw) if raw.strip() else None
@@ -73,7 +79,8 @@ async def authenticated_body(request: Request) -> tuple[Principal, dict[str, Any
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         data, problem = None, f"the request body is not valid JSON: {exc}"
     model = data.get("model") if isinstance(data, dict) else None
-    principal = await authenticate(request, model if isinstance(model, str) else "")
+    request.state.model = model if isinstance(model, str) else ""
+    principal = await authenticate(request, request.state.model)
     if problem is not None:
         raise InvalidRequest(problem, param="body")
     return principal, data
@@ -82,7 +89,23 @@ async def authenticated_body(request: Request) -> tuple[Principal, dict[str, Any
 async def authenticate(request: Request, model: str) -> Principal:
     gate: Gate = request.app.state.gate
     workspace = request.headers.get("x-dashscope-workspace")
-    return await gate.authenticate(bearer_token(request), workspace, model)
+    try:
+        principal = await gate.authenticate(bearer_token(request), workspace, model)
+    except DashServeError as exc:  # a known key refused (403) still has its errors billed
+        request.state.principal = getattr(exc, "principal", None)
+        raise
+    request.state.principal = principal
+    return principal
+
+
+async def start_run(request: Request, generation: GenerationRequest,
+                    principal: Principal) -> GenerationRun:
+    """Start the generation; once admitted, its run bills it (errors are not billed twice)."""
+
+    def admitted() -> None:
+        request.state.billed = True
+
+    return await service_of(request).start(generation, principal, on_admitted=admitted)
 
 
 def parse(model_cls: type[M], data: Any) -> M:

@@ -50,6 +50,7 @@ class UsageRecord:
     ttft_ms: float | None
     duration_ms: float
     created_at: datetime
+    error_code: str | None = None  # the error's code for failed requests (metrics, logs)
 
 
 class Gate(Protocol):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -66,6 +66,11 @@ class ModelRegistry:
 
     def find(self, name: str) -> ServedModel | None:
         return self._models.get(name)
+
+    @property
+    def names(self) -> Collection[str]:
+        """The served names (a live view)."""
+        return self._models.keys()
 
     @property
     def models(self) -> list[ServedModel]:

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 from dashserve.errors import DashServeError, ServerBusy
 from dashserve.platform.gate import Gate, Principal
@@ -73,8 +74,11 @@ class GenerationService:
         return Plan(served, tuple(prompt_ids), sampling, parse_tools=features.parse_tools,
                     parallel_tool_calls=request.parallel_tool_calls, explicit_cache=explicit)
 
-    async def start(self, request: GenerationRequest, principal: Principal) -> GenerationRun:
-        """Plan, admit and start ``request``. The caller must ``aclose()`` the run."""
+    async def start(self, request: GenerationRequest, principal: Principal, *,
+                    on_admitted: Callable[[], None] | None = None) -> GenerationRun:
+        """Plan, admit and start ``request``. The caller must ``aclose()`` the run.
+        ``on_admitted`` is called once the request is admitted (from then on its run bills
+        it, errors included)."""
         plan = self.plan(request)
         key = id(plan.served.engine)
         if self._inflight[key] >= self.max_inflight_per_engine:
@@ -83,6 +87,8 @@ class GenerationService:
                 f"running or queued on model {request.model!r}.", retry_after_s=1.0)
         estimate = len(plan.prompt_token_ids) + (plan.sampling.max_tokens or 0) * plan.sampling.n
         admission = await self.gate.admit(principal, request.request_id, request.model, estimate)
+        if on_admitted is not None:
+            on_admitted()
         self._inflight[key] += 1
         run: GenerationRun
 

@@ -222,7 +222,8 @@ async def test_burst_of_200_matches_usage_exactly(gate: DbGate, store: Store) ->
         p: Principal = await gate.authenticate(issued.secret, None, "qwen")
         try:
             admission = await gate.admit(p, request_id, "qwen", 20)
-        except Throttled:
+        except Throttled as exc:  # the app hands every error answer to refuse()
+            await gate.refuse(request_id, p, "qwen", exc)
             statuses[request_id] = 429
             return
         await asyncio.sleep(0.01)  # "generation"
@@ -236,8 +237,9 @@ async def test_burst_of_200_matches_usage_exactly(gate: DbGate, store: Store) ->
     assert len(ok) == 50
     await gate.stop()  # drains the writer
     async with store.transaction() as s:
-        stored = sorted(r["request_id"] for r in await repos.select_records(s))
-    assert stored == ok
+        rows = await repos.select_records(s)
+    assert sorted(r["request_id"] for r in rows if r["status_code"] == 200) == ok
+    assert sum(r["status_code"] == 429 and r["output_tokens"] == 0 for r in rows) == 150
     assert time.monotonic() - started < 20
     body = gate.metrics.render()[0].decode()  # type: ignore[union-attr]
     assert 'dashserve_requests_total{model="qwen",status="429"} 150.0' in body

@@ -23,8 +23,8 @@ from dashserve.api.deps import (
     authenticated_body,
     parse,
     registry_of,
-    service_of,
     settings_of,
+    start_run,
 )
 from dashserve.api.errors import request_id_of
 from dashserve.api.sse import wants_native_stream
@@ -56,7 +56,7 @@ async def _generate(request: Request, *, multimodal: bool) -> Response:
     stream = wants_native_stream(request.headers)
     view = native_view(body.parameters, served.profile, multimodal, stream)
     generation = to_generation_request(body, request_id=request_id_of(request), stream=stream)
-    run = await service_of(request).start(generation, principal)
+    run = await start_run(request, generation, principal)
     if stream:
         renderer = NativeStreamRenderer(view, run.request_id,
                                         status_line=settings_of(request).sse_status_line)

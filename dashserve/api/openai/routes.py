@@ -8,7 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from dashserve.api.deps import authenticate, authenticated_body, parse, registry_of, service_of
+from dashserve.api.deps import (
+    authenticate,
+    authenticated_body,
+    parse,
+    registry_of,
+    start_run,
+)
 from dashserve.api.errors import request_id_of
 from dashserve.api.openai.convert import OpenAIStreamRenderer, openai_body, to_generation_request
 from dashserve.api.openai.protocol import ChatCompletionRequest
@@ -24,7 +30,7 @@ async def chat_completions(request: Request) -> Response:
     principal, data = await authenticated_body(request)
     body = parse(ChatCompletionRequest, data)
     generation = to_generation_request(body, request_id=request_id_of(request))
-    run = await service_of(request).start(generation, principal)
+    run = await start_run(request, generation, principal)
     created = int(time.time())
     logprobs = bool(body.logprobs)
     if body.stream:
