@@ -98,6 +98,9 @@ def compile_chat_template(template: str):  # -> jinja2.Template
     return env.from_string(template)
 
 
+_GIL_FREE_CHARS = 4096  # longer texts are encoded without holding the GIL
+
+
 class Tokenizer:
     """Encode/decode, special ids, per-id bytes and chat-template rendering for one checkpoint."""
 
@@ -165,7 +168,13 @@ class Tokenizer:
     # ---- encoding ---------------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``; added/special tokens in the text are recognized. No BOS."""
+        """Token ids of ``text``; added/special tokens in the text are recognized. No BOS.
+
+        Long texts go through ``encode_batch``, which lets other Python threads (the
+        server's event loop) run while it works.
+        """
+        if len(text) > _GIL_FREE_CHARS:
+            return self.backend.encode_batch([text], add_special_tokens=False)[0].ids
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:

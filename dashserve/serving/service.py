@@ -12,8 +12,10 @@ import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-from dashserve.errors import DashServeError, ServerBusy
+from dashserve.errors import DashServeError, InvalidRequest, ServerBusy
 from dashserve.platform.gate import Gate, Principal
 from dashserve.serving.features import resolve_features
 from dashserve.serving.normalize import (
@@ -28,11 +30,26 @@ from dashserve.serving.request import GenerationRequest
 from dashserve.serving.run import SHUTDOWN, GenerationRun, Plan
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # DashScope's explicit cache: a marked prefix shorter than this is not cached; a cached one
 # lives this long after its last use.
 EXPLICIT_CACHE_MIN_TOKENS = 1024
 EXPLICIT_CACHE_TTL_S = 300.0
+# Bounds checked before any prompt is rendered (a prompt of more cannot be useful).
+MAX_MESSAGES = 2048
+MAX_TOOLS = 128
+PROMPT_THREADS = 4  # prompts are rendered and tokenized on these, never on the event loop
+
+
+def check_counts(request: GenerationRequest) -> None:
+    """Refuse requests with more messages or tools than any prompt can use."""
+    if len(request.messages) > MAX_MESSAGES:
+        raise InvalidRequest(f"too many messages: {len(request.messages)} (at most "
+                             f"{MAX_MESSAGES})", param="messages")
+    if len(request.tools) > MAX_TOOLS:
+        raise InvalidRequest(f"too many tools: {len(request.tools)} (at most {MAX_TOOLS})",
+                             param="tools")
 
 
 class GenerationService:
@@ -49,9 +66,16 @@ class GenerationService:
         self.max_inflight_per_engine = max_inflight_per_engine
         self._inflight: defaultdict[int, int] = defaultdict(int)
         self._runs: set[GenerationRun] = set()
+        self._prompt_pool = ThreadPoolExecutor(PROMPT_THREADS,
+                                               thread_name_prefix="dashserve-prompt")
+
+    async def off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """Run CPU-heavy request work (templates, tokenization) on the prompt threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._prompt_pool, work, *args)
 
     def plan(self, request: GenerationRequest) -> Plan:
         """Validate ``request`` against its model and build the engine's input."""
+        check_counts(request)
         served = self.registry.get(request.model)
         params = request.params
         profile = served.profile
@@ -79,7 +103,7 @@ class GenerationService:
         """Plan, admit and start ``request``. The caller must ``aclose()`` the run.
         ``on_admitted`` is called once the request is admitted (from then on its run bills
         it, errors included)."""
-        plan = self.plan(request)
+        plan = await self.off_loop(self.plan, request)
         key = id(plan.served.engine)
         if self._inflight[key] >= self.max_inflight_per_engine:
             raise ServerBusy(
@@ -117,3 +141,4 @@ class GenerationService:
         if runs:
             log.warning("aborting %d requests still running at shutdown", len(runs))
             await asyncio.gather(*(run.aclose(status_code=SHUTDOWN) for run in runs))
+        self._prompt_pool.shutdown(wait=False, cancel_futures=True)

@@ -23,6 +23,7 @@ from dashserve.api.deps import (
     authenticated_body,
     parse,
     registry_of,
+    service_of,
     settings_of,
     start_run,
 )
@@ -83,7 +84,8 @@ async def tokenize(request: Request) -> JSONResponse:
     served = registry_of(request).get(body.model)
     tokenizer = served.engine.tokenizer
     thinking = body.parameters.get("enable_thinking", served.profile.enable_thinking)
-    ids = build_prompt(tokenizer, native_messages(body.input), enable_thinking=bool(thinking))
+    ids = await service_of(request).off_loop(
+        lambda: build_prompt(tokenizer, native_messages(body.input), enable_thinking=bool(thinking)))
     tokens = [tokenizer.token_str(i) for i in ids]
     return JSONResponse({"output": {"token_ids": ids, "tokens": tokens},
                          "usage": {"input_tokens": len(ids)},
