@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -124,6 +126,18 @@ class Tokenizer:
         self.eos_token_id = self._id_of(self.special_tokens.get("eos_token"))
         self.pad_token_id = self._id_of(self.special_tokens.get("pad_token"))
         self.bos_token_id = self._id_of(self.special_tokens.get("bos_token"))
+        self._added_ids = {t.content: i for i, t in added.items()}
+        self._added_re: re.Pattern[str] | None = None
+        if self._added_ids:  # longest first: the match the tokenizer itself would make
+            self._added_re = re.compile("|".join(
+                re.escape(t) for t in sorted(self._added_ids, key=len, reverse=True)))
+        self._plain_backend: Any = None
+        # Client text stands in the template with its added tokens replaced by these marks
+        # (private-use characters and a per-tokenizer nonce, which JSON leaves as they are).
+        nonce = secrets.token_hex(6)
+        self._marks = {t: f"\ue000{nonce}{i}\ue001" for i, t in enumerate(self._added_ids)}
+        self._unmarks = {m: t for t, m in self._marks.items()}
+        self._mark_re = re.compile(f"\ue000{nonce}\\d+\ue001")
         stops = [self.eos_token_id, self.token_to_id("<|endoftext|>")]
         self.stop_token_ids: tuple[int, ...] = tuple(
             dict.fromkeys(i for i in stops if i is not None)
@@ -176,6 +190,52 @@ class Tokenizer:
         if len(text) > _GIL_FREE_CHARS:
             return self.backend.encode_batch([text], add_special_tokens=False)[0].ids
         return self.backend.encode(text, add_special_tokens=False).ids
+
+    def encode_plain(self, text: str) -> list[int]:
+        """Token ids of ``text`` as plain text: special and added tokens typed in it (such as
+        ``<|im_start|>``) are encoded as the ordinary tokens of their characters."""
+        if self._plain_backend is None:
+            from tokenizers import Tokenizer as Backend
+
+            spec = json.loads(self.backend.to_str())
+            spec["added_tokens"] = []  # ordinary tokens keep their ids
+            self._plain_backend = Backend.from_str(json.dumps(spec))
+        if len(text) > _GIL_FREE_CHARS:
+            return self._plain_backend.encode_batch([text], add_special_tokens=False)[0].ids
+        return self._plain_backend.encode(text, add_special_tokens=False).ids
+
+    def escape_added(self, text: str) -> str:
+        """Client text made safe to render in a template: its added tokens are marked, so
+        neither the template nor ``encode_prompt`` takes them for control tokens."""
+        if self._added_re is None or not self._added_re.search(text):
+            return text
+        return self._added_re.sub(lambda m: self._marks[m.group()], text)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt whose client text went through ``escape_added``.
+
+        The added tokens left in ``text`` are the template's own and become control tokens;
+        the text between them (template and client text) is encoded as plain text, the way
+        ``encode`` encodes the pieces between added tokens, so ordinary prompts get exactly
+        the ids ``encode`` gives them.
+        """
+        if self._added_re is None:
+            return self.encode(text)
+        ids: list[int] = []
+        start = 0
+        for match in self._added_re.finditer(text):
+            if match.start() > start:
+                ids += self._encode_piece(text[start:match.start()])
+            ids.append(self._added_ids[match.group()])
+            start = match.end()
+        if start < len(text):
+            ids += self._encode_piece(text[start:])
+        return ids
+
+    def _encode_piece(self, piece: str) -> list[int]:
+        if "\ue000" in piece:
+            piece = self._mark_re.sub(lambda m: self._unmarks.get(m.group(), m.group()), piece)
+        return self.encode_plain(piece)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
