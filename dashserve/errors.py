@@ -171,3 +171,14 @@ class ModelUnavailable(DashServeError):
     openai_type = "service_unavailable"
     default_message = "Model is unavailable, please try again later."
     retryable = True
+
+
+class ServiceUnavailable(DashServeError):
+    """A store the request needs (the database) cannot be reached right now."""
+
+    status_code = 503
+    code = "ServiceUnavailable"
+    openai_code = "service_unavailable"
+    openai_type = "service_unavailable"
+    default_message = "The service is temporarily unavailable, please try again later."
+    retryable = True

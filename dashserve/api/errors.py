@@ -15,9 +15,16 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dashserve.errors import DashServeError, InternalError, InvalidRequest, Throttled
+from dashserve.errors import (
+    DashServeError,
+    InternalError,
+    InvalidRequest,
+    ServiceUnavailable,
+    Throttled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,15 @@ class _HttpError(DashServeError):
         self.openai_code = "not_found" if status_code == 404 else "invalid_request_error"
 
 
+def is_outage(exc: BaseException) -> bool:
+    """A database (or other backing service) that cannot be reached, not a bug of ours."""
+    if isinstance(exc, OperationalError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
 async def report_error(request: Request, error: DashServeError) -> None:
     """Hand an error answer to ``app.state.report_error`` (the gate's ``refuse``: metrics
     and an error row in the usage table), unless the request's run already billed it."""
@@ -125,5 +141,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_outage(exc):
+            log.error("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+            return await _answer(request, ServiceUnavailable())
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return await _answer(request, InternalError())

@@ -145,9 +145,11 @@ class DbGate:
             raise AuthenticationFailed()
         static = match_static(api_key, self._static_hashes)
         if static is not None:
+            if workspace and workspace != self.config.default_workspace:
+                raise WorkspaceAccessDenied()  # static keys belong to the default workspace
             return KeyPrincipal(
                 key_id=None, key_prefix=static_prefix(static),
-                workspace=workspace or self.config.default_workspace,
+                workspace=self.config.default_workspace,
                 is_admin=static in self._admin_hashes, policy=self.config.static_limits,
             )
         key = await self._lookup(api_key)

@@ -68,7 +68,9 @@ async def test_static_keys(gate: DbGate) -> None:
     p = await gate.authenticate("static-secret", None, "qwen")
     assert p.key_id is None and p.workspace == "default" and not p.is_admin
     assert p.key_prefix.startswith("static-") and "secret" not in p.key_prefix
-    assert (await gate.authenticate("static-secret", "ws9", "qwen")).workspace == "ws9"
+    assert (await gate.authenticate("static-secret", "default", "qwen")).workspace == "default"
+    with pytest.raises(WorkspaceAccessDenied):  # static keys belong to the default workspace
+        await gate.authenticate("static-secret", "ws9", "qwen")
     assert (await gate.authenticate("admin-secret", None, "qwen")).is_admin
     for bad in (None, "", "static-secreT", "sk-" + "0" * 32):
         with pytest.raises(AuthenticationFailed) as info:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,7 +53,9 @@ class PostgresServer:
     """A PostgreSQL cluster of its own (``initdb``) on a free port; run as the ``postgres``
     user when the tests run as root (PostgreSQL refuses to run as root)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self) -> None:
+        directory = Path(tempfile.mkdtemp(prefix="dashserve-pg-"))  # outside root-only dirs
+        self.root = directory
         self.dir = directory / "pgdata"
         self.sock = directory
         self.port = free_port()
@@ -83,3 +86,6 @@ class PostgresServer:
 
     def stop(self, mode: str = "fast") -> None:
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.dir), "-w", "-m", mode, "stop")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
