@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     admin_keys: tuple[str, ...] = ()
+    # Usage records are stored at least this often: a kill -9 loses at most this window.
+    usage_flush_s: float = Field(default=0.5, gt=0, le=60)
 
     @classmethod
     def settings_customise_sources(

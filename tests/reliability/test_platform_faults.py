@@ -138,3 +138,11 @@ async def test_a_postgresql_restart_mid_load_loses_no_usage(postgres: PostgresSe
     await check_platform.store.close()
     await check.aclose()
     assert sorted(r["request_id"] for r in rows if r["status_code"] == 200) == sorted(ok_ids)
+
+
+async def test_the_usage_window_is_configurable(tmp_path: Path) -> None:
+    platform = prepare_platform(Settings(data_dir=tmp_path, usage_flush_s=0.05,
+                                         api_keys=(STATIC,)))
+    assert platform.writer._config.flush_interval_s == 0.05
+    assert prepare_platform(Settings(data_dir=tmp_path / "b")).writer._config \
+        .flush_interval_s == 0.5
