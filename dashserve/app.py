@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dashserve.api import health
 from dashserve.api.dashscope import routes as native_routes
 from dashserve.api.errors import install_error_handlers
+from dashserve.api.openapi import install_openapi
 from dashserve.api.openai import routes as openai_routes
 from dashserve.config import Settings
 from dashserve.engine.client_protocol import EngineClient
@@ -155,4 +156,5 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
     app.include_router(health.router)
     app.include_router(native_routes.router)
     app.include_router(openai_routes.router)
+    install_openapi(app)
     return app
