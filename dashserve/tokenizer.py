@@ -126,12 +126,14 @@ class Tokenizer:
         self.eos_token_id = self._id_of(self.special_tokens.get("eos_token"))
         self.pad_token_id = self._id_of(self.special_tokens.get("pad_token"))
         self.bos_token_id = self._id_of(self.special_tokens.get("bos_token"))
+        # No token stands for more bytes than this: a text of n bytes has >= n / it tokens.
+        self.max_token_bytes = max(1, max((len(b) for b in self.id_to_bytes), default=1))
         self._added_ids = {t.content: i for i, t in added.items()}
         self._added_re: re.Pattern[str] | None = None
         if self._added_ids:  # longest first: the match the tokenizer itself would make
             self._added_re = re.compile("|".join(
                 re.escape(t) for t in sorted(self._added_ids, key=len, reverse=True)))
-        self._plain_backend: Any = None
+        self._plain_backend: Any = _without_added_tokens(backend)
         # Client text stands in the template with its added tokens replaced by these marks
         # (private-use characters and a per-tokenizer nonce, which JSON leaves as they are).
         nonce = secrets.token_hex(6)
@@ -194,12 +196,6 @@ class Tokenizer:
     def encode_plain(self, text: str) -> list[int]:
         """Token ids of ``text`` as plain text: special and added tokens typed in it (such as
         ``<|im_start|>``) are encoded as the ordinary tokens of their characters."""
-        if self._plain_backend is None:
-            from tokenizers import Tokenizer as Backend
-
-            spec = json.loads(self.backend.to_str())
-            spec["added_tokens"] = []  # ordinary tokens keep their ids
-            self._plain_backend = Backend.from_str(json.dumps(spec))
         if len(text) > _GIL_FREE_CHARS:
             return self._plain_backend.encode_batch([text], add_special_tokens=False)[0].ids
         return self._plain_backend.encode(text, add_special_tokens=False).ids
@@ -283,6 +279,15 @@ class Tokenizer:
             raise InvalidRequest(
                 f"the messages do not fit the model's chat template: {exc}"
             ) from exc
+
+
+def _without_added_tokens(backend: Any) -> Any:
+    """A copy of ``backend`` that knows no added tokens (ordinary tokens keep their ids)."""
+    from tokenizers import Tokenizer as Backend
+
+    spec = json.loads(backend.to_str())
+    spec["added_tokens"] = []
+    return Backend.from_str(json.dumps(spec))
 
 
 def _model_vocab_size(path: Path) -> int | None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from dashserve.errors import DashServeError, InvalidRequest, ServerBusy
+from dashserve.errors import DashServeError, InvalidRequest, PromptTooLongError, ServerBusy
 from dashserve.platform.gate import Gate, Principal
 from dashserve.serving.features import resolve_features
 from dashserve.serving.normalize import (
@@ -25,6 +25,7 @@ from dashserve.serving.normalize import (
     split_stop,
 )
 from dashserve.serving.prompt import build_prompt, explicit_cache_tokens
+from dashserve.serving.profiles import ModelProfile
 from dashserve.serving.registry import ModelRegistry
 from dashserve.serving.request import GenerationRequest
 from dashserve.serving.run import SHUTDOWN, GenerationRun, Plan
@@ -40,6 +41,21 @@ EXPLICIT_CACHE_TTL_S = 300.0
 MAX_MESSAGES = 2048
 MAX_TOOLS = 128
 PROMPT_THREADS = 4  # prompts are rendered and tokenized on these, never on the event loop
+
+
+def check_least_length(request: GenerationRequest, profile: ModelProfile,
+                       max_token_bytes: int | None) -> None:
+    """Refuse, without tokenizing it, a prompt whose text alone must exceed the input limit
+    (a token stands for at most ``max_token_bytes`` bytes, and a character for at least one)."""
+    if not max_token_bytes:
+        return
+    chars = sum(len(m.content) for m in request.messages)
+    least = chars // max_token_bytes
+    limit = request.params.max_input_tokens or profile.max_input_tokens
+    limit = min(limit, profile.context_length - 1)
+    if least > limit:
+        raise PromptTooLongError(f"Range of input length should be [1, {limit}]; the input has "
+                                 f"at least {least} tokens", param="input")
 
 
 def check_counts(request: GenerationRequest) -> None:
@@ -82,6 +98,7 @@ class GenerationService:
         check_ranges(params, profile)
         features = resolve_features(request, profile)
         tokenizer = served.engine.tokenizer
+        check_least_length(request, profile, getattr(tokenizer, "max_token_bytes", None))
         prompt_ids = build_prompt(tokenizer, request.messages, enable_thinking=features.thinking,
                                   tools=features.template_tools or None)
         check_input_length(params, profile, len(prompt_ids))
