@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -79,7 +81,10 @@ async def test_random_disconnect_storm_leaves_the_kv_pool_empty(qwen3_tiny_dir: 
                 return "reset"
 
     try:
+        started = time.monotonic()
         modes = await asyncio.gather(*(guarded(i) for i in range(REQUESTS)))
+        print(f"storm: {REQUESTS} requests in {time.monotonic() - started:.1f} s:",
+              dict(Counter(modes)))
         assert modes.count("at_headers") > REQUESTS // 8
         for _ in range(600):  # every request aborted or finished, every block back
             if not engine.engine.has_unfinished() and live.app.state.service.num_inflight == 0:
