@@ -88,7 +88,7 @@ async def one_request(client: httpx.AsyncClient, rng: random.Random, counts: dic
         counts["errors"] += 1
 
 
-async def _enumerate(items):  # noqa: ANN001, ANN202
+async def _enumerate(items):
     i = 0
     async for item in items:
         yield i, item

@@ -21,8 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dashserve.api import health
 from dashserve.api.dashscope import routes as native_routes
 from dashserve.api.errors import install_error_handlers
-from dashserve.api.openapi import install_openapi
 from dashserve.api.openai import routes as openai_routes
+from dashserve.api.openapi import install_openapi
 from dashserve.config import Settings
 from dashserve.engine.client_protocol import EngineClient
 from dashserve.platform.gate import Gate

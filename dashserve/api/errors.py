@@ -112,7 +112,7 @@ async def report_error(request: Request, error: DashServeError) -> None:
     try:
         await hook(request_id_of(request), getattr(request.state, "principal", None),
                    getattr(request.state, "model", "") or "", error)
-    except Exception:  # noqa: BLE001 - the answer goes out whatever the bookkeeping did
+    except Exception:
         log.exception("could not record the error answer of %s", request_id_of(request))
 
 

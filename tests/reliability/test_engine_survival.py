@@ -32,7 +32,7 @@ async def _drain(engine: AsyncEngine) -> None:
         await asyncio.sleep(0.01)
 
 
-async def collect(events):  # noqa: ANN001, ANN201
+async def collect(events):
     return [e async for e in events]
 
 

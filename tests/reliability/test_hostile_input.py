@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -56,6 +55,7 @@ async def client(tokenizer: Tokenizer) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+TOOL_JSON = '{"type": "function", "function": {"name": "NAME", "parameters": {"type": "object"}}}'
 CATALOGUE = {
     "json nested 1,000 deep": lambda path: deep(1000),
     "json nested 100,000 deep": lambda path: deep(100_000),
@@ -69,13 +69,11 @@ CATALOGUE = {
     "lone surrogate in a key": lambda path: '{"\\ud800": 1, "model": "qwen-plus"}',
     "10,000 tools": lambda path: (
         '{"model": "qwen-plus", "messages": [{"role": "user", "content": "hi"}], "tools": ['
-        + ",".join('{"type": "function", "function": {"name": "f%d", "parameters": '
-                   '{"type": "object"}}}' % i for i in range(10_000)) + "]}"
+        + ",".join(TOOL_JSON.replace("NAME", f"f{i}") for i in range(10_000)) + "]}"
         if path == CHAT else
         native_raw('[{"role": "user", "content": "hi"}]')[:-1]
         + ', "parameters": {"result_format": "message", "tools": ['
-        + ",".join('{"type": "function", "function": {"name": "f%d", "parameters": '
-                   '{"type": "object"}}}' % i for i in range(10_000)) + "]}}"),
+        + ",".join(TOOL_JSON.replace("NAME", f"f{i}") for i in range(10_000)) + "]}}"),
     "5,000 messages": lambda path: (native_raw if path == NATIVE else chat_raw)(
         "[" + ",".join('{"role": "user", "content": "hi"}' for _ in range(5000)) + "]"),
     "not an object": lambda path: "[1, 2, 3]",

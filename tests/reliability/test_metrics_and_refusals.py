@@ -30,8 +30,8 @@ def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
 
 
 @pytest.fixture
-async def served(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[httpx.AsyncClient,  # noqa: F811
-                                                                    PlatformState]]:
+async def served(tmp_path: Path, db_url: str  # noqa: F811 - the fixture
+                 ) -> AsyncIterator[tuple[httpx.AsyncClient, PlatformState]]:
     platform = prepare_platform(PlatformSettings(
         data_dir=tmp_path, database_url=db_url, static_keys=(STATIC,), admin_keys=("sk-admin",)))
     engine = FakeEngine(token_delay_s=0.05)
@@ -47,7 +47,7 @@ async def served(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[httpx.Async
             yield c, platform
 
 
-async def test_a_lone_surrogate_model_name_does_not_break_metrics(served) -> None:  # noqa: ANN001
+async def test_a_lone_surrogate_model_name_does_not_break_metrics(served) -> None:
     client, _ = served
     body = b'{"model": "\\ud800x", "input": {"messages": []}}'
     r = await client.post(NATIVE, content=body, headers={"Content-Type": "application/json"})
@@ -60,7 +60,7 @@ async def test_a_lone_surrogate_model_name_does_not_break_metrics(served) -> Non
     assert labels <= {"unknown", "qwen-plus", "qwen-max"}
 
 
-async def test_distinct_model_names_do_not_grow_metrics(served) -> None:  # noqa: ANN001
+async def test_distinct_model_names_do_not_grow_metrics(served) -> None:
     client, _ = served
     auth = {"Authorization": f"Bearer {STATIC}"}
 
@@ -84,7 +84,7 @@ async def test_distinct_model_names_do_not_grow_metrics(served) -> None:  # noqa
 
 
 async def test_every_error_is_counted_by_status_and_code_and_billed_to_its_key(
-        served) -> None:  # noqa: ANN001
+        served) -> None:
     client, platform = served
     auth = {"Authorization": f"Bearer {STATIC}"}
     chat = {"model": "qwen-plus", "messages": [{"role": "user", "content": "x"}]}

@@ -4,6 +4,8 @@ database outage and without ``Bearer``, static keys and workspaces."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -46,7 +48,7 @@ async def sqlite_app(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, P
         yield client, platform
 
 
-async def test_the_admin_api_needs_bearer_like_the_generation_apis(sqlite_app) -> None:  # noqa: ANN001
+async def test_the_admin_api_needs_bearer_like_the_generation_apis(sqlite_app) -> None:
     client, _ = sqlite_app
     for header in (ADMIN, f"Token {ADMIN}", f"Basic {ADMIN}"):
         r = await client.get("/admin/v1/keys", headers={"Authorization": header})
@@ -59,7 +61,7 @@ async def test_the_admin_api_needs_bearer_like_the_generation_apis(sqlite_app) -
 
 
 async def test_the_admin_api_answers_503_during_a_database_outage(
-        sqlite_app, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+        sqlite_app, monkeypatch: pytest.MonkeyPatch) -> None:
     client, platform = sqlite_app
 
     def down(*args: object, **kwargs: object) -> None:
@@ -76,7 +78,7 @@ async def test_the_admin_api_answers_503_during_a_database_outage(
         assert body["code"] == "ServiceUnavailable"
 
 
-async def test_static_keys_stay_in_the_default_workspace(sqlite_app) -> None:  # noqa: ANN001
+async def test_static_keys_stay_in_the_default_workspace(sqlite_app) -> None:
     client, platform = sqlite_app
     auth = {"Authorization": f"Bearer {STATIC}"}
     r = await client.post(NATIVE, headers={**auth, "X-DashScope-WorkSpace": "ws-other"},
@@ -99,10 +101,8 @@ def postgres() -> Iterator[PostgresServer]:
     server.init()
     server.start()
     yield server
-    try:
+    with contextlib.suppress(subprocess.CalledProcessError):  # stopped by the test already
         server.stop("immediate")
-    except Exception:  # noqa: BLE001 - already stopped
-        pass
     server.remove()
 
 

@@ -16,7 +16,11 @@ from dashserve.api.deps import (
     start_run,
 )
 from dashserve.api.errors import request_id_of
-from dashserve.api.openai.convert import OpenAIStreamRenderer, openai_body, to_generation_request
+from dashserve.api.openai.convert import (
+    OpenAIStreamRenderer,
+    openai_body,
+    to_generation_request,
+)
 from dashserve.api.openai.protocol import ChatCompletionRequest
 from dashserve.api.streaming import complete_response, stream_response
 from dashserve.errors import ModelNotFound
