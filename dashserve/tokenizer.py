@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import secrets
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -133,7 +134,8 @@ class Tokenizer:
         if self._added_ids:  # longest first: the match the tokenizer itself would make
             self._added_re = re.compile("|".join(
                 re.escape(t) for t in sorted(self._added_ids, key=len, reverse=True)))
-        self._plain_backend: Any = _without_added_tokens(backend)
+        self._plain_backend: Any = None  # built by prepare_plain (servers do it at load)
+        self._plain_lock = threading.Lock()
         # Client text stands in the template with its added tokens replaced by these marks
         # (private-use characters and a per-tokenizer nonce, which JSON leaves as they are).
         nonce = secrets.token_hex(6)
@@ -193,9 +195,19 @@ class Tokenizer:
             return self.backend.encode_batch([text], add_special_tokens=False)[0].ids
         return self.backend.encode(text, add_special_tokens=False).ids
 
+    def prepare_plain(self) -> Any:
+        """Build the plain-text tokenizer now (about a second, holding the GIL): a server does
+        this while loading, so no request pays for it."""
+        with self._plain_lock:
+            if self._plain_backend is None:
+                self._plain_backend = _without_added_tokens(self.backend)
+        return self._plain_backend
+
     def encode_plain(self, text: str) -> list[int]:
         """Token ids of ``text`` as plain text: special and added tokens typed in it (such as
         ``<|im_start|>``) are encoded as the ordinary tokens of their characters."""
+        if self._plain_backend is None:
+            self.prepare_plain()
         if len(text) > _GIL_FREE_CHARS:
             return self._plain_backend.encode_batch([text], add_special_tokens=False)[0].ids
         return self._plain_backend.encode(text, add_special_tokens=False).ids

@@ -52,6 +52,9 @@ class AsyncEngine:
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
         self.tokenizer = engine.tokenizer
+        prepare = getattr(self.tokenizer, "prepare_plain", None)
+        if prepare is not None:  # client text is encoded as plain text: ready before serving
+            prepare()
         self.model_info = ModelInfo(
             name=str(engine.model_dir), architecture=engine.model_config.architecture,
             max_model_len=engine.max_model_len, vocab_size=engine.model_config.vocab_size,
