@@ -24,6 +24,7 @@ from dashserve.api.dashscope import uploads as upload_routes
 from dashserve.api.errors import install_error_handlers
 from dashserve.api.files import routes as files_routes
 from dashserve.api.openai import routes as openai_routes
+from dashserve.api.openapi import install_openapi
 from dashserve.config import Settings
 from dashserve.engine.client_protocol import EngineClient
 from dashserve.media.sources import MediaConfig
@@ -190,6 +191,10 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
     app.state.search = search  # SearchBackends | None (the admin API reaches the index here)
     app.state.inspector = inspector
     app.state.files = files
+    app.state.report_error = getattr(gate, "refuse", None)  # error answers: metrics, usage
+    bind_names = getattr(gate, "bind_served_names", None)
+    if bind_names is not None:  # metrics label only served names
+        bind_names(lambda: registry.names)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
@@ -202,4 +207,5 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
         from dashserve.console import mount_console
 
         mount_console(app)
+    install_openapi(app)
     return app

@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=150 * 2**20, ge=1)
     max_files_per_workspace: int = Field(default=10_000, ge=1)
     max_file_bytes_per_workspace: int = Field(default=100 * 2**30, ge=1)
+    # Usage records are stored at least this often: a kill -9 loses at most this window.
+    usage_flush_s: float = Field(default=0.5, gt=0, le=60)
 
     @classmethod
     def settings_customise_sources(

@@ -20,7 +20,8 @@
     ├── ServerBusy                429 Throttling  (engine queue or KV cache full)
     ├── InternalError             500 InternalError           internal_error
     ├── ModelUnavailable          503 ModelUnavailable        service_unavailable
-    └── SearchUnavailable         503 ServiceUnavailable      (forced web search failed)
+    └── ServiceUnavailable        503 ServiceUnavailable      service_unavailable (database)
+        └── SearchUnavailable     503 ServiceUnavailable      (forced web search failed)
 
 Raised anywhere below ``api`` and rendered per protocol by the two exception handlers.
 """
@@ -101,6 +102,7 @@ class AccessDenied(DashServeError):
     openai_code = "access_denied"
     openai_type = "invalid_request_error"
     default_message = "Access denied."
+    principal: object | None = None  # the known caller refused, when there is one
 
 
 class ModelAccessDenied(AccessDenied):
@@ -184,10 +186,16 @@ class ModelUnavailable(DashServeError):
     retryable = True
 
 
-class SearchUnavailable(DashServeError):
+class ServiceUnavailable(DashServeError):
+    """Something the request needs (the database, a search provider) cannot be reached."""
+
     status_code = 503
     code = "ServiceUnavailable"
     openai_code = "service_unavailable"
     openai_type = "service_unavailable"
-    default_message = "Web search is unavailable, please try again later."
+    default_message = "The service is temporarily unavailable, please try again later."
     retryable = True
+
+
+class SearchUnavailable(ServiceUnavailable):
+    default_message = "Web search is unavailable, please try again later."

@@ -8,6 +8,7 @@ when no ``--model`` is given), so several models can be served from the command 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import shutil
@@ -230,7 +231,7 @@ def serve(settings: Settings) -> int:
     grace: Any = settings.shutdown_grace_s  # uvicorn types it int; any wait_for timeout works
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level, timeout_graceful_shutdown=grace)
-    server = DrainingServer(config, app.state.registry)
+    server = DrainingServer(config, app.state.registry, app.state.service)
     server.run()
     return 1 if failures else 0
 
@@ -266,11 +267,23 @@ def _engine_stats(registry: ModelRegistry) -> EngineStats | None:
 
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, marking the registry as draining as soon as a signal arrives
-    (requests already running get ``shutdown_grace_s`` to finish)."""
+    (requests already running get ``shutdown_grace_s`` to finish). While they run the port
+    stays open, so ``/health`` and new requests get 503 rather than a refused connection."""
 
-    def __init__(self, config: uvicorn.Config, registry: ModelRegistry) -> None:
+    def __init__(self, config: uvicorn.Config, registry: ModelRegistry,
+                 service: Any = None) -> None:
         super().__init__(config)
         self.registry = registry
+        self.service = service  # its num_inflight is awaited before the port closes
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        grace = float(self.config.timeout_graceful_shutdown or 0)
+        deadline = time.monotonic() + grace
+        while (self.service is not None and self.service.num_inflight > 0
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.05)
+        self.config.timeout_graceful_shutdown = max(1, int(deadline - time.monotonic()))
+        await super().shutdown(sockets=sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.registry.state in (ServerState.READY, ServerState.LOADING):

@@ -6,6 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
+import secrets
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -98,6 +101,9 @@ def compile_chat_template(template: str):  # -> jinja2.Template
     return env.from_string(template)
 
 
+_GIL_FREE_CHARS = 4096  # longer texts are encoded without holding the GIL
+
+
 class Tokenizer:
     """Encode/decode, special ids, per-id bytes and chat-template rendering for one checkpoint."""
 
@@ -121,6 +127,21 @@ class Tokenizer:
         self.eos_token_id = self._id_of(self.special_tokens.get("eos_token"))
         self.pad_token_id = self._id_of(self.special_tokens.get("pad_token"))
         self.bos_token_id = self._id_of(self.special_tokens.get("bos_token"))
+        # No token stands for more bytes than this: a text of n bytes has >= n / it tokens.
+        self.max_token_bytes = max(1, max((len(b) for b in self.id_to_bytes), default=1))
+        self._added_ids = {t.content: i for i, t in added.items()}
+        self._added_re: re.Pattern[str] | None = None
+        if self._added_ids:  # longest first: the match the tokenizer itself would make
+            self._added_re = re.compile("|".join(
+                re.escape(t) for t in sorted(self._added_ids, key=len, reverse=True)))
+        self._plain_backend: Any = None  # built by prepare_plain (servers do it at load)
+        self._plain_lock = threading.Lock()
+        # Client text stands in the template with its added tokens replaced by these marks
+        # (private-use characters and a per-tokenizer nonce, which JSON leaves as they are).
+        nonce = secrets.token_hex(6)
+        self._marks = {t: f"\ue000{nonce}{i}\ue001" for i, t in enumerate(self._added_ids)}
+        self._unmarks = {m: t for t, m in self._marks.items()}
+        self._mark_re = re.compile(f"\ue000{nonce}\\d+\ue001")
         stops = [self.eos_token_id, self.token_to_id("<|endoftext|>")]
         self.stop_token_ids: tuple[int, ...] = tuple(
             dict.fromkeys(i for i in stops if i is not None)
@@ -165,8 +186,64 @@ class Tokenizer:
     # ---- encoding ---------------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``; added/special tokens in the text are recognized. No BOS."""
+        """Token ids of ``text``; added/special tokens in the text are recognized. No BOS.
+
+        Long texts go through ``encode_batch``, which lets other Python threads (the
+        server's event loop) run while it works.
+        """
+        if len(text) > _GIL_FREE_CHARS:
+            return self.backend.encode_batch([text], add_special_tokens=False)[0].ids
         return self.backend.encode(text, add_special_tokens=False).ids
+
+    def prepare_plain(self) -> Any:
+        """Build the plain-text tokenizer now (about a second, holding the GIL): a server does
+        this while loading, so no request pays for it."""
+        with self._plain_lock:
+            if self._plain_backend is None:
+                self._plain_backend = _without_added_tokens(self.backend)
+        return self._plain_backend
+
+    def encode_plain(self, text: str) -> list[int]:
+        """Token ids of ``text`` as plain text: special and added tokens typed in it (such as
+        ``<|im_start|>``) are encoded as the ordinary tokens of their characters."""
+        if self._plain_backend is None:
+            self.prepare_plain()
+        if len(text) > _GIL_FREE_CHARS:
+            return self._plain_backend.encode_batch([text], add_special_tokens=False)[0].ids
+        return self._plain_backend.encode(text, add_special_tokens=False).ids
+
+    def escape_added(self, text: str) -> str:
+        """Client text made safe to render in a template: its added tokens are marked, so
+        neither the template nor ``encode_prompt`` takes them for control tokens."""
+        if self._added_re is None or not self._added_re.search(text):
+            return text
+        return self._added_re.sub(lambda m: self._marks[m.group()], text)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt whose client text went through ``escape_added``.
+
+        The added tokens left in ``text`` are the template's own and become control tokens;
+        the text between them (template and client text) is encoded as plain text, the way
+        ``encode`` encodes the pieces between added tokens, so ordinary prompts get exactly
+        the ids ``encode`` gives them.
+        """
+        if self._added_re is None:
+            return self.encode(text)
+        ids: list[int] = []
+        start = 0
+        for match in self._added_re.finditer(text):
+            if match.start() > start:
+                ids += self._encode_piece(text[start:match.start()])
+            ids.append(self._added_ids[match.group()])
+            start = match.end()
+        if start < len(text):
+            ids += self._encode_piece(text[start:])
+        return ids
+
+    def _encode_piece(self, piece: str) -> list[int]:
+        if "\ue000" in piece:
+            piece = self._mark_re.sub(lambda m: self._unmarks.get(m.group(), m.group()), piece)
+        return self.encode_plain(piece)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
@@ -214,6 +291,15 @@ class Tokenizer:
             raise InvalidRequest(
                 f"the messages do not fit the model's chat template: {exc}"
             ) from exc
+
+
+def _without_added_tokens(backend: Any) -> Any:
+    """A copy of ``backend`` that knows no added tokens (ordinary tokens keep their ids)."""
+    from tokenizers import Tokenizer as Backend
+
+    spec = json.loads(backend.to_str())
+    spec["added_tokens"] = []
+    return Backend.from_str(json.dumps(spec))
 
 
 def _model_vocab_size(path: Path) -> int | None:

@@ -15,9 +15,16 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dashserve.errors import DashServeError, InternalError, InvalidRequest, Throttled
+from dashserve.errors import (
+    DashServeError,
+    InternalError,
+    InvalidRequest,
+    ServiceUnavailable,
+    Throttled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,24 +93,56 @@ class _HttpError(DashServeError):
         self.openai_code = "not_found" if status_code == 404 else "invalid_request_error"
 
 
+def is_outage(exc: BaseException) -> bool:
+    """A database (or other backing service) that cannot be reached, not a bug of ours."""
+    if isinstance(exc, OperationalError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+async def report_error(request: Request, error: DashServeError) -> None:
+    """Hand an error answer to ``app.state.report_error`` (the gate's ``refuse``: metrics
+    and an error row in the usage table), unless the request's run already billed it."""
+    hook = getattr(request.app.state, "report_error", None)
+    if hook is None or getattr(request.state, "billed", False):
+        return
+    request.state.billed = True
+    try:
+        await hook(request_id_of(request), getattr(request.state, "principal", None),
+                   getattr(request.state, "model", "") or "", error)
+    except Exception:
+        log.exception("could not record the error answer of %s", request_id_of(request))
+
+
+async def _answer(request: Request, error: DashServeError) -> JSONResponse:
+    response = render_error(request, error)
+    await report_error(request, error)
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Render every error the app can raise in the caller's protocol."""
+    """Render every error the app can raise in the caller's protocol (and report it)."""
 
     @app.exception_handler(DashServeError)
     async def _dashserve(request: Request, exc: DashServeError) -> JSONResponse:
-        return render_error(request, exc)
+        return await _answer(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return render_error(request, validation_error(exc))
+        return await _answer(request, validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = ("url error, please check url" if exc.status_code == 404
                    else str(exc.detail))
-        return render_error(request, _HttpError(exc.status_code, message))
+        return await _answer(request, _HttpError(exc.status_code, message))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_outage(exc):
+            log.error("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+            return await _answer(request, ServiceUnavailable())
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return render_error(request, InternalError())
+        return await _answer(request, InternalError())

@@ -16,4 +16,9 @@ async def health(request: Request) -> JSONResponse:
     body = {"status": registry.state.value, "detail": registry.detail,
             "models": [m.name for m in registry.models],
             "requests_in_flight": service_of(request).num_inflight}
-    return JSONResponse(body, status_code=200 if registry.is_ready else 503)
+    healthy = registry.is_ready
+    dead = registry.dead_engines if healthy else []
+    if dead:
+        healthy = False
+        body.update(status="failed", detail=f"engine stopped for {', '.join(dead)}")
+    return JSONResponse(body, status_code=200 if healthy else 503)

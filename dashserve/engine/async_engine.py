@@ -3,6 +3,10 @@
 The engine thread owns the LLMEngine: it takes commands (add, abort) between steps, runs
 steps while there is work, and hands each step's events to the event loop in one call.
 Torch releases the GIL during kernels, so the server keeps serving while a step runs.
+No command can end the thread: a failing one is reported to its caller (or logged), and
+a request whose caller left before the thread took it is never added. Should the thread
+end anyway, ``is_alive`` turns false, waiting callers get ``EngineError`` and new
+requests are refused.
 """
 
 from __future__ import annotations
@@ -67,6 +71,9 @@ class AsyncEngine:
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
         self.tokenizer = engine.tokenizer
+        prepare = getattr(self.tokenizer, "prepare_plain", None)
+        if prepare is not None:  # client text is encoded as plain text: ready before serving
+            prepare()
         self.model_info = ModelInfo(
             name=str(engine.model_dir), architecture=engine.model_config.architecture,
             max_model_len=engine.max_model_len, vocab_size=engine.model_config.vocab_size,
@@ -76,6 +83,7 @@ class AsyncEngine:
         self._queues: dict[str, asyncio.Queue[EngineEvent | BaseException]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self.failure: str | None = None  # why the engine thread ended, if it did
         self._thread = threading.Thread(target=self._run, name="dashserve-engine", daemon=True)
         self._thread.start()
 
@@ -87,12 +95,19 @@ class AsyncEngine:
 
     # ----- EngineClient -----------------------------------------------------------------------
 
+    @property
+    def is_alive(self) -> bool:
+        """The engine thread is running (False after a crash or a shutdown)."""
+        return self._thread.is_alive() and self.failure is None
+
     async def submit(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
         mm_inputs: Sequence[MultiModalInput] = (),
     ) -> AsyncIterator[EngineEvent]:
         if self._stopping:
             raise EngineError("the engine is shutting down")
+        if not self.is_alive:
+            raise EngineError(f"the engine is not running: {self.failure or 'stopped'}")
         self._loop = asyncio.get_running_loop()
         events: asyncio.Queue[EngineEvent | BaseException] = asyncio.Queue()
         self._queues[request_id] = events
@@ -130,6 +145,18 @@ class AsyncEngine:
     # ----- engine thread --------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop_steps()
+        except BaseException as exc:  # never expected: report it rather than vanish
+            log.critical("engine thread failed", exc_info=exc)
+            self.failure = f"engine thread failed: {type(exc).__name__}: {exc}"
+            self._fail_waiting(EngineError(self.failure))
+            raise
+        if not self._stopping:
+            self.failure = "engine thread ended"
+        self._fail_waiting(EngineError(f"the engine stopped: {self.failure or 'shutdown'}"))
+
+    def _loop_steps(self) -> None:
         while True:
             idle = not self.engine.has_unfinished()
             if not self._take_commands(block=idle):
@@ -156,17 +183,35 @@ class AsyncEngine:
             block = False
             if cmd is None:
                 return False
-            if isinstance(cmd, _Add):
-                try:
-                    self.engine.add_request(
-                        cmd.request_id, cmd.prompt_token_ids, cmd.params, cmd.mm_inputs
-                    )
-                except Exception as exc:
-                    cmd.done.set_exception(exc)
-                else:
-                    cmd.done.set_result(None)
-            else:
-                self.engine.abort(cmd.request_id)
+            try:
+                self._apply(cmd)
+            except Exception:  # one bad command must not stop the engine
+                log.exception("engine command %s failed", type(cmd).__name__)
+
+    def _apply(self, cmd: _Add | _Abort) -> None:
+        if isinstance(cmd, _Abort):
+            self.engine.abort(cmd.request_id)
+            return
+        if not cmd.done.set_running_or_notify_cancel():
+            return  # the caller left before the engine took the request: never add it
+        try:
+            self.engine.add_request(cmd.request_id, cmd.prompt_token_ids, cmd.params,
+                                    cmd.mm_inputs)
+        except Exception as exc:
+            cmd.done.set_exception(exc)
+        else:
+            cmd.done.set_result(None)
+
+    def _fail_waiting(self, error: EngineError) -> None:
+        """After the thread ended: fail commands not taken and every open event stream."""
+        while True:
+            try:
+                cmd = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(cmd, _Add) and cmd.done.set_running_or_notify_cancel():
+                cmd.done.set_exception(error)
+        self._post({request_id: [error] for request_id in list(self._queues)})
 
     def _fail_all(self, exc: Exception) -> None:
         error = EngineError(f"engine step failed: {type(exc).__name__}: {exc}")
@@ -184,7 +229,10 @@ class AsyncEngine:
 
     def _post(self, by_request: dict[str, list[EngineEvent | BaseException]]) -> None:
         if by_request and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._put_events, by_request)
+            try:
+                self._loop.call_soon_threadsafe(self._put_events, by_request)
+            except RuntimeError:  # the loop closed meanwhile: nobody is waiting
+                pass
 
     def _put_events(self, by_request: dict[str, list[EngineEvent | BaseException]]) -> None:
         for request_id, items in by_request.items():

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -37,7 +38,7 @@ from dashserve.platform.keys import (
 )
 from dashserve.platform.limits import LimitPolicy, Limiter, Reservation, check_engine_capacity
 from dashserve.platform.metering import UsageWriter
-from dashserve.platform.metrics import PlatformMetrics
+from dashserve.platform.metrics import UNKNOWN, PlatformMetrics
 from dashserve.store.db import Store
 from dashserve.store.repos import KeyRow
 
@@ -128,11 +129,7 @@ class DbGate:
     async def authenticate(
         self, api_key: str | None, workspace: str | None, model: str
     ) -> Principal:
-        try:
-            return await self._authenticate(api_key, workspace, model)
-        except DashServeError as exc:
-            self._observe_rejected(model, exc)
-            raise
+        return await self._authenticate(api_key, workspace, model)
 
     async def identify(self, api_key: str | None) -> Principal:
         """The key's principal, admin or not, with no model or workspace check (401 if none)."""
@@ -152,22 +149,29 @@ class DbGate:
             raise AuthenticationFailed()
         static = match_static(api_key, self._static_hashes)
         if static is not None:
+            if workspace and workspace != self.config.default_workspace:
+                raise WorkspaceAccessDenied()  # static keys belong to the default workspace
             return KeyPrincipal(
                 key_id=None, key_prefix=static_prefix(static),
-                workspace=workspace or self.config.default_workspace,
+                workspace=self.config.default_workspace,
                 is_admin=static in self._admin_hashes, policy=self.config.static_limits,
             )
         key = await self._lookup(api_key)
         if key is None or not is_usable(key, now_utc()):
             raise AuthenticationFailed()
-        if workspace and workspace != key.workspace:
-            raise WorkspaceAccessDenied()
-        if not allows_model(key, model):
-            raise ModelAccessDenied()
-        return KeyPrincipal(
+        principal = KeyPrincipal(
             key_id=key.id, key_prefix=key.prefix, workspace=key.workspace, name=key.name,
             is_admin=key.is_admin, policy=LimitPolicy(key.rpm, key.tpm, key.max_concurrency),
         )
+        denied: AccessDenied | None = None
+        if workspace and workspace != key.workspace:
+            denied = WorkspaceAccessDenied()
+        elif not allows_model(key, model):
+            denied = ModelAccessDenied()
+        if denied is not None:
+            denied.principal = principal  # the refusal is billed to this key
+            raise denied
+        return principal
 
     async def _lookup(self, secret: str) -> KeyRow | None:
         digest = hash_secret(secret)
@@ -201,16 +205,12 @@ class DbGate:
         policy = (
             principal.policy if isinstance(principal, KeyPrincipal) else self.config.static_limits
         )
-        try:
-            stats = self._engine_stats() if self._engine_stats is not None else None
-            check_engine_capacity(
-                stats, max_waiting=self.config.max_waiting, max_kv_usage=self.config.max_kv_usage
-            )
-            subject = principal.key_id or principal.key_prefix
-            reservation = await self._limiter.acquire(subject, policy, estimated_tokens)
-        except DashServeError as exc:
-            self._observe_rejected(model, exc)
-            raise
+        stats = self._engine_stats() if self._engine_stats is not None else None
+        check_engine_capacity(
+            stats, max_waiting=self.config.max_waiting, max_kv_usage=self.config.max_kv_usage
+        )
+        subject = principal.key_id or principal.key_prefix
+        reservation = await self._limiter.acquire(subject, policy, estimated_tokens)
         return GateAdmission(
             principal=principal, request_id=request_id, model=model,
             reserved_tokens=reservation.tokens, started_at=time.monotonic(),
@@ -240,6 +240,27 @@ class DbGate:
         )
         await self.writer.submit(record)
 
-    def _observe_rejected(self, model: str, exc: DashServeError) -> None:
+    def bind_served_names(self, names: Callable[[], Collection[str]]) -> None:
+        """Metrics and error rows name only served models (others are ``unknown``)."""
         if self.metrics is not None:
-            self.metrics.observe_rejected(model, exc.status_code, exc.code)
+            self.metrics.bind_served_names(names)
+
+    async def refuse(self, request_id: str, principal: Principal | None, model: str,
+                     error: DashServeError) -> None:
+        """An error answered without a run: counted in metrics by status and code, and, for
+        a known key, stored as a usage row with zero tokens (unauthenticated callers have no
+        key to bill, and must not be able to fill the table)."""
+        label = self.metrics.model_label(model) if self.metrics is not None else UNKNOWN
+        if self.metrics is not None:
+            self.metrics.observe_rejected(model, error.status_code, error.code)
+        logger.info("request refused", extra={
+            "request_id": request_id, "status_code": error.status_code, "code": error.code,
+            "key_prefix": principal.key_prefix if principal else None, "model": label})
+        if principal is None:
+            return
+        await self.writer.submit(UsageRecord(
+            request_id=request_id, key_id=principal.key_id, key_prefix=principal.key_prefix,
+            workspace=principal.workspace, model=label, input_tokens=0, output_tokens=0,
+            cached_tokens=0, reasoning_tokens=0, finish_reason=None,
+            status_code=error.status_code, ttft_ms=None, duration_ms=0.0,
+            created_at=datetime.now(timezone.utc), error_code=error.code))

@@ -52,6 +52,7 @@ class UsageRecord:
     created_at: datetime
     image_tokens: int | None = None  # image tokens within input_tokens (None: no images)
     search_count: int = 0  # web searches run for the request (enable_search)
+    error_code: str | None = None  # the error's code for failed requests (metrics, logs)
 
 
 class Gate(Protocol):

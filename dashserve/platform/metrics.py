@@ -1,9 +1,15 @@
-"""Prometheus metrics for one app, in its own registry: requests, tokens, latency, engine load."""
+"""Prometheus metrics for one app, in its own registry: requests, tokens, latency, engine load.
+
+Label values come from bounded sets only: a model label is a served name or ``"unknown"``
+(whatever a client typed), an error code is one of dashserve's own codes. So no client can
+grow the exposition or put text into it that cannot be encoded.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Collection, Iterator
 from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -19,6 +25,10 @@ logger = logging.getLogger(__name__)
 TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TPOT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
 DURATION_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+UNKNOWN = "unknown"
+MAX_UNBOUND_MODELS = 32  # distinct model labels kept when no served names are bound
+_SAFE_LABEL = re.compile(r"[A-Za-z0-9._:/@+-]{1,128}")
+_SAFE_CODE = re.compile(r"[A-Za-z0-9._]{1,64}")
 
 
 class WriterStats(Protocol):
@@ -119,8 +129,36 @@ class PlatformMetrics:
             "dashserve_rejected_requests", "Requests refused before running, by error code.",
             ["code"], registry=r,
         )
+        self.errors = Counter(
+            "dashserve_errors", "Requests answered with an error (4xx/5xx), by status and code.",
+            ["status", "code"], registry=r,
+        )
         self._live = _LiveCollector()
         r.register(self._live)
+        self._served_names: Callable[[], Collection[str]] | None = None
+        self._seen_models: set[str] = set()
+
+    def bind_served_names(self, names: Callable[[], Collection[str]]) -> None:
+        """Model labels are restricted to the names this callback returns (or ``unknown``)."""
+        self._served_names = names
+
+    def model_label(self, model: str) -> str:
+        """``model`` if it is a served name, else ``"unknown"``. Without bound served names,
+        the first few well-formed names are kept, then everything is ``unknown``."""
+        if not isinstance(model, str) or not _SAFE_LABEL.fullmatch(model):
+            return UNKNOWN
+        if self._served_names is not None:
+            try:
+                served = self._served_names()
+            except Exception:  # noqa: BLE001 - a label must never fail a request
+                return UNKNOWN
+            return model if model in served else UNKNOWN
+        if model in self._seen_models:
+            return model
+        if len(self._seen_models) < MAX_UNBOUND_MODELS:
+            self._seen_models.add(model)
+            return model
+        return UNKNOWN
 
     def bind_engine_stats(self, stats: Callable[[], EngineStats | None]) -> None:
         """Read queue depth, running sequences and KV usage from this callback at each scrape."""
@@ -131,8 +169,11 @@ class PlatformMetrics:
 
     def observe_request(self, record: UsageRecord) -> None:
         """Count one finished (or failed, or aborted) request."""
-        model = record.model
+        model = self.model_label(record.model)
         self.requests.labels(model=model, status=str(record.status_code)).inc()
+        if record.status_code >= 400:
+            self.errors.labels(status=str(record.status_code),
+                               code=_code_label(record.error_code)).inc()
         self.input_tokens.labels(model=model).inc(record.input_tokens)
         self.output_tokens.labels(model=model).inc(record.output_tokens)
         self.cached_tokens.labels(model=model).inc(record.cached_tokens)
@@ -146,10 +187,18 @@ class PlatformMetrics:
                 )
 
     def observe_rejected(self, model: str, status_code: int, code: str) -> None:
-        """Count a request refused by authentication, access rules or admission."""
-        self.requests.labels(model=model, status=str(status_code)).inc()
+        """Count a request refused before it ran (any 4xx/5xx answered without a run)."""
+        code = _code_label(code)
+        self.requests.labels(model=self.model_label(model), status=str(status_code)).inc()
         self.rejected.labels(code=code).inc()
+        self.errors.labels(status=str(status_code), code=code).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition body and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _code_label(code: str | None) -> str:
+    if code is None:
+        return "Error"
+    return code if _SAFE_CODE.fullmatch(code) else "Error"

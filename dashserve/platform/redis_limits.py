@@ -8,13 +8,16 @@ Per subject (hash-tagged so a cluster keeps them on one slot)::
     {p}:{subject}:sum   STR   sum of ``toks`` inside the window
     {p}:{subject}:run   ZSET  reservation id -> lease end (ms)           concurrency
 
-Times come from Redis (``TIME``), so processes on different clocks agree. A concurrency lease
-ends by itself after ``lease_s`` so a crashed process cannot hold slots for ever. If Redis cannot
-be reached the limiter logs an error and limits per process until it can.
+Times come from Redis (``TIME``), so processes on different clocks agree. A concurrency slot is
+a lease of ``lease_s`` (30 s) that its process renews every third of that while the request
+runs: a crashed process, or a release lost while Redis was down or restarting, frees the slot
+within one lease. If Redis cannot be reached the limiter logs an error and limits per process
+until it can.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any
@@ -113,12 +116,22 @@ return 'ok'
 """
 
 
+# ARGV: lease_ms, ids...: extend the leases still held (an expired one is not brought back)
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[i]) end
+return 'ok'
+"""
+
+
 class RedisLimiter:
     """The ``Limiter`` contract enforced across processes sharing one Redis."""
 
     def __init__(
         self, redis: Redis, *, prefix: str = "dashserve:limits", window_s: float = WINDOW_S,
-        lease_s: float = 3600.0,
+        lease_s: float = 30.0,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
@@ -126,7 +139,10 @@ class RedisLimiter:
         self._lease_ms = int(lease_s * 1000)
         self._acquire = redis.register_script(_ACQUIRE)
         self._settle = redis.register_script(_SETTLE)
+        self._renew = redis.register_script(_RENEW)
         self._fallback = InProcessLimiter(window_s=window_s)
+        self._held: dict[str, str] = {}  # reservation id -> subject, for leases to renew
+        self._renewer: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisLimiter:
@@ -154,9 +170,27 @@ class RedisLimiter:
         kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind != "ok":
             raise refusal(kind, int(wait_ms) / 1000.0)
+        if policy.max_concurrency:
+            self._held[rid] = subject
+            if self._renewer is None or self._renewer.done():
+                self._renewer = asyncio.create_task(self._renew_leases(), name="lease-renewal")
         return Reservation(subject, rid, counted, policy, is_local=False)
 
+    async def _renew_leases(self) -> None:
+        """Extend the leases of the slots this process holds, every third of a lease."""
+        while self._held:
+            await asyncio.sleep(self._lease_ms / 3000.0)
+            by_subject: dict[str, list[str]] = {}
+            for rid, subject in list(self._held.items()):
+                by_subject.setdefault(subject, []).append(rid)
+            for subject, ids in by_subject.items():
+                try:
+                    await self._renew(keys=[self._keys(subject)[4]], args=[self._lease_ms, *ids])
+                except RedisError as exc:
+                    logger.error("redis rate limiter could not renew leases: %s", exc)
+
     async def settle(self, reservation: Reservation, actual_tokens: int) -> None:
+        self._held.pop(reservation.reservation_id, None)  # not renewed any more
         if reservation.is_local:
             self._fallback.settle_now(reservation, actual_tokens)
             return
@@ -169,8 +203,12 @@ class RedisLimiter:
         try:
             await self._settle(keys=self._keys(reservation.subject), args=args)
         except RedisError as exc:
-            # The lease frees the slot later; the token estimate stays counted meanwhile.
+            # The lease (no longer renewed) frees the slot within lease_s; the token
+            # estimate stays counted meanwhile.
             logger.error("redis rate limiter could not settle %s: %s", reservation.subject, exc)
 
     async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
         await self._redis.aclose()

@@ -66,6 +66,8 @@ def settings_from(source: Any) -> PlatformSettings:
         return None
 
     data_dir = get("data_dir")
+    flush_s = get("usage_flush_s")
+    writer = WriterConfig() if flush_s is None else WriterConfig(flush_interval_s=float(flush_s))
     return PlatformSettings(
         data_dir=Path(data_dir).expanduser() if data_dir else None,
         database_url=get("database_url"),
@@ -74,6 +76,7 @@ def settings_from(source: Any) -> PlatformSettings:
         admin_keys=_strings(get("admin_keys", "admin_key")),
         static_limits=LimitPolicy(get("rpm"), get("tpm"), get("max_concurrency")),
         max_waiting=get("max_waiting"),
+        writer=writer,
     )
 
 

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from dashserve.errors import AuthenticationFailed
+from dashserve.errors import AuthenticationFailed, DashServeError
 from dashserve.platform.gate import Admission, Principal, UsageRecord
 
 log = logging.getLogger(__name__)
@@ -68,3 +68,9 @@ class StaticKeyGate:
             record.output_tokens, record.cached_tokens,
             "-" if record.ttft_ms is None else f"{record.ttft_ms:.0f}", record.duration_ms,
         )
+
+    async def refuse(self, request_id: str, principal: Principal | None, model: str,
+                     error: DashServeError) -> None:
+        """An error answered without a run: logged (there is no usage table here)."""
+        log.info("refused request_id=%s key=%s status=%d code=%s", request_id,
+                 principal.key_prefix if principal else "-", error.status_code, error.code)

@@ -2,6 +2,8 @@
 
 Partial mode: a final assistant message with ``partial: true`` is not closed by the
 template; its text is appended after the generation prompt, so the model continues it.
+Client text is encoded as plain text: special tokens typed in any message, tool result,
+tool call or tool definition never become control tokens (only the template's own do).
 Thinking mode: when the rendered prompt does not already end inside an open ``<think>``
 block, ``<think>\n`` is appended, so the output always starts inside the reasoning.
 """
@@ -9,7 +11,7 @@ block, ``<think>\n`` is appended, so the output always starts inside the reasoni
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dashserve.errors import InvalidRequest, MissingInput
@@ -49,18 +51,32 @@ def check_messages(messages: Sequence[Message]) -> None:
                                  param="messages")
 
 
+def client_text(value: Any, escape: Callable[[str], str], key: str | None = None) -> Any:
+    """``value`` with every string the client wrote escaped (all but a message's role)."""
+    if isinstance(value, str):
+        return value if key == "role" else escape(value)
+    if isinstance(value, dict):
+        return {k: client_text(v, escape, k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [client_text(v, escape) for v in value]
+    return value
+
+
 def render_prompt(tokenizer: Tokenizer, messages: Sequence[Message], *,
                   enable_thinking: bool, tools: Sequence[dict[str, Any]] | None = None) -> str:
-    """The prompt text the model sees."""
+    """The prompt text the model sees, with the client's text escaped (``escape_added``):
+    encode it with ``tokenizer.encode_prompt``."""
     check_messages(messages)
     last = messages[-1]
     history = messages[:-1] if last.partial else messages
+    escape = tokenizer.escape_added
     text = tokenizer.apply_chat_template(
-        [m.to_template() for m in history], tools=list(tools) if tools else None,
+        [client_text(m.to_template(), escape) for m in history],
+        tools=[client_text(t, escape) for t in tools] if tools else None,
         add_generation_prompt=True, enable_thinking=enable_thinking,
     )
     if last.partial:
-        text += last.content
+        text += escape(last.content)
     elif enable_thinking:
         text = opens_thinking(text)
     return text
@@ -71,7 +87,7 @@ def build_prompt(tokenizer: Tokenizer, messages: Sequence[Message], *,
                  ) -> list[int]:
     """Prompt token ids for ``messages`` (the count billed as input tokens)."""
     text = render_prompt(tokenizer, messages, enable_thinking=enable_thinking, tools=tools)
-    return tokenizer.encode(text)
+    return tokenizer.encode_prompt(text)
 
 
 def _with_mark(message: Message, cut: int) -> Message:
@@ -111,7 +127,7 @@ def explicit_cache_tokens(tokenizer: Tokenizer, messages: Sequence[Message],
     at = text.find(CACHE_MARK)
     if at < 0:  # the template dropped the marked text (e.g. an old thinking block)
         return 0
-    prefix = tokenizer.encode(text[:at])
+    prefix = tokenizer.encode_prompt(text[:at])
     same = 0
     for a, b in zip(prefix, prompt_ids):
         if a != b:

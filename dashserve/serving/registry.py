@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -59,10 +59,18 @@ class ModelRegistry:
             served = ", ".join(sorted(self._models)) or "none"
             raise ModelNotFound(f"Model not exist: {name!r}. Served models: {served}.",
                                 param="model")
+        if not engine_alive(model.engine):
+            raise ModelUnavailable("Model is unavailable, please try again later "
+                                   "(its engine stopped).")
         return model
 
     def find(self, name: str) -> ServedModel | None:
         return self._models.get(name)
+
+    @property
+    def names(self) -> Collection[str]:
+        """The served names (a live view)."""
+        return self._models.keys()
 
     @property
     def models(self) -> list[ServedModel]:
@@ -79,3 +87,13 @@ class ModelRegistry:
     @property
     def is_ready(self) -> bool:
         return self.state is ServerState.READY
+
+    @property
+    def dead_engines(self) -> list[str]:
+        """Served names whose engine stopped running (a crashed engine thread)."""
+        return [m.name for m in self.models if not engine_alive(m.engine)]
+
+
+def engine_alive(engine: EngineClient) -> bool:
+    """Engines that can tell (``is_alive``) say whether they still run; others are trusted."""
+    return bool(getattr(engine, "is_alive", True))

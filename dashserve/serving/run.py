@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 CLIENT_CLOSED = 499  # status recorded when the client went away before the end
 SHUTDOWN = 503  # status recorded for requests cut off by server shutdown
+_STATUS_CODES = {CLIENT_CLOSED: "ClientClosed", SHUTDOWN: "ModelUnavailable",
+                 500: "InternalError"}  # error codes of statuses set without an error
 _END = object()
 
 
@@ -96,6 +98,7 @@ class GenerationRun:
         self._done = False
         self._partial = False
         self._status: int | None = None
+        self._error_code: str | None = None
         self._started = time.monotonic()
         self._first_token_at: float | None = None
 
@@ -171,7 +174,7 @@ class GenerationRun:
         if isinstance(item, BaseException):
             self._done = True
             error = client_error(item)
-            self._status = error.status_code
+            self._status, self._error_code = error.status_code, error.code
             raise error
         assembler = self._assemblers[item.index]
         delta = assembler.feed(item)
@@ -236,6 +239,9 @@ class GenerationRun:
         usage = self.usage
         principal = self.admission.principal
         status = self._status or 200
+        error_code = None
+        if status >= 400:
+            error_code = self._error_code or _STATUS_CODES.get(status, "Error")
         finish: str | None = None
         if status in (CLIENT_CLOSED, SHUTDOWN) and not self._done:
             finish = "abort"
@@ -253,4 +259,5 @@ class GenerationRun:
             duration_ms=(now - self._started) * 1000.0, created_at=datetime.now(timezone.utc),
             image_tokens=usage.image_tokens or None,
             search_count=usage.search_count,
+            error_code=error_code,
         )

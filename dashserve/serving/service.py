@@ -17,10 +17,14 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import Any, TypeVar
 
 from dashserve.errors import (
     DashServeError,
+    InvalidRequest,
     PromptTooLongError,
     ServerBusy,
     UnsupportedFeature,
@@ -36,6 +40,7 @@ from dashserve.serving.normalize import (
     split_stop,
 )
 from dashserve.serving.prompt import build_prompt, explicit_cache_tokens
+from dashserve.serving.profiles import ModelProfile
 from dashserve.serving.registry import ModelRegistry
 from dashserve.serving.request import GenerationRequest
 from dashserve.serving.run import CLIENT_CLOSED, SHUTDOWN, GenerationRun, Plan, client_error
@@ -49,11 +54,41 @@ from dashserve.serving.screening import Inspector, OutputScreen, checked_request
 from dashserve.serving.web_search import SearchOutcome, WebSearch, with_system
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # DashScope's explicit cache: a marked prefix shorter than this is not cached; a cached one
 # lives this long after its last use.
 EXPLICIT_CACHE_MIN_TOKENS = 1024
 EXPLICIT_CACHE_TTL_S = 300.0
+# Bounds checked before any prompt is rendered (a prompt of more cannot be useful).
+MAX_MESSAGES = 2048
+MAX_TOOLS = 128
+PROMPT_THREADS = 4  # prompts are rendered and tokenized on these, never on the event loop
+
+
+def check_least_length(request: GenerationRequest, profile: ModelProfile,
+                       max_token_bytes: int | None) -> None:
+    """Refuse, without tokenizing it, a prompt whose text alone must exceed the input limit
+    (a token stands for at most ``max_token_bytes`` bytes, and a character for at least one)."""
+    if not max_token_bytes:
+        return
+    chars = sum(len(m.content) for m in request.messages)
+    least = chars // max_token_bytes
+    limit = request.params.max_input_tokens or profile.max_input_tokens
+    limit = min(limit, profile.context_length - 1)
+    if least > limit:
+        raise PromptTooLongError(f"Range of input length should be [1, {limit}]; the input has "
+                                 f"at least {least} tokens", param="input")
+
+
+def check_counts(request: GenerationRequest) -> None:
+    """Refuse requests with more messages or tools than any prompt can use."""
+    if len(request.messages) > MAX_MESSAGES:
+        raise InvalidRequest(f"too many messages: {len(request.messages)} (at most "
+                             f"{MAX_MESSAGES})", param="messages")
+    if len(request.tools) > MAX_TOOLS:
+        raise InvalidRequest(f"too many tools: {len(request.tools)} (at most {MAX_TOOLS})",
+                             param="tools")
 
 
 class GenerationService:
@@ -79,6 +114,12 @@ class GenerationService:
         self.share_prefix_cache = share_prefix_cache
         self._inflight: defaultdict[int, int] = defaultdict(int)
         self._runs: set[GenerationRun] = set()
+        self._prompt_pool = ThreadPoolExecutor(PROMPT_THREADS,
+                                               thread_name_prefix="dashserve-prompt")
+
+    async def off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """Run CPU-heavy request work (templates, tokenization) on the prompt threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._prompt_pool, work, *args)
 
     def search_options(self, request: GenerationRequest) -> SearchOptions | None:
         """The request's web-search options (None: no search); refused without a provider."""
@@ -95,12 +136,14 @@ class GenerationService:
         """Validate ``request`` against its model and build the engine's input (``images``:
         the request's images, already prepared; the search results in the system prompt
         when ``search`` found any)."""
+        check_counts(request)
         served = self.registry.get(request.model)
         params = request.params
         profile = served.profile
         check_ranges(params, profile)
         features = resolve_features(request, profile)
         tokenizer = served.engine.tokenizer
+        check_least_length(request, profile, getattr(tokenizer, "max_token_bytes", None))
         vision = served.engine.model_info.vision
         images = images or PreparedImages()
         if request.images and not images.images:  # not prepared: refuse what can be
@@ -171,40 +214,27 @@ class GenerationService:
         """Plan ``request`` with its documents and images for ``principal``: what the
         tokenizer endpoint counts (web search aside, which only runs for generation)."""
         request = await self._with_documents(request, principal)
-        plan = self._first_plan(request)
+        plan = await self.off_loop(self._first_plan, request)
         images = await self._prepared_images(request, principal)
         if images.images:
-            plan = self.plan(request, images)
+            plan = await self.off_loop(self.plan, request, images)
         return self._salted(plan, principal)
 
-    async def plan_with_documents(self, request: GenerationRequest,
-                                  principal: Principal) -> Plan:
-        """``plan`` after the caller's ``fileid://`` documents are put into the messages."""
-        if self.documents is None or not has_documents(request.messages):
-            return self.plan(request)
-        self.registry.get(request.model)  # an unknown model is a 404 before any lookup
-        messages = await expand_documents(request.messages, self.documents,
-                                          principal.workspace)
-        try:
-            return self.plan(dataclasses.replace(request, messages=messages))
-        except PromptTooLongError as exc:
-            raise PromptTooLongError(
-                f"The documents referenced by fileid:// are too long for model "
-                f"{request.model!r}: {exc.message}", param=exc.param) from None
-
-    async def start(self, request: GenerationRequest, principal: Principal) -> GenerationRun:
+    async def start(self, request: GenerationRequest, principal: Principal, *,
+                    on_admitted: Callable[[], None] | None = None) -> GenerationRun:
         """Plan, screen, admit, search and start ``request``. The caller must ``aclose()``
-        the run."""
+        the run. ``on_admitted`` is called once the request is admitted (from then on its
+        run bills it, errors included)."""
         options = self.search_options(request)
         inspection = checked_request(request.inspection, self.inspector, request.model)
         screened = request.messages
         request = await self._with_documents(request, principal)
-        plan = self._first_plan(request)
+        plan = await self.off_loop(self._first_plan, request)
         if inspection.input and self.inspector is not None:
             await screen_input(self.inspector, screened, principal.workspace)
         images = await self._prepared_images(request, principal)
         if images.images:
-            plan = self.plan(request, images)
+            plan = await self.off_loop(self.plan, request, images)
         plan = self._salted(plan, principal)
         key = id(plan.served.engine)
         if self._inflight[key] >= self.max_inflight_per_engine:
@@ -213,6 +243,8 @@ class GenerationService:
                 f"running or queued on model {request.model!r}.", retry_after_s=1.0)
         estimate = len(plan.prompt_token_ids) + (plan.sampling.max_tokens or 0) * plan.sampling.n
         admission = await self.gate.admit(principal, request.request_id, request.model, estimate)
+        if on_admitted is not None:
+            on_admitted()
         if options is not None and self.web_search is not None:
             plan = await self._with_search(request, plan, options, admission, images)
         if inspection.output and self.inspector is not None:
@@ -255,7 +287,8 @@ class GenerationService:
         try:
             outcome = await self.web_search.run(plan.served, request.request_id,
                                                 request.messages, options)
-            return self._fitted(request, images, outcome, admission.principal)
+            return await self.off_loop(self._fitted, request, images, outcome,
+                                       admission.principal)
         except BaseException as exc:
             error = client_error(exc) if isinstance(exc, Exception) else None
             status = error.status_code if error is not None else CLIENT_CLOSED
@@ -284,3 +317,4 @@ class GenerationService:
         if runs:
             log.warning("aborting %d requests still running at shutdown", len(runs))
             await asyncio.gather(*(run.aclose(status_code=SHUTDOWN) for run in runs))
+        self._prompt_pool.shutdown(wait=False, cancel_futures=True)

@@ -68,7 +68,9 @@ async def test_static_keys(gate: DbGate) -> None:
     p = await gate.authenticate("static-secret", None, "qwen")
     assert p.key_id is None and p.workspace == "default" and not p.is_admin
     assert p.key_prefix.startswith("static-") and "secret" not in p.key_prefix
-    assert (await gate.authenticate("static-secret", "ws9", "qwen")).workspace == "ws9"
+    assert (await gate.authenticate("static-secret", "default", "qwen")).workspace == "default"
+    with pytest.raises(WorkspaceAccessDenied):  # static keys belong to the default workspace
+        await gate.authenticate("static-secret", "ws9", "qwen")
     assert (await gate.authenticate("admin-secret", None, "qwen")).is_admin
     for bad in (None, "", "static-secreT", "sk-" + "0" * 32):
         with pytest.raises(AuthenticationFailed) as info:
@@ -222,7 +224,8 @@ async def test_burst_of_200_matches_usage_exactly(gate: DbGate, store: Store) ->
         p: Principal = await gate.authenticate(issued.secret, None, "qwen")
         try:
             admission = await gate.admit(p, request_id, "qwen", 20)
-        except Throttled:
+        except Throttled as exc:  # the app hands every error answer to refuse()
+            await gate.refuse(request_id, p, "qwen", exc)
             statuses[request_id] = 429
             return
         await asyncio.sleep(0.01)  # "generation"
@@ -236,8 +239,9 @@ async def test_burst_of_200_matches_usage_exactly(gate: DbGate, store: Store) ->
     assert len(ok) == 50
     await gate.stop()  # drains the writer
     async with store.transaction() as s:
-        stored = sorted(r["request_id"] for r in await repos.select_records(s))
-    assert stored == ok
+        rows = await repos.select_records(s)
+    assert sorted(r["request_id"] for r in rows if r["status_code"] == 200) == ok
+    assert sum(r["status_code"] == 429 and r["output_tokens"] == 0 for r in rows) == 150
     assert time.monotonic() - started < 20
     body = gate.metrics.render()[0].decode()  # type: ignore[union-attr]
     assert 'dashserve_requests_total{model="qwen",status="429"} 150.0' in body

@@ -1,4 +1,5 @@
-"""The platform behind the real app (FakeEngine): 403/401/429 over HTTP, usage equals the 200s."""
+"""The platform behind the real app (FakeEngine): 403/401/429 over HTTP, usage holds the 200s
+and the refusals."""
 
 from __future__ import annotations
 
@@ -53,5 +54,11 @@ async def test_burst_over_http_matches_usage(tmp_path: Path, db_url: str) -> Non
             assert 'dashserve_requests_total{model="qwen-plus",status="200"} 50.0' in metrics
     async with platform.store.transaction() as s:
         rows = await repos.select_records(s)
-    assert sorted(r["request_id"] for r in rows) == ok_ids  # lifespan end drained the writer
-    assert all(r["input_tokens"] > 0 and r["output_tokens"] > 0 for r in rows)
+    ok_rows = [r for r in rows if r["status_code"] == 200]
+    assert sorted(r["request_id"] for r in ok_rows) == ok_ids  # lifespan end drained the writer
+    assert all(r["input_tokens"] > 0 and r["output_tokens"] > 0 for r in ok_rows)
+    # refusals of a known key are error rows with zero tokens (the revoked key's 401 is not)
+    refused = Counter(r["status_code"] for r in rows if r["status_code"] != 200)
+    assert refused == {429: 150, 403: 1}
+    assert all(r["input_tokens"] == r["output_tokens"] == 0 for r in rows
+               if r["status_code"] != 200)

@@ -45,6 +45,12 @@ class FakeTokenizer:
                 ids.extend(piece.encode("utf-8"))
         return ids
 
+    def escape_added(self, text: str) -> str:  # client text is rendered as it is
+        return text
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return self.encode(text)
+
     def token_bytes(self, token_id: int) -> bytes:
         if token_id < 256:
             return bytes([token_id])

@@ -1,7 +1,8 @@
 """Admin routes (``/admin/v1/keys``, ``/admin/v1/usage``) and ``GET /metrics``.
 
 Both routers read ``request.app.state.platform`` (a ``PlatformState``). Admin routes need an
-admin key in ``Authorization: Bearer``; errors are raised as ``DashServeError`` and rendered by
+admin key in ``Authorization: Bearer`` (a bare key is refused, as on the generation APIs); a
+database outage is a 503 ``ServiceUnavailable``; errors are raised as ``DashServeError`` and rendered by
 the app's exception handlers.
 """
 
@@ -40,7 +41,9 @@ def bearer_token(authorization: str | None) -> str | None:
     if not authorization:
         return None
     scheme, _, token = authorization.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token else authorization.strip()
+    if scheme.lower() != "bearer":  # a bare key is refused, as on the generation APIs
+        return None
+    return token.strip() or None
 
 
 async def _admin(

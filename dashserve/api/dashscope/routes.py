@@ -25,6 +25,7 @@ from dashserve.api.deps import (
     registry_of,
     service_of,
     settings_of,
+    start_run,
 )
 from dashserve.api.errors import request_id_of
 from dashserve.api.sse import wants_native_stream
@@ -60,7 +61,7 @@ async def _generate(request: Request, *, multimodal: bool) -> Response:
     generation = to_generation_request(body, request_id=request_id_of(request), stream=stream,
                                        resolve_oss=resolves_oss(request.headers),
                                        inspection=inspection)
-    run = await service_of(request).start(generation, principal)
+    run = await start_run(request, generation, principal)
     sources, prepend = sources_of(run)
     if stream:
         renderer = NativeStreamRenderer(view, run.request_id,

@@ -9,9 +9,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from dashserve.api.common import resolves_oss
-from dashserve.api.deps import authenticate, authenticated_body, parse, registry_of, service_of
+from dashserve.api.deps import (
+    authenticate,
+    authenticated_body,
+    parse,
+    registry_of,
+    start_run,
+)
 from dashserve.api.errors import request_id_of
-from dashserve.api.openai.convert import OpenAIStreamRenderer, openai_body, to_generation_request
+from dashserve.api.openai.convert import (
+    OpenAIStreamRenderer,
+    openai_body,
+    to_generation_request,
+)
 from dashserve.api.openai.protocol import ChatCompletionRequest
 from dashserve.api.streaming import complete_response, sources_of, stream_response
 from dashserve.errors import ModelNotFound
@@ -30,7 +40,7 @@ async def chat_completions(request: Request) -> Response:
     generation = to_generation_request(body, request_id=request_id_of(request),
                                        resolve_oss=resolves_oss(request.headers),
                                        inspection=inspection)
-    run = await service_of(request).start(generation, principal)
+    run = await start_run(request, generation, principal)
     created = int(time.time())
     logprobs = bool(body.logprobs)
     sources, prepend = sources_of(run)

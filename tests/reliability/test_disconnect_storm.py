@@ -1,0 +1,106 @@
+"""Clients that leave at random moments (before, at and after the response headers) against
+the real tiny engine: the engine lives on and its KV pool ends exactly empty."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from dashserve.engine.async_engine import AsyncEngine
+from dashserve.engine.engine import EngineConfig, LLMEngine
+from tests.reliability.conftest import CHAT, LONG, NATIVE, start_live
+from tests.utils.recording_gate import RecordingGate
+
+REQUESTS = 1000 if LONG else 240
+CONCURRENCY = 24
+
+
+def _request(path: str, body: dict, stream_header: bool) -> bytes:
+    data = json.dumps(body).encode()
+    headers = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Authorization: Bearer sk-test",
+               "Content-Type: application/json", f"Content-Length: {len(data)}",
+               "Connection: close"]
+    if stream_header:
+        headers.append("X-DashScope-SSE: enable")
+    return ("\r\n".join(headers) + "\r\n\r\n").encode() + data
+
+
+async def _one(port: int, rng: random.Random, i: int) -> str:
+    """One client; returns how it left."""
+    mode = rng.choice(("before_headers", "at_headers", "mid_body", "whole"))
+    tokens = rng.randint(1, 40)
+    if rng.random() < 0.5:
+        body = {"model": "qwen-plus", "input": {"messages": [{"role": "user",
+                                                              "content": f"storm {i}"}]},
+                "parameters": {"max_tokens": tokens, "incremental_output": True}}
+        raw = _request(NATIVE, body, stream_header=rng.random() < 0.7)
+    else:
+        body = {"model": "qwen-plus", "max_tokens": tokens, "stream": rng.random() < 0.7,
+                "messages": [{"role": "user", "content": f"storm {i}"}]}
+        raw = _request(CHAT, body, stream_header=False)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        if mode == "before_headers":
+            await asyncio.sleep(rng.random() * 0.01)
+        elif mode == "at_headers":
+            await reader.readuntil(b"\r\n\r\n")
+        elif mode == "mid_body":
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.read(rng.randint(1, 300))
+        else:
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            while await reader.read(65536) and not reader.at_eof():
+                pass
+    finally:
+        writer.transport.abort()  # a reset, as a killed client leaves
+    return mode
+
+
+async def test_random_disconnect_storm_leaves_the_kv_pool_empty(qwen3_tiny_dir: Path) -> None:
+    engine = AsyncEngine(LLMEngine(EngineConfig(
+        model=str(qwen3_tiny_dir), dtype="fp32", max_model_len=512, max_num_seqs=32,
+        max_num_batched_tokens=256)))
+    live = start_live({"qwen-plus": engine}, RecordingGate())
+    rng = random.Random(20)
+    limit = asyncio.Semaphore(CONCURRENCY)
+
+    async def guarded(i: int) -> str:
+        async with limit:
+            try:
+                return await asyncio.wait_for(_one(live.port, rng, i), 60)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                return "reset"
+
+    try:
+        started = time.monotonic()
+        modes = await asyncio.gather(*(guarded(i) for i in range(REQUESTS)))
+        print(f"storm: {REQUESTS} requests in {time.monotonic() - started:.1f} s:",
+              dict(Counter(modes)))
+        assert modes.count("at_headers") > REQUESTS // 8
+        for _ in range(600):  # every request aborted or finished, every block back
+            if not engine.engine.has_unfinished() and live.app.state.service.num_inflight == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert engine.is_alive
+        assert live.app.state.service.num_inflight == 0
+        bm = engine.engine.block_manager
+        assert bm.num_free_blocks == bm.num_blocks
+        assert all(b.ref_count == 0 for b in bm.blocks)
+        async with httpx.AsyncClient(base_url=live.base_url, timeout=30) as client:
+            r = await client.post(CHAT, headers={"Authorization": "Bearer sk-test"}, json={
+                "model": "qwen-plus", "max_tokens": 3,
+                "messages": [{"role": "user", "content": "still there?"}]})
+            assert r.status_code == 200
+            assert (await client.get("/health")).status_code == 200
+    finally:
+        live.stop()
+        await engine.shutdown()
