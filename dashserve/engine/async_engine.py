@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +42,11 @@ class _Abort:
     request_id: str
 
 
+@dataclass(slots=True)
+class _Call:  # run on the engine thread between steps
+    fn: Callable[[], object]
+
+
 class AsyncEngine:
     """Implements the EngineClient protocol over an LLMEngine running on a thread."""
 
@@ -51,8 +56,9 @@ class AsyncEngine:
         self.model_info = ModelInfo(
             name=str(engine.model_dir), architecture=engine.model_config.architecture,
             max_model_len=engine.max_model_len, vocab_size=engine.model_config.vocab_size,
+            default_max_tokens=engine.model_config.demo_max_new_tokens,
         )
-        self._commands: queue.Queue[_Add | _Abort | None] = queue.Queue()
+        self._commands: queue.Queue[_Add | _Abort | _Call | None] = queue.Queue()
         self._queues: dict[str, asyncio.Queue[EngineEvent | BaseException]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -60,10 +66,31 @@ class AsyncEngine:
         self._thread.start()
 
     @classmethod
-    def from_pretrained(cls, model: str, **options: Any) -> AsyncEngine:
-        """Load ``model`` (directory or hub id); options are EngineConfig fields."""
+    def from_pretrained(cls, model: str, *, progress: Callable[[str], None] | None = None,
+                        warm_up: bool = False, **options: Any) -> AsyncEngine:
+        """Load ``model`` (directory or hub id); options are EngineConfig fields.
+
+        ``progress`` hears each stage ("loading weights n/m", "warming up"); ``warm_up`` runs
+        a short generation before returning. With ``kernels="background"`` a kernel build
+        still missing runs in a child process and the engine switches to it between steps.
+        """
         options.pop("log_progress", None)  # loading always logs its progress
-        return cls(LLMEngine(EngineConfig(model=model, **options)))
+        report = progress or (lambda stage: None)
+        engine = LLMEngine(EngineConfig(model=model, **options),
+                           progress=lambda done, total: report(f"loading weights {done}/{total}"))
+        if warm_up:
+            report("warming up")
+            log.info("warmed up in %.1f s", engine.warm_up())
+        self = cls(engine)
+        if engine.kernels_pending:
+            from dashserve.model.kernel_build import build_in_background
+
+            build_in_background(self._kernels_built)
+        return self
+
+    def _kernels_built(self, ok: bool) -> None:
+        if ok:
+            self._commands.put(_Call(self.engine.attach_kernels))
 
     # ----- EngineClient -----------------------------------------------------------------------
 
@@ -133,7 +160,12 @@ class AsyncEngine:
             block = False
             if cmd is None:
                 return False
-            if isinstance(cmd, _Add):
+            if isinstance(cmd, _Call):
+                try:
+                    cmd.fn()
+                except Exception:
+                    log.exception("engine call %s failed", cmd.fn)
+            elif isinstance(cmd, _Add):
                 try:
                     self.engine.add_request(cmd.request_id, cmd.prompt_token_ids, cmd.params)
                 except Exception as exc:

@@ -21,6 +21,9 @@ class ModelInfo:
     architecture: str  # e.g. "Qwen3ForCausalLM"
     max_model_len: int  # context length in tokens (prompt + output)
     vocab_size: int
+    # output tokens of a request that sets no max_tokens, where the model asks for a default
+    # (demo checkpoints); None: as much as the model's profile allows
+    default_max_tokens: int | None = None
 
 
 class EngineClient(Protocol):

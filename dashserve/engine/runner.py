@@ -24,12 +24,13 @@ class CacheConfig:
 class ModelRunner:
     def __init__(
         self, model: QwenForCausalLM, cache: CacheConfig, device: torch.device,
-        use_native_kernels: bool = True,
+        use_native_kernels: bool = True, wait_for_kernels: bool = True,
     ) -> None:
         self.model = model
         self.decode_kernel = None
-        if use_native_kernels and device.type == "cpu":
-            native = paged_decode_module()
+        self._native = use_native_kernels and device.type == "cpu"
+        if self._native:
+            native = paged_decode_module(wait_for_kernels)
             self.decode_kernel = native.paged_decode if native is not None else None
         self.cache = cache
         self.device = device
@@ -49,6 +50,16 @@ class ModelRunner:
             cache.num_blocks, bs, num_slots,
             2 * len(self.kv_caches) * num_slots * shape[0] * shape[2] * dtype.itemsize / 2**30,
         )
+
+    def attach_kernels(self) -> int:
+        """Take the paged decode kernel if it was built since (between steps only)."""
+        if not self._native or self.decode_kernel is not None:
+            return 0
+        native = paged_decode_module(wait=False)
+        if native is None:
+            return 0
+        self.decode_kernel = native.paged_decode
+        return 1
 
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
         """Copy whole KV blocks src -> dst in every layer (copy-on-write for forked samples)."""

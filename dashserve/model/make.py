@@ -15,20 +15,21 @@ import logging
 import struct
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
-import torch
-
+from dashserve.model.config import DEMO_MAX_TOKENS_KEY
 from dashserve.model.presets import (
     DESCRIPTIONS, PRESETS, generation_config, head_dim, is_moe_layer, param_count, preset_config,
 )
 
+if TYPE_CHECKING:  # torch is imported when weights are written, not for --list or --help
+    import torch
+
 log = logging.getLogger(__name__)
 
-TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
+SAFETENSORS_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 INIT_STD = 0.02
 CHUNK_ELEMENTS = 1 << 23  # random fill granularity, bounds temporary memory
 
@@ -82,6 +83,8 @@ def tensor_specs(cfg: dict[str, Any]) -> list[TensorSpec]:
 
 
 def _make_tensor(spec: TensorSpec, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
+    import torch
+
     # norms near one and small biases, both random, so that a loader which drops a bias or
     # misplaces a norm weight changes the logits and parity tests catch it
     if spec.init == "ones":
@@ -96,14 +99,15 @@ def _make_tensor(spec: TensorSpec, dtype: torch.dtype, gen: torch.Generator) -> 
 
 
 def _write_header(f: BinaryIO, specs: list[TensorSpec], dtype: torch.dtype) -> None:
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    itemsize = dtype.itemsize
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for s in specs:
         n = itemsize
         for d in s.shape:
             n *= d
-        header[s.name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(s.shape),
+        header[s.name] = {"dtype": SAFETENSORS_DTYPES[str(dtype).removeprefix("torch.")],
+                          "shape": list(s.shape),
                           "data_offsets": [offset, offset + n]}
         offset += n
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -115,14 +119,20 @@ def _write_header(f: BinaryIO, specs: list[TensorSpec], dtype: torch.dtype) -> N
 def _iter_tensors(
     cfg: dict[str, Any], dtype: torch.dtype, seed: int
 ) -> Iterator[tuple[TensorSpec, torch.Tensor]]:
+    import torch
+
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed)
     for spec in tensor_specs(cfg):
         yield spec, _make_tensor(spec, dtype, gen)
 
 
-def write_weights(cfg: dict[str, Any], path: Path, seed: int, dtype: torch.dtype) -> None:
-    """Stream random weights into a safetensors file; one tensor in memory at a time."""
+def write_weights(cfg: dict[str, Any], path: Path, seed: int, dtype: torch.dtype,
+                  progress: Callable[[int, int], None] | None = None) -> None:
+    """Stream random weights into a safetensors file; one tensor in memory at a time;
+    ``progress(layers_done, layers)`` after each layer."""
+    import torch
+
     specs = tensor_specs(cfg)
     level = logging.INFO if param_count(cfg) > 100_000_000 else logging.DEBUG
     layers = cfg["num_hidden_layers"]
@@ -135,20 +145,35 @@ def write_weights(cfg: dict[str, Any], path: Path, seed: int, dtype: torch.dtype
                 layer = int(spec.name.split(".")[2])
                 if layer != done_layer and layer > 0:
                     log.log(level, "layer %d/%d written", layer, layers)
+                    if progress is not None:
+                        progress(layer, layers)
                 done_layer = layer
     log.log(level, "layer %d/%d written", layers, layers)
+    if progress is not None:
+        progress(layers, layers)
 
 
-def make_model(preset: str, out_dir: Path, seed: int = 0, dtype: str | None = None) -> Path:
-    """Write a Hugging Face checkpoint directory for ``preset`` into ``out_dir``; returns it."""
+def make_model(preset: str, out_dir: Path, seed: int = 0, dtype: str | None = None, *,
+               demo_max_new_tokens: int | None = None,
+               progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write a Hugging Face checkpoint directory for ``preset`` into ``out_dir``; returns it.
+
+    ``demo_max_new_tokens`` marks it as a demo checkpoint: requests that set no max_tokens
+    get that many output tokens at most (random weights never emit an end token).
+    """
+    import torch
+
     started = time.monotonic()
     cfg = preset_config(preset, dtype)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     gen = generation_config(cfg)
+    if demo_max_new_tokens is not None:
+        gen[DEMO_MAX_TOKENS_KEY] = demo_max_new_tokens
     (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-    write_weights(cfg, out_dir / "model.safetensors", seed, TORCH_DTYPES[cfg["torch_dtype"]])
+    write_weights(cfg, out_dir / "model.safetensors", seed, getattr(torch, cfg["torch_dtype"]),
+                  progress)
     from dashserve.tokenizer_build import write_tokenizer_files
 
     write_tokenizer_files(out_dir)
