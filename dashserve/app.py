@@ -25,6 +25,7 @@ from dashserve.api.openai import routes as openai_routes
 from dashserve.config import Settings
 from dashserve.engine.client_protocol import EngineClient
 from dashserve.platform.gate import Gate
+from dashserve.platform.logs import current_request_id
 from dashserve.serving.registry import ModelRegistry, ServerState
 from dashserve.serving.service import GenerationService
 
@@ -48,6 +49,7 @@ class RequestIdMiddleware:
             return
         request_id = str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = request_id
+        token = current_request_id.set(request_id)  # for log lines, uvicorn's access line too
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -57,7 +59,10 @@ class RequestIdMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            current_request_id.reset(token)
 
 
 async def _run_loader(loader: EngineLoader, registry: ModelRegistry) -> Mapping[str, Any]:

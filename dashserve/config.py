@@ -108,6 +108,7 @@ class Settings(BaseSettings):
     max_inflight_per_model: int = Field(default=256, ge=1)
     max_body_bytes: int = Field(default=32 * 2**20, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     # Platform: keys, limits and usage live in this database (SQLite in the data dir by default).
     database_url: str | None = None
     redis_url: str | None = None

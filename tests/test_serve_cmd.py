@@ -56,8 +56,10 @@ def test_invalid_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_model_is_made_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
 
-    def fake_make(preset: str, out: Path, seed: int = 0, dtype: str | None = None) -> Path:
+    def fake_make(preset: str, out: Path, seed: int = 0, dtype: str | None = None,
+                  **options: object) -> Path:
         calls.append(out)
+        assert options["demo_max_new_tokens"] == serve_cmd.DEMO_MAX_NEW_TOKENS
         out.mkdir(parents=True)
         (out / "config.json").write_text("{}")
         return out

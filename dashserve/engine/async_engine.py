@@ -88,9 +88,16 @@ class AsyncEngine:
             build_in_background(self._kernels_built)
         return self
 
+    @property
+    def kernels_pending(self) -> bool:
+        """Native CPU kernels are still building; the torch path serves meanwhile."""
+        return self.engine.kernels_pending
+
     def _kernels_built(self, ok: bool) -> None:
         if ok:
             self._commands.put(_Call(self.engine.attach_kernels))
+        else:
+            self.engine.kernels_pending = False
 
     # ----- EngineClient -----------------------------------------------------------------------
 

@@ -195,7 +195,7 @@ def _start(bg: _Background) -> None:
     log.info("native CPU kernels are not built yet: serving on the torch path while they "
              "build in the background")
     bg.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               process_group=0)
+                               start_new_session=True)
     atexit.register(_stop, bg)
     threading.Thread(target=_watch, args=(bg,), name="dashserve-kernel-build",
                      daemon=True).start()
