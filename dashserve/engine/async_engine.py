@@ -135,6 +135,10 @@ class AsyncEngine:
 
     async def shutdown(self) -> None:
         self._stopping = True
+        if self.engine.kernels_pending:
+            from dashserve.model.kernel_build import stop_background_build
+
+            stop_background_build()
         self._commands.put(None)
         await asyncio.to_thread(self._thread.join, 30)
 

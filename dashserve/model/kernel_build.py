@@ -188,7 +188,7 @@ def build_in_background(on_done: Callable[[bool], None]) -> None:
 
 
 def _start(bg: _Background) -> None:
-    command = [sys.executable, "-m", "dashserve", "build-kernels"]
+    command = [sys.executable, "-m", "dashserve", "build-kernels", "--parent", str(os.getpid())]
     nice = shutil.which("nice")
     if nice is not None:
         command = [nice, "-n", "10", *command]
@@ -196,7 +196,7 @@ def _start(bg: _Background) -> None:
              "build in the background")
     bg.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                start_new_session=True)
-    atexit.register(_stop, bg)
+    atexit.register(stop_background_build)
     threading.Thread(target=_watch, args=(bg,), name="dashserve-kernel-build",
                      daemon=True).start()
 
@@ -213,13 +213,25 @@ def _watch(bg: _Background) -> None:
         callback(ok)
 
 
-def _stop(bg: _Background) -> None:
-    """Stop a build still running when this process exits (its lock goes with it)."""
-    if bg.proc is not None and bg.proc.poll() is None:
+def stop_background_build() -> None:
+    """Stop the background build, if one runs (its lock goes with it); at shutdown."""
+    bg = _background
+    if bg is not None and bg.proc is not None and bg.proc.poll() is None:
         try:
             os.killpg(bg.proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+def _follow_parent(parent: int) -> None:
+    """In a background build: end the build (compiler included) once the server that
+    started it is gone, however it ended."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="dashserve-parent-watch", daemon=True).start()
 
 
 # ----- dashserve build-kernels ------------------------------------------------------------
@@ -227,6 +239,7 @@ def _stop(bg: _Background) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--show", action="store_true",
                         help="print where each build lives and whether it is built; build nothing")
+    parser.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # see build_in_background
 
 
 def run(args: argparse.Namespace) -> int:
@@ -240,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
             state = "built" if is_built(name) else "not built"
             print(f"{name:<14} {state:<10} {build_dir(name)}")  # noqa: T201
         return 0
+    if args.parent:
+        _follow_parent(args.parent)
     failed = 0
     for name in NAMES:
         try:
