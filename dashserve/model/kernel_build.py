@@ -229,7 +229,7 @@ def _follow_parent(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
-        os.killpg(os.getpgid(0), signal.SIGKILL)
+        os.killpg(os.getpgid(0), signal.SIGTERM)  # ninja stops the compilers it started
 
     threading.Thread(target=watch, name="dashserve-parent-watch", daemon=True).start()
 
