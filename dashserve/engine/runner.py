@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import mmap
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +21,18 @@ log = logging.getLogger(__name__)
 class CacheConfig:
     block_size: int
     num_blocks: int
+
+
+def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A zeroed tensor; on CPU backed by fresh anonymous memory, which the OS zeroes page by
+    page on first touch, so a cache of several GiB costs nothing at start-up."""
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    numel = math.prod(shape)
+    if numel == 0:
+        return torch.zeros(shape, dtype=dtype)
+    memory = mmap.mmap(-1, numel * dtype.itemsize)
+    return torch.frombuffer(memory, dtype=dtype, count=numel).view(shape)
 
 
 class ModelRunner:
@@ -38,11 +52,8 @@ class ModelRunner:
         dtype = model.model.embed_tokens.weight.dtype
         num_slots = cache.num_blocks * cache.block_size
         shape = (cfg.num_key_value_heads, num_slots, cfg.head_dim)
-        self.kv_caches = [
-            (torch.zeros(shape, dtype=dtype, device=device),
-             torch.zeros(shape, dtype=dtype, device=device))
-            for _ in range(cfg.num_hidden_layers)
-        ]
+        self.kv_caches = [(_zeros(shape, dtype, device), _zeros(shape, dtype, device))
+                          for _ in range(cfg.num_hidden_layers)]
         bs = cache.block_size
         self._offsets = torch.arange(bs, device=device)
         log.info(
