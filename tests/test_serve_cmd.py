@@ -128,3 +128,20 @@ def test_serve_demo_end_to_end(tmp_path: Path) -> None:
     assert "GIBBERISH BY DESIGN" in output
     assert (tmp_path / "models" / "demo-qwen3-tiny" / "config.json").is_file()
     assert "Application shutdown complete" in output
+
+
+def test_demo_checkpoint_asks_for_a_short_default_answer(tmp_path: Path) -> None:
+    """A demo made before the default existed gets it; real checkpoints never carry it."""
+    from dashserve.model.config import DEMO_MAX_TOKENS_KEY, ModelConfig
+    from dashserve.model.make import make_model
+
+    plain = make_model("qwen3-tiny", tmp_path / "plain")
+    assert DEMO_MAX_TOKENS_KEY not in json.loads((plain / "generation_config.json").read_text())
+    assert ModelConfig.from_dir(plain).demo_max_new_tokens is None
+
+    s = Settings(data_dir=tmp_path / "data", demo_preset="qwen3-tiny")
+    old = s.demo_dir
+    old.parent.mkdir(parents=True)
+    os.replace(plain, old)  # a cached demo from before
+    assert serve_cmd.ensure_demo_model(s) == old
+    assert ModelConfig.from_dir(old).demo_max_new_tokens == serve_cmd.DEMO_MAX_NEW_TOKENS

@@ -129,7 +129,8 @@ def load_built(name: str) -> ModuleType | None:
         return None
     import torch  # noqa: F401  (the extension links against torch's libraries)
 
-    spec = importlib.util.spec_from_file_location(directory.name, directory / f"{directory.name}.so")
+    shared_object = directory / f"{directory.name}.so"
+    spec = importlib.util.spec_from_file_location(directory.name, shared_object)
     if spec is None or spec.loader is None:
         return None
     module = importlib.util.module_from_spec(spec)
