@@ -113,11 +113,13 @@ class LLMEngine:
         the usual sampling settings, then a constrained one (the grammar library's set-up)
         when it is installed. Returns the seconds spent."""
         started = time.monotonic()
-        prompt = self.tokenizer.encode("Warm-up: " + "a quick brown fox jumps over the dog. " * 4)
+        prompt = self.tokenizer.encode("Warm-up: " + "a quick brown fox jumps over the dog. " * 2)
+        # a prefill and a decode step; then a prefill (its blocks mostly cached) whose token
+        # is sampled under a grammar
         runs = [SamplingParams(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05,
-                               presence_penalty=1.5, seed=0, max_tokens=4, ignore_eos=True)]
+                               presence_penalty=1.5, seed=0, max_tokens=2, ignore_eos=True)]
         if importlib.util.find_spec("llguidance") is not None:
-            runs.append(SamplingParams(temperature=0.7, top_k=20, seed=0, max_tokens=2,
+            runs.append(SamplingParams(temperature=0.7, top_k=20, seed=0, max_tokens=1,
                                        structured=StructuredOutputSpec(json_object=True)))
         for i, params in enumerate(runs):
             request_id = f"warm-up-{i}"
