@@ -17,6 +17,7 @@ Results match ``F.linear`` to bf16 rounding.
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 import torch.nn.functional as F
@@ -86,8 +87,16 @@ class NativeLinear(nn.Module):
         # the kernel takes up to _chunk rows a call; up to _native_rows rows it is used at all
         self._chunk = 0
         self._native_rows = 0
+        # while a kernel build is awaited on a CPU without bf16 math: the weight widened once
+        # (see widen_until_attached), so the torch path need not widen it at every step
+        self._widened: torch.Tensor | None = None
         if kernels is not None:
             self.attach(kernels)
+
+    def widen_until_attached(self) -> None:
+        """Keep a float32 copy of the weight until ``attach`` (torch path, no oneDNN bf16)."""
+        if not self._onednn and self._kernels is None:
+            self._widened = self.weight.detach().float()
 
     def attach(self, kernels: object) -> bool:
         """Use the native kernel from now on (when it takes this layer's shape); between
@@ -98,6 +107,7 @@ class NativeLinear(nn.Module):
         self._native_rows = min(chunk, NATIVE_ROWS_WITH_ONEDNN) if self._onednn else WIDEN_ROWS
         self._chunk = chunk
         self._kernels = kernels
+        self._widened = None
         return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +118,8 @@ class NativeLinear(nn.Module):
             if self._onednn:
                 return F.linear(x, self.weight, self.bias)
             bias = None if self.bias is None else self.bias.float()
-            return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
+            weight = self._widened if self._widened is not None else self.weight.float()
+            return F.linear(x.float(), weight, bias).to(x.dtype)
         linear = self._kernels.linear  # type: ignore[union-attr]
         if rows <= self._chunk:
             out = linear(flat, self.weight, self.bias)
@@ -141,12 +152,35 @@ def pack_linears(model: nn.Module, batch_hint: int = 1, wait: bool = True) -> in
                     layer = NativeLinear(child, kernels if fits else None, onednn)
                 setattr(module, child_name, layer)
                 count += 1
+    if pending and not onednn:
+        _widen_while_pending(model)
     log.info("%d bf16 linear layers use %s%s", count,
              "the native small-batch kernel" if kernels is not None
              else "the torch path until the native kernel is built" if pending
              else "no native kernel",
              ", oneDNN bf16 beyond" if onednn else ", float32 BLAS on widened weights beyond")
     return count
+
+
+# Share of the machine's memory that float32 copies of the weights may take while the native
+# kernels build (beyond it, the torch path widens each weight at every step instead).
+WIDEN_MEMORY_SHARE = 0.25
+
+
+def _widen_while_pending(model: nn.Module) -> None:
+    """Widen the weights once for the torch path while the kernel builds, memory allowing."""
+    layers = [m for m in model.modules() if isinstance(m, NativeLinear)]
+    needed = sum(m.weight.numel() * 4 for m in layers)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return
+    if needed > WIDEN_MEMORY_SHARE * memory:
+        return
+    for layer in layers:
+        layer.widen_until_attached()
+    log.info("float32 copies of the weights (%.2f GiB) serve until the native kernel is built",
+             needed / 2**30)
 
 
 def use_native_ops(model: nn.Module, wait: bool = True) -> int:
