@@ -145,3 +145,15 @@ def test_demo_checkpoint_asks_for_a_short_default_answer(tmp_path: Path) -> None
     os.replace(plain, old)  # a cached demo from before
     assert serve_cmd.ensure_demo_model(s) == old
     assert ModelConfig.from_dir(old).demo_max_new_tokens == serve_cmd.DEMO_MAX_NEW_TOKENS
+
+
+def test_log_format_from_flag_env_or_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert serve_cmd.settings_from_args(parse()).log_format == "text"
+    assert serve_cmd.settings_from_args(parse("--log-format", "json")).log_format == "json"
+    config = tmp_path / "dashserve.toml"
+    config.write_text('log_format = "json"\n')
+    assert serve_cmd.settings_from_args(parse("--config", str(config))).log_format == "json"
+    monkeypatch.setenv("DASHSERVE_LOG_FORMAT", "json")
+    assert serve_cmd.settings_from_args(parse()).log_format == "json"
+    with pytest.raises(SystemExit):
+        parse("--log-format", "xml")
