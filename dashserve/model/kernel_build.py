@@ -192,7 +192,7 @@ def _start(bg: _Background) -> None:
     command = [sys.executable, "-m", "dashserve", "build-kernels", "--parent", str(os.getpid())]
     nice = shutil.which("nice")
     if nice is not None:
-        command = [nice, "-n", "10", *command]
+        command = [nice, "-n", "19", *command]
     log.info("native CPU kernels are not built yet: serving on the torch path while they "
              "build in the background")
     bg.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

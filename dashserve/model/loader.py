@@ -111,6 +111,8 @@ def load_model(
                 params[name].data.copy_(f.get_tensor(name))
                 loaded.add(name)
         log.info("loaded weights file %d/%d: %s", i, len(files), file.name)
+    if progress is not None:
+        progress(len(loaded), total)
     if config.tie_word_embeddings:
         loaded.add("lm_head.weight")
     missing = sorted(set(params) - loaded)

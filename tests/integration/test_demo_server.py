@@ -138,6 +138,7 @@ def test_healthy_only_after_warm_up(demo: DemoServer) -> None:
     stages = [m for m in messages if "making the demo model" in m or "loading weights" in m]
     assert any("making the demo model: layers" in m for m in stages)
     assert any(re.search(r"loading weights \[[#.]+\] \d+/\d+", m) for m in stages)
+    assert any(re.search(r"loading weights \[#+\] (\d+)/\1", m) for m in stages)  # all of them
     assert any("warming up" in m for m in messages)
     for health in demo.health_seen[:-1]:
         assert health["status"] == "loading" and health["detail"]
