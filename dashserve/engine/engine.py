@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import logging
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
