@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
+from dashserve.model import demo_weights
 from dashserve.model.config import DEMO_MAX_TOKENS_KEY
 from dashserve.model.presets import (
     DESCRIPTIONS, PRESETS, generation_config, head_dim, is_moe_layer, param_count, preset_config,
@@ -117,20 +118,22 @@ def _write_header(f: BinaryIO, specs: list[TensorSpec], dtype: torch.dtype) -> N
 
 
 def _iter_tensors(
-    cfg: dict[str, Any], dtype: torch.dtype, seed: int
+    cfg: dict[str, Any], dtype: torch.dtype, seed: int, demo: bool = False
 ) -> Iterator[tuple[TensorSpec, torch.Tensor]]:
     import torch
 
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed)
     for spec in tensor_specs(cfg):
-        yield spec, _make_tensor(spec, dtype, gen)
+        t = _make_tensor(spec, dtype, gen)
+        yield spec, demo_weights.adjust(spec.name, t, cfg, seed) if demo else t
 
 
 def write_weights(cfg: dict[str, Any], path: Path, seed: int, dtype: torch.dtype,
-                  progress: Callable[[int, int], None] | None = None) -> None:
+                  progress: Callable[[int, int], None] | None = None, demo: bool = False) -> None:
     """Stream random weights into a safetensors file; one tensor in memory at a time;
-    ``progress(layers_done, layers)`` after each layer."""
+    ``progress(layers_done, layers)`` after each layer; ``demo`` writes in the circuit that
+    ends answers (``demo_weights``)."""
     import torch
 
     specs = tensor_specs(cfg)
@@ -139,7 +142,7 @@ def write_weights(cfg: dict[str, Any], path: Path, seed: int, dtype: torch.dtype
     done_layer = -1
     with open(path, "wb") as f:
         _write_header(f, specs, dtype)
-        for spec, t in _iter_tensors(cfg, dtype, seed):
+        for spec, t in _iter_tensors(cfg, dtype, seed, demo):
             f.write(t.contiguous().view(-1).view(torch.uint8).numpy().data)
             if spec.name.startswith("model.layers."):
                 layer = int(spec.name.split(".")[2])
@@ -158,8 +161,9 @@ def make_model(preset: str, out_dir: Path, seed: int = 0, dtype: str | None = No
                progress: Callable[[int, int], None] | None = None) -> Path:
     """Write a Hugging Face checkpoint directory for ``preset`` into ``out_dir``; returns it.
 
-    ``demo_max_new_tokens`` marks it as a demo checkpoint: requests that set no max_tokens
-    get that many output tokens at most (random weights never emit an end token).
+    ``demo_max_new_tokens`` makes it a demo checkpoint: weights whose answers end on their
+    own (``demo_weights``), and requests that set no max_tokens get that many output tokens
+    at most.
     """
     import torch
 
@@ -172,8 +176,9 @@ def make_model(preset: str, out_dir: Path, seed: int = 0, dtype: str | None = No
     if demo_max_new_tokens is not None:
         gen[DEMO_MAX_TOKENS_KEY] = demo_max_new_tokens
     (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    demo = demo_max_new_tokens is not None and demo_weights.applies(cfg)
     write_weights(cfg, out_dir / "model.safetensors", seed, getattr(torch, cfg["torch_dtype"]),
-                  progress)
+                  progress, demo)
     from dashserve.tokenizer_build import write_tokenizer_files
 
     write_tokenizer_files(out_dir)

@@ -107,26 +107,37 @@ def _run_example(name: str, demo: DemoServer, workdir: Path) -> str:
 
 def test_seed_examples_end_on_their_own(demo: DemoServer, tmp_path: Path) -> None:
     out = _run_example("s001_generation.py", demo, tmp_path)
-    usage = json.loads(out[out.index("{"):])["usage"]
-    assert usage["output_tokens"] == DEMO_MAX_NEW_TOKENS
+    answer = json.loads(out[out.index("{"):])
+    assert answer["output"]["choices"][0]["finish_reason"] == "stop"
+    assert 1 <= answer["usage"]["output_tokens"] < DEMO_MAX_NEW_TOKENS
     out = _run_example("s000_curl_compat.sh", demo, tmp_path)
     answer = json.loads(out)
-    assert answer["usage"]["completion_tokens"] == DEMO_MAX_NEW_TOKENS
-    assert answer["choices"][0]["finish_reason"] == "length"
-    out = _run_example("s001_generation_stream.py", demo, tmp_path)
-    assert '"finish_reason": "length"' in out and '"x-dashscope-partialresponse"' not in out
-    assert _run_example("s000_openai_quickstart.py", demo, tmp_path).strip()
+    assert answer["choices"][0]["finish_reason"] == "stop"
+    assert 1 <= answer["usage"]["completion_tokens"] < DEMO_MAX_NEW_TOKENS
+    out = _run_example("s001_generation_stream.py", demo, tmp_path)  # on its own or capped
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["output"]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert last["usage"]["output_tokens"] <= DEMO_MAX_NEW_TOKENS
+    _run_example("s000_aio_generation.py", demo, tmp_path)
 
 
-def test_max_tokens_still_rules(demo: DemoServer) -> None:
-    """The demo's default applies only when a request sets none: larger values are kept."""
-    body = json.dumps({"model": "qwen-plus", "max_tokens": DEMO_MAX_NEW_TOKENS + 20,
-                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+def _chat(demo: DemoServer, **body: object) -> dict[str, object]:
+    data = json.dumps({"model": "qwen-plus", "messages": [{"role": "user", "content": "hi"}],
+                       **body}).encode()
     request = urllib.request.Request(
-        demo.base_url + "/compatible-mode/v1/chat/completions", data=body,
+        demo.base_url + "/compatible-mode/v1/chat/completions", data=data,
         headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=120) as r:
-        assert json.loads(r.read())["usage"]["completion_tokens"] == DEMO_MAX_NEW_TOKENS + 20
+        return json.loads(r.read())
+
+
+def test_default_output_caps_what_never_ends(demo: DemoServer) -> None:
+    """Greedy decoding can loop without an ending token: the demo's default output length
+    ends it; a request's own max_tokens is kept, above that default too."""
+    capped = _chat(demo, temperature=0)
+    assert capped["usage"]["completion_tokens"] == DEMO_MAX_NEW_TOKENS  # type: ignore[index]
+    longer = _chat(demo, temperature=0, max_tokens=DEMO_MAX_NEW_TOKENS + 20)
+    assert longer["usage"]["completion_tokens"] == DEMO_MAX_NEW_TOKENS + 20  # type: ignore[index]
 
 
 def test_healthy_only_after_warm_up(demo: DemoServer) -> None:
