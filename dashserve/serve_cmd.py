@@ -120,11 +120,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def ensure_demo_model(settings: Settings,
                       progress: Callable[[int, int], None] | None = None) -> Path:
-    """The demo checkpoint, made once (atomically) and cached in the data dir; it answers
-    ``DEMO_MAX_NEW_TOKENS`` tokens to requests that set no max_tokens."""
+    """The demo checkpoint, made once (atomically) and cached in the data dir: weights whose
+    answers end on their own, and at most ``DEMO_MAX_NEW_TOKENS`` tokens for requests that set
+    no max_tokens. A demo cached by an older dashserve (without them) is made again."""
     out = settings.demo_dir
-    if (out / "config.json").is_file():
-        _mark_demo(out)
+    if (out / "config.json").is_file() and _is_current_demo(out):
         return out
     from dashserve.model.make import make_model
 
@@ -134,20 +134,20 @@ def ensure_demo_model(settings: Settings,
     shutil.rmtree(tmp, ignore_errors=True)
     make_model(settings.demo_preset, tmp, seed=0, demo_max_new_tokens=DEMO_MAX_NEW_TOKENS,
                progress=progress)
+    if out.exists():
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        shutil.rmtree(old, ignore_errors=True)
     tmp.rename(out)
     return out
 
 
-def _mark_demo(out: Path) -> None:
-    """Demo checkpoints made before the default output length existed get it."""
-    path = out / "generation_config.json"
+def _is_current_demo(out: Path) -> bool:
     try:
-        gen = json.loads(path.read_text())
+        gen = json.loads((out / "generation_config.json").read_text())
     except (OSError, ValueError):
-        return
-    if DEMO_MAX_TOKENS_KEY not in gen:
-        gen[DEMO_MAX_TOKENS_KEY] = DEMO_MAX_NEW_TOKENS
-        path.write_text(json.dumps(gen, indent=2) + "\n")
+        return False
+    return DEMO_MAX_TOKENS_KEY in gen
 
 
 class StageReporter:

@@ -62,6 +62,8 @@ def test_demo_model_is_made_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert options["demo_max_new_tokens"] == serve_cmd.DEMO_MAX_NEW_TOKENS
         out.mkdir(parents=True)
         (out / "config.json").write_text("{}")
+        marker = {"dashserve_demo_max_new_tokens": options["demo_max_new_tokens"]}
+        (out / "generation_config.json").write_text(json.dumps(marker))
         return out
 
     monkeypatch.setattr("dashserve.model.make.make_model", fake_make)
@@ -131,7 +133,11 @@ def test_serve_demo_end_to_end(tmp_path: Path) -> None:
 
 
 def test_demo_checkpoint_asks_for_a_short_default_answer(tmp_path: Path) -> None:
-    """A demo made before the default existed gets it; real checkpoints never carry it."""
+    """A demo cached by an older version (no default, no circuit) is made again; real
+    checkpoints never carry either."""
+    from safetensors import safe_open
+
+    from dashserve.model import demo_weights
     from dashserve.model.config import DEMO_MAX_TOKENS_KEY, ModelConfig
     from dashserve.model.make import make_model
 
@@ -145,6 +151,9 @@ def test_demo_checkpoint_asks_for_a_short_default_answer(tmp_path: Path) -> None
     os.replace(plain, old)  # a cached demo from before
     assert serve_cmd.ensure_demo_model(s) == old
     assert ModelConfig.from_dir(old).demo_max_new_tokens == serve_cmd.DEMO_MAX_NEW_TOKENS
+    with safe_open(str(old / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("model.norm.weight")[demo_weights.MARK] == 0
+    assert sorted(p.name for p in old.parent.iterdir()) == [old.name]
 
 
 def test_log_format_from_flag_env_or_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
