@@ -122,8 +122,9 @@ def test_serve_demo_end_to_end(tmp_path: Path) -> None:
             headers={"Authorization": "Bearer sk-e2e", "Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as r:
             answer = json.loads(r.read())
-        assert answer["usage"]["output_tokens"] == 5
-        assert answer["output"]["choices"][0]["finish_reason"] == "length"
+        tokens = answer["usage"]["output_tokens"]  # the demo may end its answer on its own
+        finish = answer["output"]["choices"][0]["finish_reason"]
+        assert (tokens, finish) == (5, "length") or (1 <= tokens < 5 and finish == "stop")
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
