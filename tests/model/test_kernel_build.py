@@ -180,7 +180,7 @@ def test_killed_build_never_blocks_a_start(tmp_path: Path) -> None:
             base + "/api/v1/services/aigc/text-generation/generation", data=body,
             headers={"Authorization": "Bearer sk-kill-test", "Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as r:
-            assert json.loads(r.read())["usage"]["output_tokens"] == 3
+            assert 1 <= json.loads(r.read())["usage"]["output_tokens"] <= 3
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=60)
