@@ -3,8 +3,8 @@
 Random weights almost never pick ``<|im_end|>``, so a demo model's answers would run to their
 length limit. The demo checkpoint gets one small, deterministic circuit on top of its random
 weights, so that ``<|im_end|>`` becomes likely right after an "ending" token (a fixed random
-3% of the ordinary vocabulary, chosen by the seed) and stays unlikely elsewhere: sampled
-answers stop after a few dozen tokens, at a point that depends on the sampled text (greedy
+5% of the ordinary vocabulary, chosen by the seed) and stays unlikely elsewhere: sampled
+answers end within a few dozen tokens, at a point that depends on the sampled text (greedy
 decoding may loop without meeting an ender; the demo's default output length ends those):
 
 - embedding coordinate ``MARK`` carries +/- ``MARK_SCALE`` by whether the token is an ender;
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 END_TOKEN = 151645  # <|im_end|>
 MARK, SIGNAL, NEURON = 0, 1, 0
 MARK_SCALE = 20.0
-ENDER_SHARE = 0.03
+ENDER_SHARE = 0.05
 END_WEIGHT = 1.0
 FIRST_ORDINARY, FIRST_SPECIAL = 1000, 151643  # enders avoid common pieces such as "\n"
 
