@@ -34,6 +34,7 @@ from dashserve.inspection.config import build_inspector
 from dashserve.platform.files import FileService
 from dashserve.platform.gate import Gate
 from dashserve.search.config import build_search
+from dashserve.platform.logs import current_request_id
 from dashserve.serving.registry import ModelRegistry, ServerState
 from dashserve.serving.service import GenerationService
 from dashserve.serving.vision import ImagePreparer
@@ -59,6 +60,7 @@ class RequestIdMiddleware:
             return
         request_id = str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = request_id
+        token = current_request_id.set(request_id)  # for log lines, uvicorn's access line too
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -68,7 +70,10 @@ class RequestIdMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            current_request_id.reset(token)
 
 
 async def _run_loader(loader: EngineLoader, registry: ModelRegistry) -> Mapping[str, Any]:

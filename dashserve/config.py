@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(default=32, ge=1)
     upload_ttl_s: float = Field(default=48 * 3600.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     # Platform: keys, limits and usage live in this database (SQLite in the data dir by default).
     database_url: str | None = None
     redis_url: str | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -16,6 +17,7 @@ import signal
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Any
@@ -31,18 +33,24 @@ from dashserve.api.admin.routes import admin_router, metrics_router
 from dashserve.engine.outputs import EngineStats
 from dashserve.platform.blobs import LocalBlobStore
 from dashserve.platform.files import FileLimits, FileService
+from dashserve.model.config import DEMO_MAX_TOKENS_KEY
+from dashserve.platform.logs import configure_logging
 from dashserve.platform.state import add_platform_arguments, prepare_platform
 from dashserve.store.db import Store
 from dashserve.serving.registry import ModelRegistry, ServerState
 
 log = logging.getLogger("dashserve.serve")
 
+# What the demo model answers to a request that sets no max_tokens: its random weights never
+# emit an end token, so without a limit every answer would run to the context's end.
+DEMO_MAX_NEW_TOKENS = 100
+
 _OPTIONAL = MappingProxyType({  # flag dest -> Settings field, copied only when given
     "host": "host", "port": "port", "config": "config_file", "data_dir": "data_dir",
     "dtype": "dtype", "max_model_len": "max_model_len", "kv_cache_gb": "kv_cache_gb",
     "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
     "partial_timeout": "partial_response_timeout_s", "shutdown_grace": "shutdown_grace_s",
-    "demo_preset": "demo_preset", "log_level": "log_level",
+    "demo_preset": "demo_preset", "log_level": "log_level", "log_format": "log_format",
     "database_url": "database_url", "redis_url": "redis_url", "console": "console",
     "share_prefix_cache": "share_prefix_cache",
     "public_url": "public_url", "allowed_local_media_path": "allowed_local_media_path",
@@ -82,7 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--host", help="bind address (default 127.0.0.1)")
     add("--port", type=int, help="port (default 8000)")
     add("--api-key", action="append", dest="api_keys", metavar="KEY",
-        help="accepted API key (repeatable); none: any non-empty key is accepted")
+        help="an API key always accepted, besides the keys in the database (repeatable); "
+             "with no keys at all a first start creates one and prints it")
     add("--config", type=Path, metavar="FILE", help="TOML or JSON settings file")
     add("--data-dir", type=Path, help="where the demo model is cached "
         "(default ~/.local/share/dashserve, env DASHSERVE_DATA_DIR)")
@@ -117,6 +126,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "server processes sharing a database must share it)")
     add("--max-file-bytes", type=int, metavar="BYTES",
         help="largest file the files API accepts (default 150 MiB)")
+    add("--log-format", choices=("text", "json"),
+        help="text lines (default) or JSON lines (env DASHSERVE_LOG_FORMAT)")
     add_platform_arguments(parser)
 
 
@@ -140,36 +151,92 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**values)
 
 
-def ensure_demo_model(settings: Settings) -> Path:
-    """The demo checkpoint, made once (atomically) and cached in the data dir."""
+def ensure_demo_model(settings: Settings,
+                      progress: Callable[[int, int], None] | None = None) -> Path:
+    """The demo checkpoint, made once (atomically) and cached in the data dir: weights whose
+    answers end on their own, and at most ``DEMO_MAX_NEW_TOKENS`` tokens for requests that set
+    no max_tokens. A demo cached by an older dashserve (without them) is made again."""
     out = settings.demo_dir
-    if (out / "config.json").is_file():
+    if (out / "config.json").is_file() and _is_current_demo(out):
         return out
     from dashserve.model.make import make_model
 
-    log.warning("making the demo model (%s, random weights) in %s, once; this takes a while",
+    log.warning("making the demo model (%s, random weights) in %s, once",
                 settings.demo_preset, out)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    make_model(settings.demo_preset, tmp, seed=0)
+    make_model(settings.demo_preset, tmp, seed=0, demo_max_new_tokens=DEMO_MAX_NEW_TOKENS,
+               progress=progress)
+    if out.exists():
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        shutil.rmtree(old, ignore_errors=True)
     tmp.rename(out)
     return out
 
 
+def _is_current_demo(out: Path) -> bool:
+    try:
+        gen = json.loads((out / "generation_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return DEMO_MAX_TOKENS_KEY in gen
+
+
+class StageReporter:
+    """Start-up progress: the current stage in ``/health``'s detail, and on the console each
+    new stage plus its progress every few seconds."""
+
+    def __init__(self, registry: ModelRegistry, every_s: float = 3.0) -> None:
+        self.registry = registry
+        self.every_s = every_s
+        self._stage = ""
+        self._logged = 0.0
+
+    def __call__(self, stage: str, done: int | None = None, total: int | None = None) -> None:
+        text = stage if done is None or total is None else f"{stage} {done}/{total}"
+        self.registry.detail = text
+        now = time.monotonic()
+        if stage != self._stage or now - self._logged >= self.every_s or done == total:
+            if done is not None and total:
+                log.info("%s %s %d/%d", stage, _bar(done / total), done, total)
+            else:
+                log.info("%s", stage)
+            self._stage, self._logged = stage, now
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+    filled = int(round(max(0.0, min(1.0, fraction)) * width))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
 def load_engines(settings: Settings, registry: ModelRegistry) -> dict[str, EngineClient]:
-    """Build one engine per model spec; every served name maps to its spec's engine."""
+    """Build one engine per model spec (loaded, then warmed up); every served name maps to
+    its spec's engine. Native CPU kernels not built yet build in the background."""
     from dashserve.engine.async_engine import AsyncEngine
 
+    report = StageReporter(registry)
     if settings.is_demo:
-        registry.detail = "making the demo model"
-        ensure_demo_model(settings)
+        report("making the demo model")
+        ensure_demo_model(settings, lambda done, total: report(
+            "making the demo model: layers", done, total))
     specs = settings.model_specs()
     engines: dict[str, EngineClient] = {}
     for i, spec in enumerate(specs, 1):
-        registry.detail = f"loading model {i}/{len(specs)}: {spec.model}"
-        log.info("loading model %d/%d: %s", i, len(specs), spec.model)
+        prefix = f"model {i}/{len(specs)} ({spec.model}): "
+        report(prefix + "loading")
         started = time.monotonic()
-        engine = AsyncEngine.from_pretrained(spec.model, log_progress=True,
+
+        def progress(stage: str, prefix: str = prefix) -> None:
+            name, _, count = stage.rpartition(" ")
+            if "/" in count:
+                done, total = count.split("/")
+                report(prefix + name, int(done), int(total))
+            else:
+                report(prefix + stage)
+
+        engine = AsyncEngine.from_pretrained(spec.model, progress=progress, warm_up=True,
+                                             kernels="background",
                                              **settings.engine_options(spec))
         log.info("loaded %s in %.1f s (context %d tokens), served as %s", spec.model,
                  time.monotonic() - started, engine.model_info.max_model_len,
@@ -202,8 +269,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValidationError, ValueError, OSError) as exc:
         print(f"dashserve serve: invalid settings:\n{exc}", file=sys.stderr)  # noqa: T201
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     return serve(settings)
 
 
@@ -229,7 +295,7 @@ def serve(settings: Settings) -> int:
     if settings.is_demo:
         log.warning("\n%s", demo_banner(settings))
     grace: Any = settings.shutdown_grace_s  # uvicorn types it int; any wait_for timeout works
-    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             log_level=settings.log_level, timeout_graceful_shutdown=grace)
     server = DrainingServer(config, app.state.registry, app.state.service)
     server.run()

@@ -56,10 +56,14 @@ def test_invalid_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_model_is_made_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
 
-    def fake_make(preset: str, out: Path, seed: int = 0, dtype: str | None = None) -> Path:
+    def fake_make(preset: str, out: Path, seed: int = 0, dtype: str | None = None,
+                  **options: object) -> Path:
         calls.append(out)
+        assert options["demo_max_new_tokens"] == serve_cmd.DEMO_MAX_NEW_TOKENS
         out.mkdir(parents=True)
         (out / "config.json").write_text("{}")
+        marker = {"dashserve_demo_max_new_tokens": options["demo_max_new_tokens"]}
+        (out / "generation_config.json").write_text(json.dumps(marker))
         return out
 
     monkeypatch.setattr("dashserve.model.make.make_model", fake_make)
@@ -118,11 +122,48 @@ def test_serve_demo_end_to_end(tmp_path: Path) -> None:
             headers={"Authorization": "Bearer sk-e2e", "Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as r:
             answer = json.loads(r.read())
-        assert answer["usage"]["output_tokens"] == 5
-        assert answer["output"]["choices"][0]["finish_reason"] == "length"
+        tokens = answer["usage"]["output_tokens"]  # the demo may end its answer on its own
+        finish = answer["output"]["choices"][0]["finish_reason"]
+        assert (tokens, finish) == (5, "length") or (1 <= tokens < 5 and finish == "stop")
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     assert "GIBBERISH BY DESIGN" in output
     assert (tmp_path / "models" / "demo-qwen3-tiny" / "config.json").is_file()
     assert "Application shutdown complete" in output
+
+
+def test_demo_checkpoint_asks_for_a_short_default_answer(tmp_path: Path) -> None:
+    """A demo cached by an older version (no default, no circuit) is made again; real
+    checkpoints never carry either."""
+    from safetensors import safe_open
+
+    from dashserve.model import demo_weights
+    from dashserve.model.config import DEMO_MAX_TOKENS_KEY, ModelConfig
+    from dashserve.model.make import make_model
+
+    plain = make_model("qwen3-tiny", tmp_path / "plain")
+    assert DEMO_MAX_TOKENS_KEY not in json.loads((plain / "generation_config.json").read_text())
+    assert ModelConfig.from_dir(plain).demo_max_new_tokens is None
+
+    s = Settings(data_dir=tmp_path / "data", demo_preset="qwen3-tiny")
+    old = s.demo_dir
+    old.parent.mkdir(parents=True)
+    os.replace(plain, old)  # a cached demo from before
+    assert serve_cmd.ensure_demo_model(s) == old
+    assert ModelConfig.from_dir(old).demo_max_new_tokens == serve_cmd.DEMO_MAX_NEW_TOKENS
+    with safe_open(str(old / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("model.norm.weight")[demo_weights.MARK] == 0
+    assert sorted(p.name for p in old.parent.iterdir()) == [old.name]
+
+
+def test_log_format_from_flag_env_or_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert serve_cmd.settings_from_args(parse()).log_format == "text"
+    assert serve_cmd.settings_from_args(parse("--log-format", "json")).log_format == "json"
+    config = tmp_path / "dashserve.toml"
+    config.write_text('log_format = "json"\n')
+    assert serve_cmd.settings_from_args(parse("--config", str(config))).log_format == "json"
+    monkeypatch.setenv("DASHSERVE_LOG_FORMAT", "json")
+    assert serve_cmd.settings_from_args(parse()).log_format == "json"
+    with pytest.raises(SystemExit):
+        parse("--log-format", "xml")

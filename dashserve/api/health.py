@@ -1,4 +1,5 @@
-"""GET /health: 200 once every model is loaded, 503 (with the reason) before and after."""
+"""GET /health: 200 once every model is loaded and warmed up, 503 before (``detail`` says which
+stage start-up is in) and while stopping."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ router = APIRouter()
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
     registry = registry_of(request)
-    body = {"status": registry.state.value, "detail": registry.detail,
+    detail = registry.detail
+    if registry.is_ready and any(getattr(e, "kernels_pending", False) for e in registry.engines):
+        detail += "; native CPU kernels building in the background (the torch path serves)"
+    body = {"status": registry.state.value, "detail": detail,
             "models": [m.name for m in registry.models],
             "requests_in_flight": service_of(request).num_inflight}
     healthy = registry.is_ready

@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,6 +65,11 @@ def vision_info(vision: VisionConfig | None) -> VisionInfo | None:
     )
 
 
+@dataclass(slots=True)
+class _Call:  # run on the engine thread between steps
+    fn: Callable[[], object]
+
+
 class AsyncEngine:
     """Implements the EngineClient protocol over an LLMEngine running on a thread."""
 
@@ -78,8 +83,9 @@ class AsyncEngine:
             name=str(engine.model_dir), architecture=engine.model_config.architecture,
             max_model_len=engine.max_model_len, vocab_size=engine.model_config.vocab_size,
             vision=vision_info(engine.model_config.vision),
+            default_max_tokens=engine.model_config.demo_max_new_tokens,
         )
-        self._commands: queue.Queue[_Add | _Abort | None] = queue.Queue()
+        self._commands: queue.Queue[_Add | _Abort | _Call | None] = queue.Queue()
         self._queues: dict[str, asyncio.Queue[EngineEvent | BaseException]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -88,10 +94,38 @@ class AsyncEngine:
         self._thread.start()
 
     @classmethod
-    def from_pretrained(cls, model: str, **options: Any) -> AsyncEngine:
-        """Load ``model`` (directory or hub id); options are EngineConfig fields."""
+    def from_pretrained(cls, model: str, *, progress: Callable[[str], None] | None = None,
+                        warm_up: bool = False, **options: Any) -> AsyncEngine:
+        """Load ``model`` (directory or hub id); options are EngineConfig fields.
+
+        ``progress`` hears each stage ("loading weights n/m", "warming up"); ``warm_up`` runs
+        a short generation before returning. With ``kernels="background"`` a kernel build
+        still missing runs in a child process and the engine switches to it between steps.
+        """
         options.pop("log_progress", None)  # loading always logs its progress
-        return cls(LLMEngine(EngineConfig(model=model, **options)))
+        report = progress or (lambda stage: None)
+        engine = LLMEngine(EngineConfig(model=model, **options),
+                           progress=lambda done, total: report(f"loading weights {done}/{total}"))
+        if warm_up:
+            report("warming up")
+            log.info("warmed up in %.1f s", engine.warm_up())
+        self = cls(engine)
+        if engine.kernels_pending:
+            from dashserve.model.kernel_build import build_in_background
+
+            build_in_background(self._kernels_built)
+        return self
+
+    @property
+    def kernels_pending(self) -> bool:
+        """Native CPU kernels are still building; the torch path serves meanwhile."""
+        return self.engine.kernels_pending
+
+    def _kernels_built(self, ok: bool) -> None:
+        if ok:
+            self._commands.put(_Call(self.engine.attach_kernels))
+        else:
+            self.engine.kernels_pending = False
 
     # ----- EngineClient -----------------------------------------------------------------------
 
@@ -139,6 +173,10 @@ class AsyncEngine:
 
     async def shutdown(self) -> None:
         self._stopping = True
+        if self.engine.kernels_pending:
+            from dashserve.model.kernel_build import stop_background_build
+
+            stop_background_build()
         self._commands.put(None)
         await asyncio.to_thread(self._thread.join, 30)
 
@@ -188,7 +226,10 @@ class AsyncEngine:
             except Exception:  # one bad command must not stop the engine
                 log.exception("engine command %s failed", type(cmd).__name__)
 
-    def _apply(self, cmd: _Add | _Abort) -> None:
+    def _apply(self, cmd: _Add | _Abort | _Call) -> None:
+        if isinstance(cmd, _Call):
+            cmd.fn()
+            return
         if isinstance(cmd, _Abort):
             self.engine.abort(cmd.request_id)
             return

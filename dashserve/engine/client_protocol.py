@@ -39,6 +39,9 @@ class ModelInfo:
     max_model_len: int  # context length in tokens (prompt + output)
     vocab_size: int
     vision: VisionInfo | None = None  # None: the model takes text only
+    # output tokens of a request that sets no max_tokens, where the model asks for a default
+    # (demo checkpoints); None: as much as the model's profile allows
+    default_max_tokens: int | None = None
 
 
 class EngineClient(Protocol):

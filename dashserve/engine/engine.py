@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,14 +16,20 @@ from dashserve.engine.block_manager import BlockManager, blocks_for
 from dashserve.engine.detokenize import IncrementalDetokenizer
 from dashserve.engine.mm_requests import check_mm_inputs, place
 from dashserve.engine.outputs import EngineEvent, EngineStats
-from dashserve.engine.params import InvalidParameter, PromptTooLong, SamplingParams
+from dashserve.engine.params import (
+    InvalidParameter, PromptTooLong, SamplingParams, StructuredOutputSpec,
+)
 from dashserve.engine.request_state import RequestState, SampleState, sample_seed
 from dashserve.engine.runner import CacheConfig, ModelRunner
 from dashserve.engine.scheduler import ScheduledChunk, Scheduler, SchedulerConfig
 from dashserve.engine.sequence import Sequence, SequenceStatus
 from dashserve.engine.stepper import StepPostprocessor
 from dashserve.model.config import ModelConfig
-from dashserve.model.cpu_linear import pack_linears, packing_available, use_native_ops
+from dashserve.model.cpu_kernels import all_built
+from dashserve.model.cpu_linear import (
+    attach_native_kernels, pack_linears, packing_available, use_native_ops,
+)
+from dashserve.model.kernel_build import can_build
 from dashserve.model.loader import load_model, pick_dtype, resolve_model_dir
 from dashserve.multimodal.inputs import MultiModalInput
 from dashserve.sampling.sampler import make_generator
@@ -46,31 +53,40 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     pack_weights: bool = True  # CPU bf16: faster decode layers (native kernels or packed oneDNN)
     encoder_cache_tokens: int = 16384  # vision models: encoder output rows kept for reuse
+    # CPU native kernels not built yet: "wait" builds them first; "background" starts on the
+    # torch path (``kernels_pending``) and switches in ``attach_kernels`` once they are built
+    kernels: str = "wait"
 
 
 class LLMEngine:
     """The synchronous engine. Not thread-safe: one thread calls add/abort/step."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        """``progress(done, total)`` follows the weights as they load."""
         self.config = config
         self.model_dir = resolve_model_dir(config.model)
         self.model_config = ModelConfig.from_dir(self.model_dir)
         self.tokenizer = Tokenizer.from_dir(self.model_dir)
         device = _pick_device(config.device)
-        dtype = pick_dtype(config.dtype, device)
-        model = load_model(self.model_dir, self.model_config, dtype, device)
+        wait = config.kernels != "background"
+        dtype = pick_dtype(config.dtype, device, wait)
+        model = load_model(self.model_dir, self.model_config, dtype, device, progress)
         self.weight_bytes = sum(  # bytes one decode step reads (tied weights once)
             p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values()
         )
         if config.pack_weights and packing_available(dtype, device):
             model.fuse_projections()
-            pack_linears(model)
-            use_native_ops(model)
+            pack_linears(model, wait=wait)
+            use_native_ops(model, wait=wait)
         num_blocks, self.max_model_len = _size_cache(config, self.model_config, dtype, device)
         self.runner = ModelRunner(
             model, CacheConfig(config.block_size, num_blocks), device,
-            encoder_cache_tokens=config.encoder_cache_tokens,
+            encoder_cache_tokens=config.encoder_cache_tokens, wait_for_kernels=wait,
         )
+        # native kernels that a background build will bring (see attach_kernels)
+        self.kernels_pending = device.type == "cpu" and not wait and not all_built() \
+            and can_build()
         self.block_manager = BlockManager(
             num_blocks, config.block_size, config.enable_prefix_caching
         )
@@ -86,6 +102,36 @@ class LLMEngine:
         self.grammar_compiler: Any | None = None  # set lazily on first constrained request
         self.post = StepPostprocessor(self)
         log.info("engine ready: %s, max_model_len %d", self.model_dir, self.max_model_len)
+
+    def attach_kernels(self) -> int:
+        """Switch to native kernels built since start-up; only between steps (the engine's
+        own thread). Returns how many modules switched."""
+        count = self.runner.attach_kernels()
+        if self.config.pack_weights:
+            count += attach_native_kernels(self.runner.model)
+        self.kernels_pending = False
+        log.info("native CPU kernels in use from now on (%d modules switched)", count)
+        return count
+
+    def warm_up(self) -> float:
+        """Pay the first steps' one-off costs before serving: a short prefill and decode with
+        the usual sampling settings, then a constrained one (the grammar library's set-up)
+        when it is installed. Returns the seconds spent."""
+        started = time.monotonic()
+        prompt = self.tokenizer.encode("Warm-up: " + "a quick brown fox jumps over the dog. " * 2)
+        # a prefill and a decode step; then a prefill (its blocks mostly cached) whose token
+        # is sampled under a grammar
+        runs = [SamplingParams(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05,
+                               presence_penalty=1.5, seed=0, max_tokens=2, ignore_eos=True)]
+        if importlib.util.find_spec("llguidance") is not None:
+            runs.append(SamplingParams(temperature=0.7, top_k=20, seed=0, max_tokens=1,
+                                       structured=StructuredOutputSpec(json_object=True)))
+        for i, params in enumerate(runs):
+            request_id = f"warm-up-{i}"
+            self.add_request(request_id, prompt, params)
+            while request_id in self.requests:
+                self.step()
+        return time.monotonic() - started
 
     # ----- requests -------------------------------------------------------------------------
 

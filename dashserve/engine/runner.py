@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import mmap
 from dataclasses import dataclass
 
 import torch
@@ -23,17 +25,31 @@ class CacheConfig:
     num_blocks: int
 
 
+def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A zeroed tensor; on CPU backed by fresh anonymous memory, which the OS zeroes page by
+    page on first touch, so a cache of several GiB costs nothing at start-up."""
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    numel = math.prod(shape)
+    if numel == 0:
+        return torch.zeros(shape, dtype=dtype)
+    memory = mmap.mmap(-1, numel * dtype.itemsize)
+    return torch.frombuffer(memory, dtype=dtype, count=numel).view(shape)
+
+
 class ModelRunner:
     def __init__(
         self, model: QwenForCausalLM, cache: CacheConfig, device: torch.device,
         use_native_kernels: bool = True, encoder_cache_tokens: int = 16384,
+        wait_for_kernels: bool = True,
     ) -> None:
         self.model = model
         self.vision = (VisionStep(model, encoder_cache_tokens)
                        if isinstance(model, QwenVLForConditionalGeneration) else None)
         self.decode_kernel = None
-        if use_native_kernels and device.type == "cpu":
-            native = paged_decode_module()
+        self._native = use_native_kernels and device.type == "cpu"
+        if self._native:
+            native = paged_decode_module(wait_for_kernels)
             self.decode_kernel = native.paged_decode if native is not None else None
         self.cache = cache
         self.device = device
@@ -41,11 +57,8 @@ class ModelRunner:
         dtype = model.model.embed_tokens.weight.dtype
         num_slots = cache.num_blocks * cache.block_size
         shape = (cfg.num_key_value_heads, num_slots, cfg.head_dim)
-        self.kv_caches = [
-            (torch.zeros(shape, dtype=dtype, device=device),
-             torch.zeros(shape, dtype=dtype, device=device))
-            for _ in range(cfg.num_hidden_layers)
-        ]
+        self.kv_caches = [(_zeros(shape, dtype, device), _zeros(shape, dtype, device))
+                          for _ in range(cfg.num_hidden_layers)]
         bs = cache.block_size
         self._offsets = torch.arange(bs, device=device)
         log.info(
@@ -53,6 +66,16 @@ class ModelRunner:
             cache.num_blocks, bs, num_slots,
             2 * len(self.kv_caches) * num_slots * shape[0] * shape[2] * dtype.itemsize / 2**30,
         )
+
+    def attach_kernels(self) -> int:
+        """Take the paged decode kernel if it was built since (between steps only)."""
+        if not self._native or self.decode_kernel is not None:
+            return 0
+        native = paged_decode_module(wait=False)
+        if native is None:
+            return 0
+        self.decode_kernel = native.paged_decode
+        return 1
 
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
         """Copy whole KV blocks src -> dst in every layer (copy-on-write for forked samples)."""

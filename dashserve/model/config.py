@@ -15,6 +15,9 @@ SUPPORTED_ARCHITECTURES = (
     "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM", *VL_ARCHITECTURES,
 )
 
+# generation_config.json key that marks a demo checkpoint (see ModelConfig.demo_max_new_tokens)
+DEMO_MAX_TOKENS_KEY = "dashserve_demo_max_new_tokens"
+
 
 class UnsupportedModel(ValueError):
     """The checkpoint's architecture or config is not one dashserve can run."""
@@ -53,6 +56,9 @@ class ModelConfig:
     vision: VisionConfig | None = None
     mrope_section: tuple[int, ...] = ()
     mrope_interleaved: bool = False
+    # demo checkpoints only (``DEMO_MAX_TOKENS_KEY`` in generation_config.json): the output
+    # length of a request that sets none, since random weights never emit an end token
+    demo_max_new_tokens: int | None = None
 
     @property
     def is_moe(self) -> bool:
@@ -136,9 +142,13 @@ class ModelConfig:
         config = cls.from_dict(cfg, read_preprocessor(model_dir))
         gen_path = Path(model_dir) / "generation_config.json"
         if gen_path.exists():
-            gen_eos = json.loads(gen_path.read_text()).get("eos_token_id")
+            gen = json.loads(gen_path.read_text())
+            gen_eos = gen.get("eos_token_id")
             extra = gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else []
             merged = tuple(dict.fromkeys([*config.eos_token_ids, *extra]))
             config = replace(config, eos_token_ids=merged)
+            demo_max = gen.get(DEMO_MAX_TOKENS_KEY)
+            if isinstance(demo_max, int) and demo_max > 0:
+                config = replace(config, demo_max_new_tokens=demo_max)
         return config
 

@@ -1,78 +1,72 @@
-"""Native CPU kernels, compiled once per machine on first use; torch fallbacks when unavailable."""
+"""Native CPU kernels, built once per machine and environment (``kernel_build``); torch
+fallbacks when unavailable.
+
+``wait=True`` (the default) builds a kernel that is not built yet and waits for it; with
+``wait=False`` only a finished build is loaded, so a server can start on the torch path and
+switch when a background build (``kernel_build.build_in_background``) finishes.
+"""
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
-import os
-import time
-from pathlib import Path
+import threading
 from types import ModuleType
+
+from dashserve.model import kernel_build
 
 log = logging.getLogger(__name__)
 
-_KERNELS = Path(__file__).parent / "kernels"
-# decode_ops matches torch's rounding op for op, so no multiply-add may be fused behind its back
-_EXTRA_CFLAGS = {"decode_ops": ["-ffp-contract=off"]}
+_loaded: dict[str, ModuleType] = {}
+_failed: set[str] = set()
+_lock = threading.Lock()
 
 
-@functools.cache
-def _build(name: str) -> ModuleType | None:
-    """Compile ``kernels/<name>.cpp`` for this CPU (cached on disk by torch), or None
-    (no compiler, or DASHSERVE_NATIVE=0)."""
-    if os.environ.get("DASHSERVE_NATIVE", "1") == "0":
+def _module(name: str, wait: bool) -> ModuleType | None:
+    """Kernel ``name`` for this CPU, or None (no compiler, DASHSERVE_NATIVE=0, a failed
+    build, or not built yet and ``wait`` is false)."""
+    if kernel_build.native_disabled():
         return None
-    try:
-        from torch.utils.cpp_extension import load
-
-        started = time.monotonic()
-        log.info("building native CPU kernel %s (once per machine, cached)...", name)
-        module = load(
-            name=f"dashserve_{name}_{_isa_tag()}_{_headers_tag()}",
-            sources=[str(_KERNELS / f"{name}.cpp")],
-            extra_cflags=["-O3", "-march=native", "-fopenmp", *_EXTRA_CFLAGS.get(name, [])],
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
-    except Exception as exc:  # no compiler or headers: the torch path still works
-        log.warning("native CPU kernel %s unavailable (%s); using the torch path", name, exc)
-        return None
-    log.info("native CPU kernel %s ready in %.1f s", name, time.monotonic() - started)
-    return module
+    with _lock:
+        if name in _loaded or name in _failed:
+            return _loaded.get(name)
+        try:
+            module = kernel_build.load_built(name)
+            if module is None:
+                if not wait:
+                    return None
+                module = kernel_build.compile_kernel(name)
+        except Exception as exc:  # no compiler or headers: the torch path still works
+            log.warning("native CPU kernel %s unavailable (%s); using the torch path", name, exc)
+            _failed.add(name)
+            return None
+        _loaded[name] = module
+        return module
 
 
-def _isa_tag() -> str:
-    """The vector ISA that -march=native will target here: part of the build's name, so a
-    build cached on one kind of CPU is never loaded on another."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        flags = set()
-    for tag, needed in (("avx512bf16", {"avx512_bf16", "avx512bw"}), ("avx512", {"avx512bw"}),
-                        ("avx2", {"avx2", "fma"})):
-        if needed <= flags:
-            return tag
-    return "generic"
-
-
-def _headers_tag() -> str:
-    """A digest of the shared headers: torch rebuilds when a source changes, not a header."""
-    digest = hashlib.sha1()
-    for header in sorted(_KERNELS.glob("*.h")):
-        digest.update(header.read_bytes())
-    return digest.hexdigest()[:8]
-
-
-def paged_decode_module() -> ModuleType | None:
+def paged_decode_module(wait: bool = True) -> ModuleType | None:
     """Decode attention read straight from the paged KV cache."""
-    return _build("paged_decode")
+    return _module("paged_decode", wait)
 
 
-def decode_ops_module() -> ModuleType | None:
+def decode_ops_module(wait: bool = True) -> ModuleType | None:
     """bf16 decode kernels: small-batch linear, RMSNorm (AVX512-BF16 or AVX2+FMA CPUs; None
     elsewhere)."""
-    module = _build("decode_ops")
+    module = _module("decode_ops", wait)
     if module is None or module.max_rows() == 0:
         return None
     return module
+
+
+def all_built() -> bool:
+    """Every kernel has a finished build (or the native kernels are off)."""
+    return kernel_build.native_disabled() or all(kernel_build.is_built(n)
+                                                 for n in kernel_build.NAMES)
+
+
+def decode_ops_expected() -> bool:
+    """The bf16 decode kernels are built or can be built here (a compiler and AVX2 or
+    better): the basis for picking bf16 before a background build has finished."""
+    if decode_ops_module(wait=False) is not None:
+        return True
+    return ("decode_ops" not in _failed and kernel_build.can_build()
+            and kernel_build.isa_tag() != "generic")

@@ -17,12 +17,13 @@ Results match ``F.linear`` to bf16 rounding.
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dashserve.model.cpu_kernels import decode_ops_module
+from dashserve.model.cpu_kernels import decode_ops_expected, decode_ops_module
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,33 @@ class NativeLinear(nn.Module):
         self.out_features = linear.out_features
         self.weight = linear.weight  # shared, not copied: a tied lm_head stays tied
         self.bias = linear.bias
-        self._kernels = kernels
         self._onednn = onednn
+        self._kernels: object | None = None
         # the kernel takes up to _chunk rows a call; up to _native_rows rows it is used at all
-        self._chunk = kernels.max_rows() if kernels is not None else 0  # type: ignore[attr-defined]
+        self._chunk = 0
         self._native_rows = 0
-        if self._chunk:
-            self._native_rows = min(self._chunk, NATIVE_ROWS_WITH_ONEDNN) if onednn else WIDEN_ROWS
+        # while a kernel build is awaited on a CPU without bf16 math: the weight widened once
+        # (see widen_until_attached), so the torch path need not widen it at every step
+        self._widened: torch.Tensor | None = None
+        if kernels is not None:
+            self.attach(kernels)
+
+    def widen_until_attached(self) -> None:
+        """Keep a float32 copy of the weight until ``attach`` (torch path, no oneDNN bf16)."""
+        if not self._onednn and self._kernels is None:
+            self._widened = self.weight.detach().float()
+
+    def attach(self, kernels: object) -> bool:
+        """Use the native kernel from now on (when it takes this layer's shape); between
+        forward passes only."""
+        if self.in_features % kernels.k_multiple() != 0:  # type: ignore[attr-defined]
+            return False
+        chunk = kernels.max_rows()  # type: ignore[attr-defined]
+        self._native_rows = min(chunk, NATIVE_ROWS_WITH_ONEDNN) if self._onednn else WIDEN_ROWS
+        self._chunk = chunk
+        self._kernels = kernels
+        self._widened = None
+        return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -97,7 +118,8 @@ class NativeLinear(nn.Module):
             if self._onednn:
                 return F.linear(x, self.weight, self.bias)
             bias = None if self.bias is None else self.bias.float()
-            return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
+            weight = self._widened if self._widened is not None else self.weight.float()
+            return F.linear(x.float(), weight, bias).to(x.dtype)
         linear = self._kernels.linear  # type: ignore[union-attr]
         if rows <= self._chunk:
             out = linear(flat, self.weight, self.bias)
@@ -107,13 +129,16 @@ class NativeLinear(nn.Module):
         return out.view(*shape[:-1], self.out_features)
 
 
-def pack_linears(model: nn.Module, batch_hint: int = 1) -> int:
+def pack_linears(model: nn.Module, batch_hint: int = 1, wait: bool = True) -> int:
     """Replace every bf16 nn.Linear in ``model`` by the faster decode layer; returns how many.
 
     With the native kernel weights stay as they are; with oneDNN packing a tied lm_head keeps
-    the embedding's weight for lookups and gets its own packed copy.
+    the embedding's weight for lookups and gets its own packed copy. ``wait=False`` takes the
+    kernel only if it is built already; while a build is expected, layers stay ready for
+    ``attach_native_kernels`` (no oneDNN packing).
     """
-    kernels = decode_ops_module()
+    kernels = decode_ops_module(wait)
+    pending = kernels is None and not wait and decode_ops_expected()
     onednn = onednn_bf16()
     count = 0
     for module in list(model.modules()):
@@ -121,25 +146,50 @@ def pack_linears(model: nn.Module, batch_hint: int = 1) -> int:
             if isinstance(child, nn.Linear) and child.weight.dtype == torch.bfloat16:
                 fits = kernels is not None and child.in_features % kernels.k_multiple() == 0
                 layer: nn.Module
-                if onednn and not fits:
+                if onednn and not fits and not pending:
                     layer = PackedLinear(child, batch_hint)
                 else:
                     layer = NativeLinear(child, kernels if fits else None, onednn)
                 setattr(module, child_name, layer)
                 count += 1
+    if pending and not onednn:
+        _widen_while_pending(model)
     log.info("%d bf16 linear layers use %s%s", count,
-             "the native small-batch kernel" if kernels is not None else "no native kernel",
+             "the native small-batch kernel" if kernels is not None
+             else "the torch path until the native kernel is built" if pending
+             else "no native kernel",
              ", oneDNN bf16 beyond" if onednn else ", float32 BLAS on widened weights beyond")
     return count
 
 
-def use_native_ops(model: nn.Module) -> int:
+# Share of the machine's memory that float32 copies of the weights may take while the native
+# kernels build (beyond it, the torch path widens each weight at every step instead).
+WIDEN_MEMORY_SHARE = 0.25
+
+
+def _widen_while_pending(model: nn.Module) -> None:
+    """Widen the weights once for the torch path while the kernel builds, memory allowing."""
+    layers = [m for m in model.modules() if isinstance(m, NativeLinear)]
+    needed = sum(m.weight.numel() * 4 for m in layers)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return
+    if needed > WIDEN_MEMORY_SHARE * memory:
+        return
+    for layer in layers:
+        layer.widen_until_attached()
+    log.info("float32 copies of the weights (%.2f GiB) serve until the native kernel is built",
+             needed / 2**30)
+
+
+def use_native_ops(model: nn.Module, wait: bool = True) -> int:
     """Point every bf16 RMSNorm and attention block of ``model`` at the native kernels (norms;
     fused q/k norm and rotary embedding); returns how many modules."""
     from dashserve.model.layers import RMSNorm
     from dashserve.model.qwen import QwenAttention
 
-    kernels = decode_ops_module()
+    kernels = decode_ops_module(wait)
     if kernels is None:
         return 0
     norms = [m for m in model.modules()
@@ -152,3 +202,14 @@ def use_native_ops(model: nn.Module) -> int:
     for block in attention:
         block.kernels = kernels
     return len(norms) + len(attention)
+
+
+def attach_native_kernels(model: nn.Module) -> int:
+    """Switch a model prepared with ``wait=False`` to native kernels built since (call between
+    forward passes); returns how many modules switched."""
+    kernels = decode_ops_module(wait=False)
+    if kernels is None:
+        return 0
+    linears = sum(layer.attach(kernels) for layer in model.modules()
+                  if isinstance(layer, NativeLinear) and layer._kernels is None)
+    return linears + use_native_ops(model, wait=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -50,10 +51,11 @@ def resolve_model_dir(model: str) -> Path:
     return Path(local)
 
 
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+def pick_dtype(name: str, device: torch.device, wait: bool = True) -> torch.dtype:
     """``auto``: bf16 on GPUs, on CPUs with native bf16 math, and on CPUs where our native
     bf16 kernels build (AVX2: weights widened in registers, half the bytes of fp32 per decode
-    step); fp32 elsewhere, where bf16 would fall back to torch's slow bf16 matmul."""
+    step); fp32 elsewhere, where bf16 would fall back to torch's slow bf16 matmul. With
+    ``wait=False`` a kernel build that can still happen (in the background) counts."""
     if name != "auto":
         if name not in DTYPES:
             raise ValueError(f"unknown dtype {name!r}; use auto, bf16, fp16 or fp32")
@@ -64,9 +66,10 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     has_bf16 = "AVX512" in cpu_bf16 and _cpu_flag("avx512_bf16") or _cpu_flag("amx_bf16")
     if has_bf16:
         return torch.bfloat16
-    from dashserve.model.cpu_kernels import decode_ops_module
+    from dashserve.model.cpu_kernels import decode_ops_expected, decode_ops_module
 
-    return torch.bfloat16 if decode_ops_module() is not None else torch.float32
+    native = decode_ops_module() is not None if wait else decode_ops_expected()
+    return torch.bfloat16 if native else torch.float32
 
 
 def _cpu_flag(flag: str) -> bool:
@@ -77,9 +80,11 @@ def _cpu_flag(flag: str) -> bool:
 
 
 def load_model(
-    model_dir: Path, config: ModelConfig, dtype: torch.dtype, device: torch.device
+    model_dir: Path, config: ModelConfig, dtype: torch.dtype, device: torch.device,
+    progress: Callable[[int, int], None] | None = None,
 ) -> QwenForCausalLM:
-    """Build the module tree without allocating random weights, then fill it from safetensors."""
+    """Build the module tree without allocating random weights, then fill it from safetensors;
+    ``progress(done, total)`` is called as tensors arrive."""
     started = time.monotonic()
     with torch.device("meta"):
         model = QwenVLForConditionalGeneration(config) if config.vision else QwenForCausalLM(config)
@@ -92,9 +97,13 @@ def load_model(
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise ModelNotAvailable(f"{model_dir} has no *.safetensors weights")
+    total = sum(1 for name in params if not (name == "lm_head.weight"
+                                              and config.tie_word_embeddings))
     for i, file in enumerate(files, 1):
         with safe_open(str(file), framework="pt", device="cpu") as f:
             for stored in f.keys():
+                if progress is not None:
+                    progress(len(loaded), total)
                 name = checkpoint_name(stored)
                 if name not in params:
                     if name.startswith("lm_head.") and config.tie_word_embeddings:
@@ -104,6 +113,8 @@ def load_model(
                 params[name].data.copy_(f.get_tensor(stored))
                 loaded.add(name)
         log.info("loaded weights file %d/%d: %s", i, len(files), file.name)
+    if progress is not None:
+        progress(len(loaded), total)
     if config.tie_word_embeddings:
         loaded.add("lm_head.weight")
     missing = sorted(set(params) - loaded)

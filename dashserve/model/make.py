@@ -15,24 +15,26 @@ import logging
 import struct
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from dashserve.model.make_vision import (
     flat_text, is_vl, published_name, vision_specs, write_vl_files,
 )
 from dashserve.model.make_vision import generation_config as vl_generation_config
+from dashserve.model import demo_weights
+from dashserve.model.config import DEMO_MAX_TOKENS_KEY
 from dashserve.model.presets import (
     DESCRIPTIONS, PRESETS, generation_config, head_dim, is_moe_layer, param_count, preset_config,
 )
 
+if TYPE_CHECKING:  # torch is imported when weights are written, not for --list or --help
+    import torch
+
 log = logging.getLogger(__name__)
 
-TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
+SAFETENSORS_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 INIT_STD = 0.02
 CHUNK_ELEMENTS = 1 << 23  # random fill granularity, bounds temporary memory
 
@@ -89,6 +91,8 @@ def tensor_specs(cfg: dict[str, Any]) -> list[TensorSpec]:
 
 
 def _make_tensor(spec: TensorSpec, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
+    import torch
+
     # norms near one and small biases, both random, so that a loader which drops a bias or
     # misplaces a norm weight changes the logits and parity tests catch it
     if spec.init == "ones":
@@ -103,14 +107,15 @@ def _make_tensor(spec: TensorSpec, dtype: torch.dtype, gen: torch.Generator) -> 
 
 
 def _write_header(f: BinaryIO, specs: list[TensorSpec], dtype: torch.dtype) -> None:
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    itemsize = dtype.itemsize
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for s in specs:
         n = itemsize
         for d in s.shape:
             n *= d
-        header[s.name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(s.shape),
+        header[s.name] = {"dtype": SAFETENSORS_DTYPES[str(dtype).removeprefix("torch.")],
+                          "shape": list(s.shape),
                           "data_offsets": [offset, offset + n]}
         offset += n
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -120,42 +125,67 @@ def _write_header(f: BinaryIO, specs: list[TensorSpec], dtype: torch.dtype) -> N
 
 
 def _iter_tensors(
-    cfg: dict[str, Any], dtype: torch.dtype, seed: int
+    cfg: dict[str, Any], dtype: torch.dtype, seed: int, demo: bool = False
 ) -> Iterator[tuple[TensorSpec, torch.Tensor]]:
+    import torch
+
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed)
     for spec in tensor_specs(cfg):
-        yield spec, _make_tensor(spec, dtype, gen)
+        t = _make_tensor(spec, dtype, gen)
+        yield spec, demo_weights.adjust(spec.name, t, cfg, seed) if demo else t
 
 
-def write_weights(cfg: dict[str, Any], path: Path, seed: int, dtype: torch.dtype) -> None:
-    """Stream random weights into a safetensors file; one tensor in memory at a time."""
+def write_weights(cfg: dict[str, Any], path: Path, seed: int, dtype: torch.dtype,
+                  progress: Callable[[int, int], None] | None = None, demo: bool = False) -> None:
+    """Stream random weights into a safetensors file; one tensor in memory at a time;
+    ``progress(layers_done, layers)`` after each layer; ``demo`` writes in the circuit that
+    ends answers (``demo_weights``)."""
+    import torch
+
     specs = tensor_specs(cfg)
     level = logging.INFO if param_count(cfg) > 100_000_000 else logging.DEBUG
     layers = flat_text(cfg)["num_hidden_layers"] if is_vl(cfg) else cfg["num_hidden_layers"]
     done_layer = -1
     with open(path, "wb") as f:
         _write_header(f, specs, dtype)
-        for spec, t in _iter_tensors(cfg, dtype, seed):
+        for spec, t in _iter_tensors(cfg, dtype, seed, demo):
             f.write(t.contiguous().view(-1).view(torch.uint8).numpy().data)
             if spec.name.startswith("model.layers."):
                 layer = int(spec.name.split(".")[2])
                 if layer != done_layer and layer > 0:
                     log.log(level, "layer %d/%d written", layer, layers)
+                    if progress is not None:
+                        progress(layer, layers)
                 done_layer = layer
     log.log(level, "layer %d/%d written", layers, layers)
+    if progress is not None:
+        progress(layers, layers)
 
 
-def make_model(preset: str, out_dir: Path, seed: int = 0, dtype: str | None = None) -> Path:
-    """Write a Hugging Face checkpoint directory for ``preset`` into ``out_dir``; returns it."""
+def make_model(preset: str, out_dir: Path, seed: int = 0, dtype: str | None = None, *,
+               demo_max_new_tokens: int | None = None,
+               progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write a Hugging Face checkpoint directory for ``preset`` into ``out_dir``; returns it.
+
+    ``demo_max_new_tokens`` makes it a demo checkpoint: weights whose answers end on their
+    own (``demo_weights``), and requests that set no max_tokens get that many output tokens
+    at most.
+    """
+    import torch
+
     started = time.monotonic()
     cfg = preset_config(preset, dtype)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     gen = vl_generation_config(cfg) if is_vl(cfg) else generation_config(cfg)
+    if demo_max_new_tokens is not None:
+        gen[DEMO_MAX_TOKENS_KEY] = demo_max_new_tokens
     (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-    write_weights(cfg, out_dir / "model.safetensors", seed, TORCH_DTYPES[cfg["torch_dtype"]])
+    demo = demo_max_new_tokens is not None and demo_weights.applies(cfg)
+    write_weights(cfg, out_dir / "model.safetensors", seed, getattr(torch, cfg["torch_dtype"]),
+                  progress, demo)
     from dashserve.tokenizer_build import write_tokenizer_files
 
     write_tokenizer_files(out_dir)

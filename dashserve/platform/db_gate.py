@@ -37,6 +37,7 @@ from dashserve.platform.keys import (
     now_utc,
 )
 from dashserve.platform.limits import LimitPolicy, Limiter, Reservation, check_engine_capacity
+from dashserve.platform.logs import log_request
 from dashserve.platform.metering import UsageWriter
 from dashserve.platform.metrics import UNKNOWN, PlatformMetrics
 from dashserve.store.db import Store
@@ -228,16 +229,7 @@ class DbGate:
                 logger.error("rate limiter settle failed for %s: %s", record.request_id, exc)
         if self.metrics is not None:
             self.metrics.observe_request(record)
-        logger.info(
-            "request finished",
-            extra={
-                "request_id": record.request_id, "key_prefix": record.key_prefix,
-                "workspace": record.workspace, "model": record.model,
-                "status_code": record.status_code, "finish_reason": record.finish_reason,
-                "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,
-                "ttft_ms": record.ttft_ms, "duration_ms": record.duration_ms,
-            },
-        )
+        log_request(logger, record)
         await self.writer.submit(record)
 
     def bind_served_names(self, names: Callable[[], Collection[str]]) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from dashserve.errors import AuthenticationFailed, DashServeError
 from dashserve.platform.gate import Admission, Principal, UsageRecord
+from dashserve.platform.logs import log_request
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +62,7 @@ class StaticKeyGate:
 
     async def finish(self, admission: Admission, record: UsageRecord) -> None:
         self.num_finished += 1
-        log.info(
-            "usage request_id=%s key=%s model=%s status=%d finish=%s input=%d output=%d "
-            "cached=%d ttft_ms=%s duration_ms=%.0f", record.request_id, record.key_prefix,
-            record.model, record.status_code, record.finish_reason, record.input_tokens,
-            record.output_tokens, record.cached_tokens,
-            "-" if record.ttft_ms is None else f"{record.ttft_ms:.0f}", record.duration_ms,
-        )
+        log_request(log, record)
 
     async def refuse(self, request_id: str, principal: Principal | None, model: str,
                      error: DashServeError) -> None:

@@ -130,7 +130,8 @@ def sampling_params(p: RequestedParams, profile: ModelProfile, num_prompt_tokens
     thinking = features.thinking
     d = profile.thinking if thinking and profile.thinking else profile.sampling
     room = profile.context_length - num_prompt_tokens
-    max_tokens = min(p.max_tokens or profile.max_output_tokens, room)
+    max_tokens = min(p.max_tokens or profile.default_output_tokens or profile.max_output_tokens,
+                     room)
     logprobs = bool(p.logprobs)
     try:
         return SamplingParams(

@@ -58,6 +58,7 @@ class ModelProfile:
     thinking: SamplingDefaults | None = None
     pixels: PixelSpec | None = None
     tools: bool = True
+    default_output_tokens: int | None = None  # max_tokens when a request sets none (demo)
 
     def fitted(self, max_model_len: int) -> ModelProfile:
         """This profile limited to an engine whose context is ``max_model_len`` tokens."""
@@ -68,6 +69,12 @@ class ModelProfile:
             max_output_tokens=max(1, min(self.max_output_tokens, context - 1)),
             max_input_tokens=max(1, min(self.max_input_tokens, context - 1)),
         )
+
+    def with_default_output(self, tokens: int | None) -> ModelProfile:
+        """This profile answering ``tokens`` tokens at most when a request sets no max_tokens."""
+        if tokens is None:
+            return self
+        return replace(self, default_output_tokens=max(1, min(tokens, self.max_output_tokens)))
 
 
 def _s(t: float, p: float, k: int | None, rep: float, pres: float,

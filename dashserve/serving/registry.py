@@ -44,6 +44,7 @@ class ModelRegistry:
         for name, engine in engines.items():
             info = engine.model_info
             profile = profile_for(name, info.architecture).fitted(info.max_model_len)
+            profile = profile.with_default_output(getattr(info, "default_max_tokens", None))
             models[name] = ServedModel(name, engine, profile, now)
         self._models = models
         self.state = ServerState.READY
