@@ -161,7 +161,7 @@ def test_one_log_line_per_request_with_the_access_line(demo: DemoServer) -> None
     request = urllib.request.Request(
         demo.base_url + "/api/v1/services/aigc/text-generation/generation", data=body,
         headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json",
-                 "X-DashScope-WorkSpace": "ws-demo"})
+                 "X-DashScope-WorkSpace": "default"})  # static keys: one workspace
     with urllib.request.urlopen(request, timeout=60) as r:
         request_id = r.headers["x-request-id"]
         assert json.loads(r.read())["usage"]["output_tokens"] == 4
@@ -175,7 +175,7 @@ def test_one_log_line_per_request_with_the_access_line(demo: DemoServer) -> None
     access = [line for line in lines if line["logger"] == "uvicorn.access"]
     assert len(finished) == 1 and len(access) == 1, lines
     line = finished[0]
-    assert (line["model"], line["status_code"], line["workspace"]) == ("qwen-max", 200, "ws-demo")
+    assert (line["model"], line["status_code"], line["workspace"]) == ("qwen-max", 200, "default")
     assert line["output_tokens"] == 4 and line["input_tokens"] > 0
     assert line["cached_tokens"] == 0 and line["finish_reason"] == "length"
     assert line["ttft_ms"] is not None and line["duration_ms"] >= line["ttft_ms"]
