@@ -183,7 +183,8 @@ def make_model(preset: str, out_dir: Path, seed: int = 0, dtype: str | None = No
     if demo_max_new_tokens is not None:
         gen[DEMO_MAX_TOKENS_KEY] = demo_max_new_tokens
     (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-    demo = demo_max_new_tokens is not None and demo_weights.applies(cfg)
+    # vision demos rely on the output cap alone (the circuit is written for text checkpoints)
+    demo = demo_max_new_tokens is not None and not is_vl(cfg) and demo_weights.applies(cfg)
     write_weights(cfg, out_dir / "model.safetensors", seed, getattr(torch, cfg["torch_dtype"]),
                   progress, demo)
     from dashserve.tokenizer_build import write_tokenizer_files
