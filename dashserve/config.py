@@ -28,7 +28,12 @@ from dashserve.search.config import SearchConfig
 # Names the demo model answers to: the model names the DashScope docs use in examples.
 DEMO_NAMES: tuple[str, ...] = (
     "qwen-plus", "qwen-max", "qwen-flash", "qwen-turbo", "qwen3-max", "qwen3-0.6b",
-    "qwen-plus-latest", "qwen-max-latest", "qwen-turbo-latest", "qwen3-vl-plus", "qwen-long",
+    "qwen-plus-latest", "qwen-max-latest", "qwen-turbo-latest", "qwen-long",
+)
+# Names the vision demo model answers to (the image examples of the DashScope docs).
+DEMO_VL_NAMES: tuple[str, ...] = (
+    "qwen3-vl-plus", "qwen3-vl-flash", "qwen-vl-max", "qwen-vl-plus", "qwen-vl-max-latest",
+    "qwen-vl-plus-latest",
 )
 
 
@@ -104,6 +109,9 @@ class Settings(BaseSettings):
     max_num_seqs: int = Field(default=64, ge=1)
     max_num_batched_tokens: int = Field(default=512, ge=16)
     demo_names: tuple[str, ...] = DEMO_NAMES
+    # The vision demo served beside the text demo (None: no vision demo).
+    demo_vl_preset: str | None = "qwen3-vl-tiny"
+    demo_vl_names: tuple[str, ...] = DEMO_VL_NAMES
     partial_response_timeout_s: float = Field(default=280.0, gt=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     sse_keepalive_s: float = Field(default=20.0, gt=0)
@@ -175,11 +183,21 @@ class Settings(BaseSettings):
     def demo_dir(self) -> Path:
         return self.data_dir / "models" / f"demo-{self.demo_preset}"
 
+    def demo_models(self) -> tuple[tuple[str, Path, tuple[str, ...]], ...]:
+        """(preset, directory, served names) of each demo model: text, then vision."""
+        demos = [(self.demo_preset, self.demo_dir, self.demo_names)]
+        if self.demo_vl_preset:
+            demos.append((self.demo_vl_preset,
+                          self.data_dir / "models" / f"demo-{self.demo_vl_preset}",
+                          self.demo_vl_names))
+        return tuple(demos)
+
     def model_specs(self) -> tuple[ModelSpec, ...]:
-        """The models to load; the demo model when none is configured."""
+        """The models to load; the demo models when none is configured."""
         if self.models:
             return self.models
-        return (ModelSpec(model=str(self.demo_dir), served_model_names=self.demo_names),)
+        return tuple(ModelSpec(model=str(out), served_model_names=names)
+                     for _, out, names in self.demo_models())
 
     def engine_options(self, spec: ModelSpec) -> dict[str, Any]:
         """Keyword arguments for ``AsyncEngine.from_pretrained(spec.model, ...)``."""

@@ -153,26 +153,30 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def ensure_demo_model(settings: Settings,
                       progress: Callable[[int, int], None] | None = None) -> Path:
-    """The demo checkpoint, made once (atomically) and cached in the data dir: weights whose
-    answers end on their own, and at most ``DEMO_MAX_NEW_TOKENS`` tokens for requests that set
-    no max_tokens. A demo cached by an older dashserve (without them) is made again."""
-    out = settings.demo_dir
+    """The demo checkpoints (text, and vision unless turned off), each made once (atomically)
+    and cached in the data dir: weights whose answers end on their own, and at most
+    ``DEMO_MAX_NEW_TOKENS`` tokens for requests that set no max_tokens. A demo cached by an
+    older dashserve (without them) is made again. Returns the text demo's directory."""
+    for preset, out, _ in settings.demo_models():
+        _ensure_demo(preset, out, progress)
+    return settings.demo_dir
+
+
+def _ensure_demo(preset: str, out: Path, progress: Callable[[int, int], None] | None) -> None:
     if (out / "config.json").is_file() and _is_current_demo(out):
-        return out
+        return
     from dashserve.model.make import make_model
 
-    log.warning("making the demo model (%s, random weights) in %s, once",
-                settings.demo_preset, out)
+    log.warning("making the demo model (%s, random weights) in %s, once", preset, out)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    make_model(settings.demo_preset, tmp, seed=0, demo_max_new_tokens=DEMO_MAX_NEW_TOKENS,
+    make_model(preset, tmp, seed=0, demo_max_new_tokens=DEMO_MAX_NEW_TOKENS,
                progress=progress)
     if out.exists():
         old = out.with_name(f"{out.name}.old-{os.getpid()}")
         out.rename(old)
         shutil.rmtree(old, ignore_errors=True)
     tmp.rename(out)
-    return out
 
 
 def _is_current_demo(out: Path) -> bool:
@@ -249,12 +253,15 @@ def load_engines(settings: Settings, registry: ModelRegistry) -> dict[str, Engin
 
 
 def demo_banner(settings: Settings) -> str:
-    names = textwrap.wrap(", ".join(settings.demo_names), 72, initial_indent="  ",
-                          subsequent_indent="  ")
+    served: list[str] = []
+    for preset, _, demo_names in settings.demo_models():
+        served.append(f"{preset} shape as:")
+        served += textwrap.wrap(", ".join(demo_names), 72, initial_indent="  ",
+                                subsequent_indent="  ")
     lines = [
         "DEMO MODE: no --model given.",
-        f"Serving RANDOM WEIGHTS ({settings.demo_preset} shape, real Qwen tokenizer) as:",
-        *names,
+        "Serving RANDOM WEIGHTS (real Qwen tokenizer), the",
+        *served,
         "Every answer is GIBBERISH BY DESIGN: this checks clients and wiring, not quality.",
         "Serve real weights with: dashserve serve --model DIR|HUB_ID --served-model-name NAME",
     ]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from dashserve.config import DEMO_NAMES, ModelSpec, Settings
+from dashserve.config import DEMO_NAMES, DEMO_VL_NAMES, ModelSpec, Settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -17,9 +17,12 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert (s.host, s.port, s.api_keys) == ("127.0.0.1", 8000, ())
     assert s.data_dir == tmp_path / ".local" / "share" / "dashserve"
     assert s.partial_response_timeout_s == 280 and s.is_demo
-    (demo,) = s.model_specs()
+    demo, vision = s.model_specs()
     assert demo.names == DEMO_NAMES and demo.model == str(s.demo_dir)
     assert "qwen-plus" in DEMO_NAMES and "qwen3-0.6b" in DEMO_NAMES
+    assert vision.names == DEMO_VL_NAMES and "qwen3-vl-plus" in vision.names
+    assert vision.model == str(s.data_dir / "models" / "demo-qwen3-vl-tiny")
+    assert len(Settings(demo_vl_preset=None).model_specs()) == 1
 
 
 def test_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

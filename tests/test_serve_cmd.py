@@ -71,7 +71,7 @@ def test_demo_model_is_made_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     first = serve_cmd.ensure_demo_model(s)
     second = serve_cmd.ensure_demo_model(s)
     assert first == second == tmp_path / "models" / "demo-qwen3-tiny"
-    assert len(calls) == 1 and calls[0].name.startswith("demo-qwen3-tiny.tmp-")
+    assert [c.name.split(".tmp-")[0] for c in calls] == ["demo-qwen3-tiny", "demo-qwen3-vl-tiny"]
     assert (first / "config.json").is_file()
 
 
@@ -146,7 +146,7 @@ def test_demo_checkpoint_asks_for_a_short_default_answer(tmp_path: Path) -> None
     assert DEMO_MAX_TOKENS_KEY not in json.loads((plain / "generation_config.json").read_text())
     assert ModelConfig.from_dir(plain).demo_max_new_tokens is None
 
-    s = Settings(data_dir=tmp_path / "data", demo_preset="qwen3-tiny")
+    s = Settings(data_dir=tmp_path / "data", demo_preset="qwen3-tiny", demo_vl_preset=None)
     old = s.demo_dir
     old.parent.mkdir(parents=True)
     os.replace(plain, old)  # a cached demo from before

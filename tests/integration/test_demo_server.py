@@ -181,3 +181,22 @@ def test_one_log_line_per_request_with_the_access_line(demo: DemoServer) -> None
     assert line["ttft_ms"] is not None and line["duration_ms"] >= line["ttft_ms"]
     assert line["key"] and KEY not in demo.log_path.read_text()  # the key's id, not its secret
     assert "POST /api/v1/services/aigc/text-generation/generation" in str(access[0]["message"])
+
+
+def test_the_vision_demo_answers_images(demo: DemoServer) -> None:
+    """The image examples of the docs name qwen3-vl-plus: the vision demo serves it."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(png, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    answer = _chat(demo, model="qwen3-vl-plus", messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": url}},
+        {"type": "text", "text": "图中描绘的是什么景象？"}]}])
+    usage = answer["usage"]
+    assert answer["choices"][0]["finish_reason"] in ("stop", "length")  # type: ignore[index]
+    assert usage["prompt_tokens_details"]["image_tokens"] > 2  # type: ignore[index]
+    assert usage["completion_tokens"] <= DEMO_MAX_NEW_TOKENS  # type: ignore[index]
