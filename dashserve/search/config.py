@@ -57,6 +57,11 @@ class SearchConfig(BaseModel):
     results_max: int = Field(default=10, ge=1, le=50)
     agent_rounds: int = Field(default=3, ge=1, le=10)
     decide_max_tokens: int = Field(default=128, ge=16, le=2048)
+    # Read each result's page (through the SSRF-safe fetcher) instead of the snippet alone.
+    fetch_pages: bool = False
+    page_max_bytes: int = Field(default=2 << 20, ge=1024)  # largest page read
+    page_max_chars: int = Field(default=4000, ge=100)  # page text the prompt gets, per result
+    page_allow_loopback: bool = False  # tests only: let result pages on 127.0.0.1 be read
 
     @model_validator(mode="after")
     def _complete(self) -> SearchConfig:

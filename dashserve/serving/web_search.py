@@ -26,7 +26,7 @@ from dashserve.engine.params import SamplingParams
 from dashserve.errors import SearchUnavailable
 from dashserve.search.config import SearchBackends
 from dashserve.search.options import SearchOptions
-from dashserve.search.pages import result_text
+from dashserve.search.pages import result_texts
 from dashserve.search.prompt import results_prompt
 from dashserve.search.results import SearchFailed, SearchResult, clip
 from dashserve.serving.prompt import build_prompt
@@ -187,10 +187,10 @@ class WebSearch:
                     break
                 outcome.count += 1
                 _merge(outcome.results, found, limit)
-                texts = [await result_text(r) for r in outcome.results]
+                texts = await result_texts(outcome.results, self.config)
                 seen = list(with_system(messages, results_prompt(outcome.results, texts,
                                                                  options)))
         if outcome.results:
-            outcome.texts = [await result_text(r) for r in outcome.results]
+            outcome.texts = await result_texts(outcome.results, self.config)
             outcome.prompt = results_prompt(outcome.results, outcome.texts, options)
         return outcome
