@@ -209,7 +209,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.list:
         for name, cfg in PRESETS.items():
-            size = f"{param_count(cfg) / 1e6:8.1f}M"
+            # vision presets: the language model's size (counting the ViT needs torch)
+            size = (f"{param_count(flat_text(cfg)) / 1e6:6.1f}M+ViT" if is_vl(cfg)
+                    else f"{param_count(cfg) / 1e6:8.1f}M")
             line = f"{name:<20} {cfg['torch_dtype']:<9} {size}  {DESCRIPTIONS.get(name, '')}"
             print(line)  # noqa: T201
         return 0

@@ -9,8 +9,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dashserve.model.presets_vl import PREPROCESSORS
 from dashserve.model.vision_config import VisionConfig, text_config_dict
 
@@ -43,6 +41,8 @@ def published_name(cfg: dict[str, Any], name: str) -> str:
 
 def vision_specs(cfg: dict[str, Any]) -> list[tuple[str, tuple[int, ...], str]]:
     """(name, shape, init) of every ``visual.*`` tensor, in module order."""
+    import torch
+
     from dashserve.model.qwen_vl import Qwen3VisionTransformer, Qwen25VisionTransformer
 
     vision = VisionConfig.from_dict(cfg, cfg["architectures"][0])

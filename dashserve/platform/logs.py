@@ -73,8 +73,10 @@ def configure_logging(level: int | str = logging.INFO, fmt: str = "text") -> Non
     if not any(isinstance(f, _AccessRequestId) for f in access.filters):
         access.addFilter(_AccessRequestId())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # through the root handler
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)  # the root's level (uvicorn's own config may have set one)
 
 
 def log_request(logger: logging.Logger, record: UsageRecord) -> None:
