@@ -186,7 +186,9 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
                                 share_prefix_cache=settings.share_prefix_cache,
                                 images=image_preparer(settings),
                                 web_search=WebSearch(search) if search is not None else None,
-                                inspector=inspector, documents=files)
+                                inspector=inspector, documents=files,
+                                max_waiting=settings.max_waiting,
+                                max_kv_usage=settings.max_kv_usage)
     app = FastAPI(title="dashserve", lifespan=_lifespan(loader, on_fatal), docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.settings = settings

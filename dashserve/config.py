@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     sse_keepalive_s: float = Field(default=20.0, gt=0)
     sse_status_line: bool = True
     max_inflight_per_model: int = Field(default=256, ge=1)
+    # Per engine: new requests get 429 at once when this many already wait (None: no limit),
+    # or when any wait and the KV cache is at least this full.
+    max_waiting: int | None = Field(default=None, ge=1)
+    max_kv_usage: float = Field(default=1.0, gt=0, le=1)
+    # Limits of the keys given with --api-key (database keys carry their own).
+    api_key_rpm: int | None = Field(default=None, ge=1)
+    api_key_tpm: int | None = Field(default=None, ge=1)
+    api_key_max_concurrency: int | None = Field(default=None, ge=1)
     max_body_bytes: int = Field(default=32 * 2**20, ge=1024)
     # One prefix cache for every workspace (single-tenant deployments); by default each
     # workspace reuses only its own cached prompts.

@@ -53,6 +53,9 @@ _OPTIONAL = MappingProxyType({  # flag dest -> Settings field, copied only when 
     "demo_preset": "demo_preset", "log_level": "log_level", "log_format": "log_format",
     "database_url": "database_url", "redis_url": "redis_url", "console": "console",
     "share_prefix_cache": "share_prefix_cache",
+    "max_inflight_per_model": "max_inflight_per_model", "max_waiting": "max_waiting",
+    "max_kv_usage": "max_kv_usage", "api_key_rpm": "api_key_rpm", "api_key_tpm": "api_key_tpm",
+    "api_key_max_concurrency": "api_key_max_concurrency",
     "public_url": "public_url", "allowed_local_media_path": "allowed_local_media_path",
     "files_dir": "files_dir", "max_file_bytes": "max_file_bytes",
 })
@@ -104,6 +107,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="non-stream cut-off returning a partial answer (default 280)")
     add("--shutdown-grace", type=float, metavar="SECONDS",
         help="how long shutdown waits for requests in flight (default 30)")
+    add("--max-inflight-per-model", type=int, metavar="N",
+        help="requests one engine holds, running or queued; more get 429 (default 256)")
+    add("--max-waiting", type=int, metavar="N",
+        help="queued requests at which an engine turns new ones away with 429 (default: none)")
+    add("--max-kv-usage", type=float, metavar="FRACTION",
+        help="KV cache use at which an engine with a queue turns new requests away (default 1.0)")
+    add("--api-key-rpm", type=int, metavar="N", help="requests per minute of each --api-key key")
+    add("--api-key-tpm", type=int, metavar="N", help="tokens per minute of each --api-key key")
+    add("--api-key-concurrency", type=int, dest="api_key_max_concurrency", metavar="N",
+        help="requests in flight at once for each --api-key key")
     add("--share-prefix-cache", action="store_true", default=None,
         help="one prefix cache for all workspaces (single tenant); by default each "
              "workspace reuses only its own cached prompts")

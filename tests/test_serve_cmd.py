@@ -167,3 +167,22 @@ def test_log_format_from_flag_env_or_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert serve_cmd.settings_from_args(parse()).log_format == "json"
     with pytest.raises(SystemExit):
         parse("--log-format", "xml")
+
+
+def test_admission_and_static_key_limits_reach_the_server(tmp_path: Path) -> None:
+    from dashserve.platform.state import settings_from
+
+    s = serve_cmd.settings_from_args(parse(
+        "--max-inflight-per-model", "7", "--max-waiting", "5", "--max-kv-usage", "0.9",
+        "--api-key", "k", "--api-key-rpm", "60", "--api-key-tpm", "1000",
+        "--api-key-concurrency", "2", "--data-dir", str(tmp_path)))
+    assert (s.max_inflight_per_model, s.max_waiting, s.max_kv_usage) == (7, 5, 0.9)
+    limits = settings_from(s).static_limits
+    assert (limits.rpm, limits.tpm, limits.max_concurrency) == (60, 1000, 2)
+    from dashserve.app import create_app
+    from tests.utils.fake_engine import FakeEngine
+    from tests.utils.recording_gate import RecordingGate
+
+    service = create_app(s, {"m": FakeEngine()}, RecordingGate()).state.service
+    assert (service.max_inflight_per_engine, service.max_waiting, service.max_kv_usage) == \
+        (7, 5, 0.9)

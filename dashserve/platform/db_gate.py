@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashserve.engine.outputs import EngineStats
 from dashserve.errors import (
     AccessDenied,
     AuthenticationFailed,
@@ -36,7 +35,7 @@ from dashserve.platform.keys import (
     match_static,
     now_utc,
 )
-from dashserve.platform.limits import LimitPolicy, Limiter, Reservation, check_engine_capacity
+from dashserve.platform.limits import LimitPolicy, Limiter, Reservation
 from dashserve.platform.logs import log_request
 from dashserve.platform.metering import UsageWriter
 from dashserve.platform.metrics import UNKNOWN, PlatformMetrics
@@ -72,8 +71,6 @@ class GateConfig:
     admin_keys: tuple[str, ...] = ()
     static_limits: LimitPolicy = field(default_factory=LimitPolicy)
     default_workspace: str = DEFAULT_WORKSPACE
-    max_waiting: int | None = None  # engine queue length at which new requests get 429
-    max_kv_usage: float = 1.0  # KV cache fraction at which requests get 429 if any are waiting
     offline_grace_s: float = 3600.0  # how long a key seen valid works while the store is down
     store_retry_s: float = 1.0  # after a store failure, trust the cache this long before retrying
 
@@ -89,7 +86,6 @@ class DbGate:
     def __init__(
         self, store: Store, *, limiter: Limiter, writer: UsageWriter,
         metrics: PlatformMetrics | None = None, config: GateConfig | None = None,
-        engine_stats: Callable[[], EngineStats | None] | None = None,
         hooks: tuple[Hook, Hook] | None = None,
     ) -> None:
         """``hooks``: (on_start, on_stop), run first in ``start`` and last in ``stop``."""
@@ -98,7 +94,6 @@ class DbGate:
         self.writer = writer
         self.metrics = metrics
         self._limiter = limiter
-        self._engine_stats = engine_stats
         self._admin_hashes = {hash_secret(k) for k in self.config.admin_keys}
         self._static_hashes = [hash_secret(k) for k in self.config.static_keys]
         self._static_hashes += [h for h in self._admin_hashes if h not in self._static_hashes]
@@ -106,9 +101,6 @@ class DbGate:
         self._store_down_until = 0.0
         self._started = False
         self._hooks = hooks
-
-    def set_engine_stats(self, engine_stats: Callable[[], EngineStats | None]) -> None:
-        self._engine_stats = engine_stats
 
     async def start(self) -> None:
         """Run the start hook (migrations, first key), then the usage writer. Idempotent."""
@@ -205,10 +197,6 @@ class DbGate:
     ) -> Admission:
         policy = (
             principal.policy if isinstance(principal, KeyPrincipal) else self.config.static_limits
-        )
-        stats = self._engine_stats() if self._engine_stats is not None else None
-        check_engine_capacity(
-            stats, max_waiting=self.config.max_waiting, max_kv_usage=self.config.max_kv_usage
         )
         subject = principal.key_id or principal.key_prefix
         reservation = await self._limiter.acquire(subject, policy, estimated_tokens)

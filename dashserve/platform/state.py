@@ -40,7 +40,6 @@ class PlatformSettings:
     static_keys: tuple[str, ...] = ()  # --api-key values: always valid, no database row
     admin_keys: tuple[str, ...] = ()  # --admin-key values: may use the admin API
     static_limits: LimitPolicy = field(default_factory=LimitPolicy)
-    max_waiting: int | None = None  # engine queue length that turns new requests away (429)
     bootstrap_key: bool = True  # create and report an admin key on a first start with no keys
     writer: WriterConfig = field(default_factory=WriterConfig)
 
@@ -74,8 +73,8 @@ def settings_from(source: Any) -> PlatformSettings:
         redis_url=get("redis_url"),
         static_keys=_strings(get("api_keys", "api_key")),
         admin_keys=_strings(get("admin_keys", "admin_key")),
-        static_limits=LimitPolicy(get("rpm"), get("tpm"), get("max_concurrency")),
-        max_waiting=get("max_waiting"),
+        static_limits=LimitPolicy(get("api_key_rpm", "rpm"), get("api_key_tpm", "tpm"),
+                                  get("api_key_max_concurrency", "max_concurrency")),
         writer=writer,
     )
 
@@ -104,8 +103,7 @@ class PlatformState:
         return self.gate.keys
 
     def bind_engine_stats(self, stats: Callable[[], EngineStats | None]) -> None:
-        """Let admission and /metrics read the engine's queue and KV cache state."""
-        self.gate.set_engine_stats(stats)
+        """Let /metrics read the engines' queue and KV cache state."""
         self.metrics.bind_engine_stats(stats)
 
     async def open(self) -> None:
@@ -167,10 +165,10 @@ def prepare_platform(
         await state._on_stop()
 
     gate = DbGate(
-        store, limiter=limiter, writer=writer, metrics=metrics, engine_stats=engine_stats,
+        store, limiter=limiter, writer=writer, metrics=metrics,
         config=GateConfig(
             static_keys=settings.static_keys, admin_keys=settings.admin_keys,
-            static_limits=settings.static_limits, max_waiting=settings.max_waiting,
+            static_limits=settings.static_limits,
         ),
         hooks=(on_start, on_stop),
     )

@@ -30,6 +30,7 @@ from dashserve.errors import (
     UnsupportedFeature,
 )
 from dashserve.platform.gate import Admission, Gate, Principal, UsageRecord
+from dashserve.platform.limits import check_engine_capacity
 from dashserve.search.options import SearchOptions, parse_search_options
 from dashserve.serving.documents import DocumentSource, expand_documents, has_documents
 from dashserve.serving.features import resolve_features
@@ -103,7 +104,8 @@ class GenerationService:
                  max_inflight_per_engine: int = 256, share_prefix_cache: bool = False,
                  images: ImagePreparer | None = None, web_search: WebSearch | None = None,
                  inspector: Inspector | None = None,
-                 documents: DocumentSource | None = None) -> None:
+                 documents: DocumentSource | None = None,
+                 max_waiting: int | None = None, max_kv_usage: float = 1.0) -> None:
         self.registry = registry
         self.gate = gate
         self.images = images or ImagePreparer()
@@ -112,6 +114,8 @@ class GenerationService:
         self.documents = documents
         self.max_inflight_per_engine = max_inflight_per_engine
         self.share_prefix_cache = share_prefix_cache
+        self.max_waiting = max_waiting
+        self.max_kv_usage = max_kv_usage
         self._inflight: defaultdict[int, int] = defaultdict(int)
         self._runs: set[GenerationRun] = set()
         self._prompt_pool = ThreadPoolExecutor(PROMPT_THREADS,
@@ -241,6 +245,9 @@ class GenerationService:
             raise ServerBusy(
                 f"Requests throttling triggered: {self._inflight[key]} requests are already "
                 f"running or queued on model {request.model!r}.", retry_after_s=1.0)
+        # this model's engine only: a busy model never turns away requests for an idle one
+        check_engine_capacity(plan.served.engine.stats(), max_waiting=self.max_waiting,
+                              max_kv_usage=self.max_kv_usage)
         estimate = len(plan.prompt_token_ids) + (plan.sampling.max_tokens or 0) * plan.sampling.n
         admission = await self.gate.admit(principal, request.request_id, request.model, estimate)
         if on_admitted is not None:

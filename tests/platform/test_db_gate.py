@@ -12,13 +12,11 @@ from typing import Any
 
 import pytest
 
-from dashserve.engine.outputs import EngineStats
 from dashserve.errors import (
     AccessDenied,
     AuthenticationFailed,
     ModelAccessDenied,
     ModelUnavailable,
-    ServerBusy,
     Throttled,
     WorkspaceAccessDenied,
 )
@@ -157,17 +155,6 @@ async def test_static_keys_use_static_limits(store: Store) -> None:
     with pytest.raises(Throttled):
         await g.admit(p, "b", "m", 1)
     await g.stop()
-
-
-async def test_engine_overload_is_refused_at_once(gate: DbGate) -> None:
-    stats = EngineStats(num_waiting=64, num_running=8, num_kv_blocks_total=100,
-                        num_kv_blocks_free=50)
-    g = DbGate(gate.keys._store, limiter=InProcessLimiter(), writer=gate.writer,
-               config=GateConfig(static_keys=("s",), max_waiting=64), engine_stats=lambda: stats)
-    p = await g.authenticate("s", None, "m")
-    with pytest.raises(ServerBusy) as info:
-        await g.admit(p, "r", "m", 1)
-    assert info.value.status_code == 429
 
 
 async def test_dead_database_still_serves_known_keys(flaky: Any) -> None:

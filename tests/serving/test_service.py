@@ -161,3 +161,32 @@ async def test_aclose_survives_cancellation() -> None:
             break
         await asyncio.sleep(0.01)
     assert gate.records[0].status_code == 499 and engine.aborted == ["r1"]
+
+
+class QueuedEngine(FakeEngine):
+    """A FakeEngine whose queue holds ``waiting`` requests."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__()
+        self.waiting = waiting
+
+    def stats(self):  # type: ignore[no-untyped-def]
+        import dataclasses
+
+        return dataclasses.replace(super().stats(), num_waiting=self.waiting)
+
+
+async def test_a_busy_model_does_not_refuse_requests_for_an_idle_one() -> None:
+    registry = ModelRegistry()
+    registry.install({"busy": QueuedEngine(waiting=8), "idle": QueuedEngine(waiting=0)})
+    service = GenerationService(registry, RecordingGate(), max_waiting=8)
+
+    def to(model: str) -> GenerationRequest:
+        return GenerationRequest(f"r-{model}", model, (Message("user", "hi"),))
+
+    with pytest.raises(ServerBusy) as info:
+        await service.start(to("busy"), PRINCIPAL)
+    assert info.value.status_code == 429
+    run = await service.start(to("idle"), PRINCIPAL)
+    assert (await run.complete(None)).choices[0].content
+    await run.aclose()
