@@ -17,7 +17,10 @@ from dashserve.engine.detokenize import IncrementalDetokenizer
 from dashserve.engine.mm_requests import check_mm_inputs, place
 from dashserve.engine.outputs import EngineEvent, EngineStats
 from dashserve.engine.params import (
-    InvalidParameter, PromptTooLong, SamplingParams, StructuredOutputSpec,
+    InvalidParameter,
+    PromptTooLong,
+    SamplingParams,
+    StructuredOutputSpec,
 )
 from dashserve.engine.request_state import RequestState, SampleState, sample_seed
 from dashserve.engine.runner import CacheConfig, ModelRunner
@@ -27,7 +30,10 @@ from dashserve.engine.stepper import StepPostprocessor
 from dashserve.model.config import ModelConfig
 from dashserve.model.cpu_kernels import all_built
 from dashserve.model.cpu_linear import (
-    attach_native_kernels, pack_linears, packing_available, use_native_ops,
+    attach_native_kernels,
+    pack_linears,
+    packing_available,
+    use_native_ops,
 )
 from dashserve.model.kernel_build import can_build
 from dashserve.model.loader import load_model, pick_dtype, resolve_model_dir

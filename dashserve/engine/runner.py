@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import torch
 
 from dashserve.engine.scheduler import ScheduledChunk
+from dashserve.engine.vision_step import MediaSpan, VisionStep, rope_positions
 from dashserve.model.attention import AttentionMetadata, PrefillSegment
 from dashserve.model.cpu_kernels import paged_decode_module
-from dashserve.engine.vision_step import MediaSpan, VisionStep, rope_positions
 from dashserve.model.qwen import QwenForCausalLM
 from dashserve.model.qwen_vl import QwenVLForConditionalGeneration
 

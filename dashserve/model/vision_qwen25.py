@@ -13,7 +13,12 @@ from torch import nn
 from dashserve.model.layers import RMSNorm
 from dashserve.model.vision_config import VisionConfig
 from dashserve.model.vision_layers import (
-    Grid, VisionAttention, VisionPatchEmbed, VisionRotary, cu_seqlens, position_ids,
+    Grid,
+    VisionAttention,
+    VisionPatchEmbed,
+    VisionRotary,
+    cu_seqlens,
+    position_ids,
 )
 
 

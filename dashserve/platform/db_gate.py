@@ -36,7 +36,7 @@ from dashserve.platform.keys import (
     match_static,
     now_utc,
 )
-from dashserve.platform.limits import LimitPolicy, Limiter, Reservation, check_engine_capacity
+from dashserve.platform.limits import Limiter, LimitPolicy, Reservation, check_engine_capacity
 from dashserve.platform.logs import log_request
 from dashserve.platform.metering import UsageWriter
 from dashserve.platform.metrics import UNKNOWN, PlatformMetrics

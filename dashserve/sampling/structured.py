@@ -18,7 +18,6 @@ embedding padding) are never allowed.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
