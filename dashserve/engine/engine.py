@@ -6,7 +6,8 @@ import importlib.util
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,7 +144,7 @@ class LLMEngine:
 
     def add_request(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
-        mm_inputs: Sequence[MultiModalInput] = (),
+        mm_inputs: abc.Sequence[MultiModalInput] = (),
     ) -> None:
         """Validate and queue a request; raises InvalidParameter before scheduling anything."""
         if request_id in self.requests:

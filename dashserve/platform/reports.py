@@ -75,7 +75,7 @@ async def usage_report(store: Store, query: UsageQuery) -> list[dict[str, Any]]:
     for row in [*full, *partial]:
         group = _group_of(row, query.by)
         total = merged.setdefault(
-            group, {**dict(zip(_group_fields(query.by), group)), **{c: 0 for c in COUNTS}}
+            group, {**dict(zip(_group_fields(query.by), group, strict=True)), **{c: 0 for c in COUNTS}}
         )
         for name in COUNTS:
             total[name] += int(row[name] or 0)

@@ -109,7 +109,7 @@ class WebSearch:
                                        return_exceptions=True)
         merged: list[SearchResult] = []
         failures = []
-        for provider, answer in zip(providers, answers):
+        for provider, answer in zip(providers, answers, strict=True):
             if isinstance(answer, BaseException):
                 if not isinstance(answer, (SearchFailed, OSError, asyncio.TimeoutError)):
                     log.error("search provider %s failed", provider.name, exc_info=answer)
