@@ -155,7 +155,7 @@ class LLMEngine:
         mrope, delta = place(vision, len(prompt_token_ids), items) if vision else (None, 0)
         state = RequestState(request_id, params, len(prompt_token_ids))
         if params.structured is not None:
-            state.compiled_grammar = self._compile_grammar(params)
+            state.compiled_grammar = self._compile_grammar(params.structured)
         max_total = self.max_model_len
         # In thinking mode max_tokens bounds the answer, not the reasoning (the stepper
         # counts answer tokens); otherwise it bounds every output token.
@@ -191,12 +191,12 @@ class LLMEngine:
                 f"the model's context of {self.max_model_len} tokens",
             )
 
-    def _compile_grammar(self, params: SamplingParams) -> Any:
+    def _compile_grammar(self, spec: StructuredOutputSpec) -> Any:
         if self.grammar_compiler is None:
             from dashserve.sampling.structured import GrammarCompiler
 
             self.grammar_compiler = GrammarCompiler(self.tokenizer, self.model_config.vocab_size)
-        return self.grammar_compiler.compile(params.structured)
+        return self.grammar_compiler.compile(spec)
 
     def _new_sample(self, state: RequestState, seq: Sequence) -> SampleState:
         p = state.params

@@ -17,12 +17,16 @@ import torch
 
 
 class PlacedGrid(Protocol):
-    """What M-RoPE needs of an image or video placed in a prompt."""
+    """What M-RoPE needs of an image or video placed in a prompt (read-only)."""
 
-    grid_thw: tuple[int, int, int]
-    offset: int
-    length: int
-    second_per_grid_t: float
+    @property
+    def grid_thw(self) -> tuple[int, int, int]: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def second_per_grid_t(self) -> float: ...
 
 
 def mrope_positions(

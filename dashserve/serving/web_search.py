@@ -162,7 +162,7 @@ class WebSearch:
         limit = self.config.results_max if options.strategy != "turbo" \
             else self.config.results_turbo
         if options.forced_search:
-            query = last_user_text(messages)
+            query: str | None = last_user_text(messages)
             if query:
                 try:
                     _merge(outcome.results, await self._search(query, options), limit)
