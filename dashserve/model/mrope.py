@@ -84,6 +84,6 @@ def mrope_cos_sin(
             out_cos[..., idx] = cos[axis, ..., idx]
             out_sin[..., idx] = sin[axis, ..., idx]
         return out_cos, out_sin
-    cos_parts = [c[i % 3] for i, c in enumerate(cos.split(list(section), dim=-1))]
-    sin_parts = [s[i % 3] for i, s in enumerate(sin.split(list(section), dim=-1))]
+    cos_parts = [c[i % 3] for i, c in enumerate(torch.split(cos, list(section), dim=-1))]
+    sin_parts = [s[i % 3] for i, s in enumerate(torch.split(sin, list(section), dim=-1))]
     return torch.cat(cos_parts, dim=-1), torch.cat(sin_parts, dim=-1)
