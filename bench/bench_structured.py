@@ -147,11 +147,11 @@ def bench_steps(compiler: GrammarCompiler, specs: list[StructuredOutputSpec], ba
 
     for step in range(steps):
         logits, scratch = base.clone(), base.clone()
-        timed(t["nothing"], lambda: apply_masks(logits, [], []))
+        timed(t["nothing"], lambda logits=logits: apply_masks(logits, [], []))
         # the same states three times: alternate the order so no variant always goes first
         fills = [("par", fill_parallel),
                  ("serial", lambda: [m.fill_bitmask(bitmask, i) for i, m in enumerate(lanes.matchers)]),
-                 ("masked", lambda: apply_masks(logits, rows, lanes.matchers))]
+                 ("masked", lambda logits=logits: apply_masks(logits, rows, lanes.matchers))]
         for key, run in fills if step % 2 else reversed(fills):
             timed(t[key], run)
         timed(t["unpack"], unpack_and_mask)

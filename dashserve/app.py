@@ -27,14 +27,14 @@ from dashserve.api.openai import routes as openai_routes
 from dashserve.api.openapi import install_openapi
 from dashserve.config import Settings
 from dashserve.engine.client_protocol import EngineClient
+from dashserve.inspection.config import build_inspector
 from dashserve.media.sources import MediaConfig
 from dashserve.media.uploads import UploadStore
 from dashserve.netguard import FetchPolicy
-from dashserve.inspection.config import build_inspector
 from dashserve.platform.files import FileService
 from dashserve.platform.gate import Gate
-from dashserve.search.config import build_search
 from dashserve.platform.logs import current_request_id
+from dashserve.search.config import build_search
 from dashserve.serving.registry import ModelRegistry, ServerState
 from dashserve.serving.service import GenerationService
 from dashserve.serving.vision import ImagePreparer

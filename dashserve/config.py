@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,7 +81,10 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
         if path.suffix == ".json":
             data = json.loads(text)
         elif path.suffix == ".toml":
-            import tomllib
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # Python 3.10: the same parser, from PyPI
+                import tomli as tomllib
 
             data = tomllib.loads(text)
         else:

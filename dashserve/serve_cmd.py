@@ -25,19 +25,19 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from dashserve.api.admin.content_routes import content_router
+from dashserve.api.admin.routes import admin_router, metrics_router
 from dashserve.app import create_app
 from dashserve.config import ModelSpec, Settings
 from dashserve.engine.client_protocol import EngineClient
-from dashserve.api.admin.content_routes import content_router
-from dashserve.api.admin.routes import admin_router, metrics_router
 from dashserve.engine.outputs import EngineStats
+from dashserve.model.config import DEMO_MAX_TOKENS_KEY
 from dashserve.platform.blobs import LocalBlobStore
 from dashserve.platform.files import FileLimits, FileService
-from dashserve.model.config import DEMO_MAX_TOKENS_KEY
 from dashserve.platform.logs import configure_logging
 from dashserve.platform.state import add_platform_arguments, prepare_platform
-from dashserve.store.db import Store
 from dashserve.serving.registry import ModelRegistry, ServerState
+from dashserve.store.db import Store
 
 log = logging.getLogger("dashserve.serve")
 

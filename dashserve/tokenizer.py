@@ -9,13 +9,17 @@ import logging
 import re
 import secrets
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from dashserve.errors import InvalidRequest
 from dashserve.tokenizer_build import bytes_to_unicode
+
+if TYPE_CHECKING:
+    import jinja2
+    from tokenizers import Tokenizer as Backend
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ def _prepare_messages(messages: Sequence[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def compile_chat_template(template: str):  # -> jinja2.Template
+def compile_chat_template(template: str) -> jinja2.Template:
     """Compile with the same environment transformers uses for chat templates."""
     import jinja2
     from jinja2.ext import Extension, loopcontrols
@@ -73,23 +77,24 @@ def compile_chat_template(template: str):  # -> jinja2.Template
 
         tags = {"generation"}
 
-        def parse(self, parser):
+        def parse(self, parser: jinja2.parser.Parser) -> jinja2.nodes.Node:
             lineno = next(parser.stream).lineno
             body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
             node = jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body)
             return node.set_lineno(lineno)
 
-        def _body(self, caller):
+        def _body(self, caller: Callable[[], str]) -> str:
             return caller()
 
-    def raise_exception(message):
+    def raise_exception(message: str) -> NoReturn:
         raise jinja2.exceptions.TemplateError(message)
 
-    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None,
+               separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
                           sort_keys=sort_keys)
 
-    def strftime_now(fmt):
+    def strftime_now(fmt: str) -> str:
         return datetime.now().strftime(fmt)
 
     env = ImmutableSandboxedEnvironment(
@@ -109,7 +114,7 @@ class Tokenizer:
 
     def __init__(
         self,
-        backend: Any,  # tokenizers.Tokenizer
+        backend: Backend,
         config: Mapping[str, Any] | None = None,
         chat_template: str | None = None,
         model_vocab_size: int | None = None,
@@ -117,7 +122,7 @@ class Tokenizer:
         config = dict(config or {})
         self.backend = backend
         self.chat_template = chat_template
-        self._compiled = None
+        self._compiled: jinja2.Template | None = None
         added = backend.get_added_tokens_decoder()  # id -> AddedToken
         self.vocab_size: int = backend.get_vocab_size(with_added_tokens=True)
         self.special_ids: frozenset[int] = frozenset(i for i, t in added.items() if t.special)
@@ -134,7 +139,7 @@ class Tokenizer:
         if self._added_ids:  # longest first: the match the tokenizer itself would make
             self._added_re = re.compile("|".join(
                 re.escape(t) for t in sorted(self._added_ids, key=len, reverse=True)))
-        self._plain_backend: Any = None  # built by prepare_plain (servers do it at load)
+        self._plain_backend: Backend | None = None  # built by prepare_plain (servers do it at load)
         self._plain_lock = threading.Lock()
         # Client text stands in the template with its added tokens replaced by these marks
         # (private-use characters and a per-tokenizer nonce, which JSON leaves as they are).
@@ -195,7 +200,7 @@ class Tokenizer:
             return self.backend.encode_batch([text], add_special_tokens=False)[0].ids
         return self.backend.encode(text, add_special_tokens=False).ids
 
-    def prepare_plain(self) -> Any:
+    def prepare_plain(self) -> Backend:
         """Build the plain-text tokenizer now (about a second, holding the GIL): a server does
         this while loading, so no request pays for it."""
         with self._plain_lock:
@@ -206,11 +211,12 @@ class Tokenizer:
     def encode_plain(self, text: str) -> list[int]:
         """Token ids of ``text`` as plain text: special and added tokens typed in it (such as
         ``<|im_start|>``) are encoded as the ordinary tokens of their characters."""
-        if self._plain_backend is None:
-            self.prepare_plain()
+        backend = self._plain_backend
+        if backend is None:
+            backend = self.prepare_plain()
         if len(text) > _GIL_FREE_CHARS:
-            return self._plain_backend.encode_batch([text], add_special_tokens=False)[0].ids
-        return self._plain_backend.encode(text, add_special_tokens=False).ids
+            return backend.encode_batch([text], add_special_tokens=False)[0].ids
+        return backend.encode(text, add_special_tokens=False).ids
 
     def escape_added(self, text: str) -> str:
         """Client text made safe to render in a template: its added tokens are marked, so
@@ -293,7 +299,7 @@ class Tokenizer:
             ) from exc
 
 
-def _without_added_tokens(backend: Any) -> Any:
+def _without_added_tokens(backend: Backend) -> Backend:
     """A copy of ``backend`` that knows no added tokens (ordinary tokens keep their ids)."""
     from tokenizers import Tokenizer as Backend
 

@@ -20,6 +20,10 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +64,16 @@ def bytes_to_unicode() -> dict[int, str]:
             keep.append(b)
             chars.append(256 + extra)
             extra += 1
-    return {b: chr(c) for b, c in zip(keep, chars)}
+    return {b: chr(c) for b, c in zip(keep, chars, strict=True)}
 
 
 def tiktoken_path() -> Path:
     """The ``qwen.tiktoken`` file inside the installed dashscope package."""
-    return Path(str(resources.files("dashscope").joinpath("resources", "qwen.tiktoken")))
+    return Path(str(resources.files("dashscope") / "resources" / "qwen.tiktoken"))
 
 
 def chat_template_text() -> str:
-    path = resources.files("dashserve.model").joinpath("templates", "qwen3.jinja")
+    path = resources.files("dashserve.model") / "templates" / "qwen3.jinja"
     text = path.read_text("utf-8")
     return text.rstrip("\n")
 
@@ -111,9 +115,19 @@ def recover_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
     return merges
 
 
-def build_backend(ranks: dict[bytes, int]):  # -> tokenizers.Tokenizer
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
-    from tokenizers import pre_tokenizers, processors
+def build_backend(
+    ranks: dict[bytes, int],
+) -> tuple[Tokenizer, dict[str, int], list[tuple[str, str]]]:
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
 
     b2u = bytes_to_unicode()
 
@@ -131,7 +145,7 @@ def build_backend(ranks: dict[bytes, int]):  # -> tokenizers.Tokenizer
     ])
     tok.post_processor = processors.ByteLevel(
         add_prefix_space=False, trim_offsets=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()  # byte-level decoding has no options
     for i, (content, special) in enumerate(ADDED_TOKENS):
         added = AddedToken(content, single_word=False, lstrip=False, rstrip=False,
                            normalized=False, special=special)
@@ -141,7 +155,7 @@ def build_backend(ranks: dict[bytes, int]):  # -> tokenizers.Tokenizer
     return tok, vocab, merges
 
 
-def tokenizer_config() -> dict:
+def tokenizer_config() -> dict[str, Any]:
     decoder = {
         str(FIRST_ADDED_ID + i): {
             "content": content, "lstrip": False, "normalized": False,

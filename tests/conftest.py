@@ -10,6 +10,9 @@ import pytest
 from dashserve.model.make import make_model
 from dashserve.tokenizer import Tokenizer
 
+# The database fixtures (db_url over SQLite and PostgreSQL, pg_available, store) for every test.
+pytest_plugins = ["tests.utils.databases"]
+
 
 @pytest.fixture(scope="session")
 def model_dir_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:

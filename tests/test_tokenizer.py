@@ -13,7 +13,11 @@ import pytest
 from dashserve.errors import InvalidRequest
 from dashserve.tokenizer import Tokenizer
 from dashserve.tokenizer_build import (
-    ADDED_TOKENS, FIRST_ADDED_ID, QWEN_PATTERN, load_ranks, tiktoken_path,
+    ADDED_TOKENS,
+    FIRST_ADDED_ID,
+    QWEN_PATTERN,
+    load_ranks,
+    tiktoken_path,
 )
 
 SAMPLES = {

@@ -26,9 +26,10 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from fastapi import FastAPI, Request  # module level: route annotations must resolve for FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse

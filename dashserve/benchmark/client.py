@@ -58,7 +58,8 @@ class _Timer:
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
     """(event name, data) for each SSE event; comments, ids and status lines are skipped."""
-    event, data = "message", []
+    event = "message"
+    data: list[str] = []
     async for line in response.aiter_lines():
         if not line:
             if data:

@@ -154,13 +154,13 @@ def format_table(results: Sequence[BenchResult]) -> str:
     headers = ["metric"] + [f"{r.label} c={r.clients}" for r in results]
     body = [[name] for name, _ in _rows(results[0])]
     for r in results:
-        for row, (_, value) in zip(body, _rows(r)):
+        for row, (_, value) in zip(body, _rows(r), strict=True):
             row.append(value)
     widths = [max(len(row[i]) for row in [headers, *body]) for i in range(len(headers))]
 
     def line(cells: list[str]) -> str:
         first = cells[0].ljust(widths[0])
-        return "  ".join([first] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])])
+        return "  ".join([first] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)])
 
     out = [line(headers), "  ".join("-" * w for w in widths)] + [line(row) for row in body]
     for r in results:

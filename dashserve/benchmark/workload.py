@@ -38,7 +38,7 @@ def _candidate_words(tokenizer: Tokenizer) -> list[str]:
             found.append(text)
     found = sorted(set(found))
     encoded = tokenizer.backend.encode_batch(found, add_special_tokens=False)
-    words = [w for w, enc in zip(found, encoded) if len(enc.ids) == 1]
+    words = [w for w, enc in zip(found, encoded, strict=True) if len(enc.ids) == 1]
     if len(words) < 100:
         raise ValueError("the tokenizer has too few plain single-token words to build prompts")
     return words

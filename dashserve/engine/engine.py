@@ -6,7 +6,8 @@ import importlib.util
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,10 @@ from dashserve.engine.detokenize import IncrementalDetokenizer
 from dashserve.engine.mm_requests import check_mm_inputs, place
 from dashserve.engine.outputs import EngineEvent, EngineStats
 from dashserve.engine.params import (
-    InvalidParameter, PromptTooLong, SamplingParams, StructuredOutputSpec,
+    InvalidParameter,
+    PromptTooLong,
+    SamplingParams,
+    StructuredOutputSpec,
 )
 from dashserve.engine.request_state import RequestState, SampleState, sample_seed
 from dashserve.engine.runner import CacheConfig, ModelRunner
@@ -27,7 +31,10 @@ from dashserve.engine.stepper import StepPostprocessor
 from dashserve.model.config import ModelConfig
 from dashserve.model.cpu_kernels import all_built
 from dashserve.model.cpu_linear import (
-    attach_native_kernels, pack_linears, packing_available, use_native_ops,
+    attach_native_kernels,
+    pack_linears,
+    packing_available,
+    use_native_ops,
 )
 from dashserve.model.kernel_build import can_build
 from dashserve.model.loader import load_model, pick_dtype, resolve_model_dir
@@ -137,7 +144,7 @@ class LLMEngine:
 
     def add_request(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
-        mm_inputs: Sequence[MultiModalInput] = (),
+        mm_inputs: abc.Sequence[MultiModalInput] = (),
     ) -> None:
         """Validate and queue a request; raises InvalidParameter before scheduling anything."""
         if request_id in self.requests:
@@ -148,7 +155,7 @@ class LLMEngine:
         mrope, delta = place(vision, len(prompt_token_ids), items) if vision else (None, 0)
         state = RequestState(request_id, params, len(prompt_token_ids))
         if params.structured is not None:
-            state.compiled_grammar = self._compile_grammar(params)
+            state.compiled_grammar = self._compile_grammar(params.structured)
         max_total = self.max_model_len
         # In thinking mode max_tokens bounds the answer, not the reasoning (the stepper
         # counts answer tokens); otherwise it bounds every output token.
@@ -184,12 +191,12 @@ class LLMEngine:
                 f"the model's context of {self.max_model_len} tokens",
             )
 
-    def _compile_grammar(self, params: SamplingParams) -> Any:
+    def _compile_grammar(self, spec: StructuredOutputSpec) -> Any:
         if self.grammar_compiler is None:
             from dashserve.sampling.structured import GrammarCompiler
 
             self.grammar_compiler = GrammarCompiler(self.tokenizer, self.model_config.vocab_size)
-        return self.grammar_compiler.compile(params.structured)
+        return self.grammar_compiler.compile(spec)
 
     def _new_sample(self, state: RequestState, seq: Sequence) -> SampleState:
         p = state.params

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import torch
 
 from dashserve.engine.scheduler import ScheduledChunk
+from dashserve.engine.vision_step import MediaSpan, VisionStep, rope_positions
 from dashserve.model.attention import AttentionMetadata, PrefillSegment
 from dashserve.model.cpu_kernels import paged_decode_module
-from dashserve.engine.vision_step import MediaSpan, VisionStep, rope_positions
 from dashserve.model.qwen import QwenForCausalLM
 from dashserve.model.qwen_vl import QwenVLForConditionalGeneration
 
@@ -155,7 +155,10 @@ class ModelRunner:
             decode_slots=decode_slots, decode_mask=decode_mask, prefills=segments,
             decode_lens=decode_lens, decode_kernel=self.decode_kernel,
         )
-        as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)  # noqa: E731
+
+        def as_tensor(xs: list[int]) -> torch.Tensor:
+            return torch.tensor(xs, dtype=torch.long, device=self.device)
+
         if not vl:
             return as_tensor(ids), as_tensor(positions), meta, sample_rows, spans
         rope = torch.cat(ropes, dim=1)

@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from dashserve.model.vision_config import (
-    VL_ARCHITECTURES, VisionConfig, mrope_settings, read_preprocessor, text_config_dict,
+    VL_ARCHITECTURES,
+    VisionConfig,
+    mrope_settings,
+    read_preprocessor,
+    text_config_dict,
 )
 
 SUPPORTED_ARCHITECTURES = (

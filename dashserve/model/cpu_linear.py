@@ -66,7 +66,7 @@ class PackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        out = torch.ops.mkldnn._linear_pointwise(
+        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
             x.reshape(-1, self.in_features), self.packed_weight, self.bias, "none", [], ""
         )
         return out.view(*shape[:-1], self.out_features)
@@ -121,11 +121,12 @@ class NativeLinear(nn.Module):
             weight = self._widened if self._widened is not None else self.weight.float()
             return F.linear(x.float(), weight, bias).to(x.dtype)
         linear = self._kernels.linear  # type: ignore[union-attr]
+        out: torch.Tensor
         if rows <= self._chunk:
             out = linear(flat, self.weight, self.bias)
         else:
             out = torch.cat([linear(part, self.weight, self.bias)
-                             for part in flat.split(self._chunk)])
+                             for part in torch.split(flat, self._chunk)])
         return out.view(*shape[:-1], self.out_features)
 
 

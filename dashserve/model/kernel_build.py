@@ -151,12 +151,13 @@ def compile_kernel(name: str) -> ModuleType:
         log.info("building native CPU kernel %s (once per machine and environment)...", name)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "lock").unlink(missing_ok=True)  # torch's, left behind by a killed build
-        module = load(name=directory.name, sources=[str(KERNELS_DIR / f"{name}.cpp")],
-                      extra_cflags=compile_flags(name), extra_ldflags=["-fopenmp"],
-                      build_directory=str(directory), verbose=False)
+        built: ModuleType = load(name=directory.name,
+                                 sources=[str(KERNELS_DIR / f"{name}.cpp")],
+                                 extra_cflags=compile_flags(name), extra_ldflags=["-fopenmp"],
+                                 build_directory=str(directory), verbose=False)
         (directory / "done").write_text(install_identity() + "\n")
         log.info("native CPU kernel %s built in %.1f s", name, time.monotonic() - started)
-        return module
+        return built
 
 
 # ----- builds in a child process, for a server that serves while they run -------------------

@@ -25,7 +25,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernels is not None and x.dtype == torch.bfloat16 and not x.is_cuda:
-            return self.kernels.rms_norm(x, self.weight, self.eps)
+            normed: torch.Tensor = self.kernels.rms_norm(x, self.weight, self.eps)
+            return normed
         dtype = x.dtype
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -37,6 +38,9 @@ class RotaryEmbedding(nn.Module):
 
     With ``mrope_section`` (vision-language models) positions may also be [3, T] (M-RoPE).
     """
+
+    cos: torch.Tensor  # [max_position, head_dim / 2] buffers
+    sin: torch.Tensor
 
     def __init__(
         self, head_dim: int, max_position: int, base: float,
@@ -71,7 +75,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return out.to(x.dtype)
 
 
-def fuse_linears(layers: list[nn.Module]) -> nn.Linear:
+def fuse_linears(layers: list[nn.Linear]) -> nn.Linear:
     """One linear layer computing ``layers`` side by side, their outputs concatenated: one
     weight stream and one call where there were several."""
     first = layers[0]
@@ -103,8 +107,10 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_up_proj is not None:
             gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-            return self.down_proj(F.silu(gate) * up)
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        result: torch.Tensor = self.down_proj(F.silu(gate) * up)
+        return result
 
 
 class SparseMoeBlock(nn.Module):
@@ -130,7 +136,7 @@ class SparseMoeBlock(nn.Module):
             weights = weights / weights.sum(dim=-1, keepdim=True)
         weights = weights.to(x.dtype)
         out = torch.zeros_like(x)
-        for expert_idx in selected.unique().tolist():
+        for expert_idx in torch.unique(selected).tolist():
             token_idx, slot = torch.where(selected == expert_idx)
             expert_out = self.experts[expert_idx](x[token_idx])
             out.index_add_(0, token_idx, expert_out * weights[token_idx, slot].unsqueeze(-1))

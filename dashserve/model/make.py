@@ -19,14 +19,24 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
-from dashserve.model.make_vision import (
-    flat_text, is_vl, published_name, vision_specs, write_vl_files,
-)
-from dashserve.model.make_vision import generation_config as vl_generation_config
 from dashserve.model import demo_weights
 from dashserve.model.config import DEMO_MAX_TOKENS_KEY
+from dashserve.model.make_vision import (
+    flat_text,
+    is_vl,
+    published_name,
+    vision_specs,
+    write_vl_files,
+)
+from dashserve.model.make_vision import generation_config as vl_generation_config
 from dashserve.model.presets import (
-    DESCRIPTIONS, PRESETS, generation_config, head_dim, is_moe_layer, param_count, preset_config,
+    DESCRIPTIONS,
+    PRESETS,
+    generation_config,
+    head_dim,
+    is_moe_layer,
+    param_count,
+    preset_config,
 )
 
 if TYPE_CHECKING:  # torch is imported when weights are written, not for --list or --help

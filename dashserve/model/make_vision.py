@@ -43,7 +43,8 @@ def vision_specs(cfg: dict[str, Any]) -> list[tuple[str, tuple[int, ...], str]]:
     """(name, shape, init) of every ``visual.*`` tensor, in module order."""
     import torch
 
-    from dashserve.model.qwen_vl import Qwen3VisionTransformer, Qwen25VisionTransformer
+    from dashserve.model.vision_qwen3 import Qwen3VisionTransformer
+    from dashserve.model.vision_qwen25 import Qwen25VisionTransformer
 
     vision = VisionConfig.from_dict(cfg, cfg["architectures"][0])
     cls = Qwen3VisionTransformer if vision.family == "qwen3-vl" else Qwen25VisionTransformer
@@ -72,7 +73,7 @@ def generation_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def chat_template(cfg: dict[str, Any]) -> str:
-    path = resources.files("dashserve.model").joinpath("templates", TEMPLATES[cfg["model_type"]])
+    path = resources.files("dashserve.model") / "templates" / TEMPLATES[cfg["model_type"]]
     return path.read_text("utf-8").rstrip("\n")
 
 

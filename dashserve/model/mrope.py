@@ -17,12 +17,16 @@ import torch
 
 
 class PlacedGrid(Protocol):
-    """What M-RoPE needs of an image or video placed in a prompt."""
+    """What M-RoPE needs of an image or video placed in a prompt (read-only)."""
 
-    grid_thw: tuple[int, int, int]
-    offset: int
-    length: int
-    second_per_grid_t: float
+    @property
+    def grid_thw(self) -> tuple[int, int, int]: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def second_per_grid_t(self) -> float: ...
 
 
 def mrope_positions(
@@ -80,6 +84,6 @@ def mrope_cos_sin(
             out_cos[..., idx] = cos[axis, ..., idx]
             out_sin[..., idx] = sin[axis, ..., idx]
         return out_cos, out_sin
-    cos_parts = [c[i % 3] for i, c in enumerate(cos.split(list(section), dim=-1))]
-    sin_parts = [s[i % 3] for i, s in enumerate(sin.split(list(section), dim=-1))]
+    cos_parts = [c[i % 3] for i, c in enumerate(torch.split(cos, list(section), dim=-1))]
+    sin_parts = [s[i % 3] for i, s in enumerate(torch.split(sin, list(section), dim=-1))]
     return torch.cat(cos_parts, dim=-1), torch.cat(sin_parts, dim=-1)

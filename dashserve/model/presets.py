@@ -158,7 +158,7 @@ def param_count(config: dict[str, Any]) -> int:
         attn += hd * nq + 2 * hd * nkv  # q/k/v biases
     else:
         attn += 2 * hd  # q_norm, k_norm
-    total = v * h + h + (0 if config["tie_word_embeddings"] else v * h)
+    total: int = v * h + h + (0 if config["tie_word_embeddings"] else v * h)
     for i in range(layers):
         total += attn + 2 * h + _mlp_params(config, i)
     return total
@@ -174,6 +174,9 @@ def is_moe_layer(config: dict[str, Any], layer: int) -> bool:
 
 def _mlp_params(config: dict[str, Any], layer: int) -> int:
     h = config["hidden_size"]
+    count: int
     if is_moe_layer(config, layer):
-        return config["num_experts"] * (3 * h * config["moe_intermediate_size"] + h)
-    return 3 * h * config["intermediate_size"]
+        count = config["num_experts"] * (3 * h * config["moe_intermediate_size"] + h)
+    else:
+        count = 3 * h * config["intermediate_size"]
+    return count

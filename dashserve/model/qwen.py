@@ -74,7 +74,8 @@ class QwenAttention(nn.Module):
                 q, k = self.q_norm(q), self.k_norm(k)
             q, k = self.rotary(positions, q, k)
         out = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, self.scale)
-        return self.o_proj(out.reshape(t, self.num_heads * self.head_dim))
+        result: torch.Tensor = self.o_proj(out.reshape(t, self.num_heads * self.head_dim))
+        return result
 
 
 class QwenDecoderLayer(nn.Module):
@@ -97,7 +98,8 @@ class QwenDecoderLayer(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), positions, kv_cache, meta)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        result: torch.Tensor = x + self.mlp(self.post_attention_layernorm(x))
+        return result
 
 
 class QwenModel(nn.Module):
@@ -124,7 +126,8 @@ class QwenModel(nn.Module):
             x = layer(x, positions, kv_cache, meta)
             if deepstack is not None and i < len(deepstack.embeds):
                 x = x.index_add(0, deepstack.rows, deepstack.embeds[i].to(x.dtype))
-        return self.norm(x)
+        result: torch.Tensor = self.norm(x)
+        return result
 
 
 class QwenForCausalLM(nn.Module):
@@ -143,10 +146,13 @@ class QwenForCausalLM(nn.Module):
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]], meta: AttentionMetadata,
         inputs_embeds: torch.Tensor | None = None, deepstack: DeepStack | None = None,
     ) -> torch.Tensor:
-        return self.model(input_ids, positions, kv_caches, meta, inputs_embeds, deepstack)
+        result: torch.Tensor = self.model(input_ids, positions, kv_caches, meta, inputs_embeds,
+                                          deepstack)
+        return result
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden)
+        result: torch.Tensor = self.lm_head(hidden)
+        return result
 
     def fuse_projections(self) -> None:
         """Merge q/k/v and gate/up into single linear layers (fewer, longer weight streams per

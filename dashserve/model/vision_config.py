@@ -79,8 +79,8 @@ class VisionConfig:
             video_token_id=int(cfg.get("video_token_id", 151656)),
             vision_start_token_id=int(cfg.get("vision_start_token_id", 151652)),
             vision_end_token_id=int(cfg.get("vision_end_token_id", 151653)),
-            image_mean=tuple(pre.get("image_mean", default_mean)),  # type: ignore[arg-type]
-            image_std=tuple(pre.get("image_std", default_std)),  # type: ignore[arg-type]
+            image_mean=tuple(pre.get("image_mean", default_mean)),
+            image_std=tuple(pre.get("image_std", default_std)),
             window_size=int(v.get("window_size", 0 if qwen3 else 112)),
             fullatt_block_indexes=tuple(v.get("fullatt_block_indexes") or ()),
             tokens_per_second=float(v.get("tokens_per_second", 0 if qwen3 else 2)),

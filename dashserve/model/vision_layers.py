@@ -90,6 +90,7 @@ class VisionAttention(nn.Module):
         q, k = rotate(q, *rope), rotate(k, *rope)
         out = torch.empty_like(q)
         for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-            seg = [t[start:end].transpose(0, 1).unsqueeze(0) for t in (q, k, v)]
-            out[start:end] = F.scaled_dot_product_attention(*seg)[0].transpose(0, 1)
-        return self.proj(out.reshape(n, -1))
+            qs, ks, vs = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+            out[start:end] = F.scaled_dot_product_attention(qs, ks, vs)[0].transpose(0, 1)
+        result: torch.Tensor = self.proj(out.reshape(n, -1))
+        return result

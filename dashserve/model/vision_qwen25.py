@@ -13,7 +13,12 @@ from torch import nn
 from dashserve.model.layers import RMSNorm
 from dashserve.model.vision_config import VisionConfig
 from dashserve.model.vision_layers import (
-    Grid, VisionAttention, VisionPatchEmbed, VisionRotary, cu_seqlens, position_ids,
+    Grid,
+    VisionAttention,
+    VisionPatchEmbed,
+    VisionRotary,
+    cu_seqlens,
+    position_ids,
 )
 
 
@@ -25,7 +30,8 @@ class VisionMLP(nn.Module):
         self.down_proj = nn.Linear(inter, dim, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        result: torch.Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return result
 
 
 class VisionBlock(nn.Module):
@@ -40,7 +46,8 @@ class VisionBlock(nn.Module):
         self, x: torch.Tensor, bounds: Sequence[int], rope: tuple[torch.Tensor, torch.Tensor]
     ) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), bounds, rope)
-        return x + self.mlp(self.norm2(x))
+        result: torch.Tensor = x + self.mlp(self.norm2(x))
+        return result
 
 
 class PatchMerger(nn.Module):
@@ -54,7 +61,8 @@ class PatchMerger(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.ln_q(x).view(-1, self.merged))
+        result: torch.Tensor = self.mlp(self.ln_q(x).view(-1, self.merged))
+        return result
 
 
 def window_index(grids: Sequence[Grid], cfg: VisionConfig) -> tuple[torch.Tensor, list[int]]:

@@ -13,7 +13,12 @@ from torch import nn
 
 from dashserve.model.vision_config import VisionConfig
 from dashserve.model.vision_layers import (
-    Grid, VisionAttention, VisionPatchEmbed, VisionRotary, cu_seqlens, position_ids,
+    Grid,
+    VisionAttention,
+    VisionPatchEmbed,
+    VisionRotary,
+    cu_seqlens,
+    position_ids,
 )
 
 
@@ -24,7 +29,8 @@ class VisionMLP(nn.Module):
         self.linear_fc2 = nn.Linear(inter, dim, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_fc2(F.gelu(self.linear_fc1(x), approximate="tanh"))
+        result: torch.Tensor = self.linear_fc2(F.gelu(self.linear_fc1(x), approximate="tanh"))
+        return result
 
 
 class VisionBlock(nn.Module):
@@ -39,7 +45,8 @@ class VisionBlock(nn.Module):
         self, x: torch.Tensor, bounds: Sequence[int], rope: tuple[torch.Tensor, torch.Tensor]
     ) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), bounds, rope)
-        return x + self.mlp(self.norm2(x))
+        result: torch.Tensor = x + self.mlp(self.norm2(x))
+        return result
 
 
 class PatchMerger(nn.Module):
@@ -55,7 +62,8 @@ class PatchMerger(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x.view(-1, self.merged) if self.postshuffle_norm else x).view(-1, self.merged)
-        return self.linear_fc2(F.gelu(self.linear_fc1(x)))
+        result: torch.Tensor = self.linear_fc2(F.gelu(self.linear_fc1(x)))
+        return result
 
 
 class Qwen3VisionTransformer(nn.Module):

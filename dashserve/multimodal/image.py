@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from dashserve.errors import InvalidRequest
 
@@ -107,7 +107,7 @@ def decode_image(data: bytes, where: str = "image") -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidRequest(f"{where}: the image is too large to decode", param=where) from exc
-    except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as exc:
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as exc:
         raise InvalidRequest(f"{where}: the data is not a decodable image", param=where) \
             from exc
     if min(image.size) <= 0:

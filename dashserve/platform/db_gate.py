@@ -35,7 +35,7 @@ from dashserve.platform.keys import (
     match_static,
     now_utc,
 )
-from dashserve.platform.limits import LimitPolicy, Limiter, Reservation
+from dashserve.platform.limits import Limiter, LimitPolicy, Reservation
 from dashserve.platform.logs import log_request
 from dashserve.platform.metering import UsageWriter
 from dashserve.platform.metrics import UNKNOWN, PlatformMetrics

@@ -11,6 +11,7 @@ usable through any other. Chat requests reach the text through ``documents``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import logging
 import uuid
@@ -252,7 +253,7 @@ class FileService:
         return rows[:limit], len(rows) > limit
 
     async def page(self, workspace: str | None, *, page_no: int,
-                   page_size: int) -> tuple[list[FileRow], int]:
+                   page_size: int) -> tuple[builtins.list[FileRow], int]:
         """Page ``page_no`` (from 1) of the workspace's files, newest first, and the total."""
         owner = self.owner(workspace)
         async with self.store.transaction() as s:
@@ -274,7 +275,8 @@ class FileService:
 
     # -- documents for chat (serving.documents.DocumentSource) --------------------------
 
-    async def documents(self, workspace: str | None, file_ids: Sequence[str]) -> list[str]:
+    async def documents(self, workspace: str | None,
+                        file_ids: Sequence[str]) -> builtins.list[str]:
         """The extracted text of each file, in order; 400 for a file the workspace does not
         have or one that holds no text."""
         owner = self.owner(workspace)

@@ -116,7 +116,7 @@ async def _list(keys: KeyManager, args: argparse.Namespace) -> int:
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
              for line in [[h.upper() for h in header], *rows]]
     return "\n".join(lines) + "\n"

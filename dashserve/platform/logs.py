@@ -57,7 +57,7 @@ class _AccessRequestId(logging.Filter):
         if request_id is not None and not hasattr(record, "request_id"):
             record.request_id = request_id
             record.msg = f"{record.msg} request_id=%s"
-            record.args = (*(record.args or ()), request_id)  # type: ignore[misc]
+            record.args = (*(record.args or ()), request_id)
         return True
 
 

@@ -32,9 +32,12 @@ _SAFE_CODE = re.compile(r"[A-Za-z0-9._]{1,64}")
 
 
 class WriterStats(Protocol):
-    num_pending: int
-    num_written: int
-    num_write_errors: int
+    @property
+    def num_pending(self) -> int: ...
+    @property
+    def num_written(self) -> int: ...
+    @property
+    def num_write_errors(self) -> int: ...
 
 
 class _LiveCollector(Collector):

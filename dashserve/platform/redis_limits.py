@@ -158,7 +158,7 @@ class RedisLimiter:
         if policy.is_unlimited:
             return Reservation(subject, uuid.uuid4().hex, counted, policy, is_local=False)
         rid = uuid.uuid4().hex
-        args = [
+        args: list[int | str] = [
             self._window_ms, policy.rpm or 0, policy.tpm or 0, policy.max_concurrency or 0,
             counted, rid, self._lease_ms,
         ]
@@ -196,7 +196,7 @@ class RedisLimiter:
             return
         if reservation.policy.is_unlimited:
             return
-        args = [
+        args: list[int | str] = [
             self._window_ms, reservation.reservation_id, max(0, actual_tokens),
             reservation.policy.tpm or 0, self._lease_ms,
         ]

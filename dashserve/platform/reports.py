@@ -74,9 +74,8 @@ async def usage_report(store: Store, query: UsageQuery) -> list[dict[str, Any]]:
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in [*full, *partial]:
         group = _group_of(row, query.by)
-        total = merged.setdefault(
-            group, {**dict(zip(_group_fields(query.by), group)), **{c: 0 for c in COUNTS}}
-        )
+        fields = dict(zip(_group_fields(query.by), group, strict=True))
+        total = merged.setdefault(group, {**fields, **{c: 0 for c in COUNTS}})
         for name in COUNTS:
             total[name] += int(row[name] or 0)
     result = [merged[g] for g in sorted(merged, key=lambda g: tuple(str(x) for x in g))]

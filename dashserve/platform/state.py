@@ -12,7 +12,7 @@ from typing import Any
 from dashserve.engine.outputs import EngineStats
 from dashserve.platform.db_gate import DbGate, GateConfig
 from dashserve.platform.keys import KeyManager, KeySpec
-from dashserve.platform.limits import InProcessLimiter, LimitPolicy, Limiter
+from dashserve.platform.limits import InProcessLimiter, Limiter, LimitPolicy
 from dashserve.platform.metering import UsageWriter, WriterConfig
 from dashserve.platform.metrics import PlatformMetrics
 from dashserve.store.db import (

@@ -39,11 +39,13 @@ def apply_penalties(logits: torch.Tensor, row: RowInput) -> None:
     frequency (additive, output only; OpenAI semantics)."""
     p = row.params
     if p.repetition_penalty != 1.0:
-        seen = torch.tensor(row.prompt_token_ids + row.output_token_ids, dtype=torch.long).unique()
+        seen = torch.unique(
+            torch.tensor(row.prompt_token_ids + row.output_token_ids, dtype=torch.long))
         vals = logits[seen]
         logits[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
     if (p.presence_penalty or p.frequency_penalty) and row.output_token_ids:
-        ids, counts = torch.tensor(row.output_token_ids, dtype=torch.long).unique(return_counts=True)
+        ids, counts = torch.unique(
+            torch.tensor(row.output_token_ids, dtype=torch.long), return_counts=True)
         logits[ids] -= p.presence_penalty + p.frequency_penalty * counts.to(logits.dtype)
 
 

@@ -18,14 +18,13 @@ embedding padding) are never allowed.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llguidance
 import numpy as np
@@ -33,12 +32,15 @@ import torch
 
 from dashserve.engine.params import InvalidParameter, StructuredOutputSpec
 
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
+
 log = logging.getLogger(__name__)
 
 JSON_ITEM_SEPARATOR = ", "
 JSON_KEY_SEPARATOR = ": "
 # llguidance JSON options forced onto every schema (the user's own "x-guidance" is dropped).
-JSON_OPTIONS: dict[str, Any] = {
+JSON_OPTIONS: JsonCompileOptions = {
     "whitespace_flexible": False,
     "item_separator": JSON_ITEM_SEPARATOR,
     "key_separator": JSON_KEY_SEPARATOR,

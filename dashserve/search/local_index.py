@@ -9,6 +9,7 @@ natural-language questions find documents sharing some of their words.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import re
 import sqlite3
 import threading
@@ -148,7 +149,7 @@ class LocalIndex:
 
     # ---- search -----------------------------------------------------------------------------
 
-    def search_sync(self, query: str, k: int) -> list[SearchResult]:
+    def search_sync(self, query: str, k: int) -> builtins.list[SearchResult]:
         expression = match_expression(query)
         if expression is None:
             return []
@@ -160,7 +161,7 @@ class LocalIndex:
         return [SearchResult(title, url, clip(content, SNIPPET_CHARS), site_name)
                 for title, url, site_name, content in rows]
 
-    async def search(self, query: str, k: int) -> list[SearchResult]:
+    async def search(self, query: str, k: int) -> builtins.list[SearchResult]:
         return await asyncio.to_thread(self.search_sync, query, k)
 
     async def aclose(self) -> None:

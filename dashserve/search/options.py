@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from dashserve.errors import InvalidRequest, UnsupportedFeature
 
 CITATION_FORMATS = ("[<number>]", "[ref_<number>]")
+Strategy = Literal["turbo", "max", "agent"]
 STRATEGIES = ("turbo", "max", "agent")
 AGENT_MODELS = re.compile(r"^qwen3-max(-2025-09-23)?$")
 _BOOLS = ("enable_source", "enable_citation", "forced_search", "enable_search_extension",
@@ -31,7 +32,7 @@ class SearchOptions:
     enable_citation: bool = False
     citation_format: str = "[<number>]"
     forced_search: bool = False
-    strategy: Literal["turbo", "max", "agent"] = "turbo"
+    strategy: Strategy = "turbo"
     prepend_search_result: bool = False
 
     def marker(self, number: int) -> str:
@@ -59,7 +60,8 @@ def parse_search_options(enable_search: bool, raw: Any, model: str) -> SearchOpt
     options = SearchOptions(
         enable_source=bool(raw.get("enable_source")),
         enable_citation=bool(raw.get("enable_citation")), citation_format=fmt,
-        forced_search=bool(raw.get("forced_search")), strategy=strategy,
+        forced_search=bool(raw.get("forced_search")),
+        strategy=cast(Strategy, strategy),  # one of STRATEGIES, checked above
         prepend_search_result=bool(raw.get("prepend_search_result")))
     if options.enable_citation and not options.enable_source:
         raise InvalidRequest(f"{P}.enable_citation needs {P}.enable_source true",

@@ -17,7 +17,7 @@ def results_prompt(results: Sequence[SearchResult], texts: Sequence[str],
                    options: SearchOptions) -> str:
     """The system-prompt section listing ``results`` (``texts``: what the model reads)."""
     lines = [HEADER, ""]
-    for number, (result, text) in enumerate(zip(results, texts), 1):
+    for number, (result, text) in enumerate(zip(results, texts, strict=True), 1):
         lines.append(f"[{number}] {result.title}")
         lines.append(f"URL: {result.url}")
         if text:

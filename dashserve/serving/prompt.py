@@ -129,7 +129,8 @@ def explicit_cache_tokens(tokenizer: Tokenizer, messages: Sequence[Message],
         return 0
     prefix = tokenizer.encode_prompt(text[:at])
     same = 0
-    for a, b in zip(prefix, prompt_ids):
+    # the common prefix: the shorter of the two ends it
+    for a, b in zip(prefix, prompt_ids, strict=False):
         if a != b:
             break
         same += 1

@@ -45,7 +45,8 @@ class ReasoningSplitter:
 
     def feed(self, text: str) -> tuple[str, str]:
         self._buf += text
-        reasoning, content = [], []
+        reasoning: list[str] = []
+        content: list[str] = []
         while True:
             if self._state == _START and not self._decide_start():
                 break

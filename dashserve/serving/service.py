@@ -40,18 +40,18 @@ from dashserve.serving.normalize import (
     sampling_params,
     split_stop,
 )
-from dashserve.serving.prompt import build_prompt, explicit_cache_tokens
 from dashserve.serving.profiles import ModelProfile
+from dashserve.serving.prompt import build_prompt, explicit_cache_tokens
 from dashserve.serving.registry import ModelRegistry
 from dashserve.serving.request import GenerationRequest
 from dashserve.serving.run import CLIENT_CLOSED, SHUTDOWN, GenerationRun, Plan, client_error
+from dashserve.serving.screening import Inspector, OutputScreen, checked_request, screen_input
 from dashserve.serving.vision import (
     ImagePreparer,
     PreparedImages,
     expanded_position,
     place_images,
 )
-from dashserve.serving.screening import Inspector, OutputScreen, checked_request, screen_input
 from dashserve.serving.web_search import SearchOutcome, WebSearch, with_system
 
 log = logging.getLogger(__name__)

@@ -103,7 +103,7 @@ class ImagePreparer:
         loop = asyncio.get_running_loop()
         processed = await asyncio.gather(*(
             loop.run_in_executor(self.executor, _process, data, part, vision, bound)
-            for data, part, bound in zip(datas, parts, bounds)))
+            for data, part, bound in zip(datas, parts, bounds, strict=True)))
         return PreparedImages(tuple(processed))
 
 
@@ -120,7 +120,7 @@ def place_images(prompt_ids: Sequence[int], images: Sequence[ProcessedImage],
     ids: list[int] = []
     inputs: list[MultiModalInput] = []
     start = 0
-    for spot, image in zip(spots, images):
+    for spot, image in zip(spots, images, strict=True):
         ids.extend(prompt_ids[start:spot])
         inputs.append(MultiModalInput(
             kind="image", pixel_values=torch.from_numpy(image.pixel_values),
@@ -139,7 +139,7 @@ def expanded_position(position: int, prompt_ids: Sequence[int],
         return position
     extra = 0
     spots = (k for k, t in enumerate(prompt_ids) if t == vision.image_token_id)
-    for spot, image in zip(spots, images):
+    for spot, image in zip(spots, images, strict=True):
         if spot < position:
             extra += image.num_tokens - 1
     return position + extra

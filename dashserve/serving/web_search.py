@@ -109,7 +109,7 @@ class WebSearch:
                                        return_exceptions=True)
         merged: list[SearchResult] = []
         failures = []
-        for provider, answer in zip(providers, answers):
+        for provider, answer in zip(providers, answers, strict=True):
             if isinstance(answer, BaseException):
                 if not isinstance(answer, (SearchFailed, OSError, asyncio.TimeoutError)):
                     log.error("search provider %s failed", provider.name, exc_info=answer)
@@ -162,7 +162,7 @@ class WebSearch:
         limit = self.config.results_max if options.strategy != "turbo" \
             else self.config.results_turbo
         if options.forced_search:
-            query = last_user_text(messages)
+            query: str | None = last_user_text(messages)
             if query:
                 try:
                     _merge(outcome.results, await self._search(query, options), limit)

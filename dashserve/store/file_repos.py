@@ -40,7 +40,7 @@ def _row(row: Any) -> FileRow:
 async def lock_workspace(session: AsyncSession, *, workspace: str) -> None:
     """Serialise quota checks of one workspace across processes (PostgreSQL; SQLite
     transactions are serialised by the database itself)."""
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         key = zlib.crc32(b"dashserve-files:" + workspace.encode())
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 

@@ -124,7 +124,7 @@ def _upsert(dialect: str) -> Any:
 
 async def add_daily(session: AsyncSession, *, rows: Iterable[dict[str, Any]]) -> None:
     """Add each pre-aggregated row to ``usage_daily`` (insert or increment)."""
-    insert = _upsert(session.bind.dialect.name)
+    insert = _upsert(session.get_bind().dialect.name)
     for row in rows:
         stmt = insert(usage_daily).values(**row)
         increments = {

@@ -187,7 +187,7 @@ def test_native_upload_of_several_files_is_all_or_nothing(server: Server) -> Non
 
 def test_fileid_in_compatible_chat(server: Server) -> None:
     client = server.openai()
-    doc = client.files.create(file=("facts.txt", "The capital of Atlantis is Poseidonia.".encode()),
+    doc = client.files.create(file=("facts.txt", b"The capital of Atlantis is Poseidonia."),
                               purpose="file-extract")
     with httpx.Client(base_url=server.compat_url, headers=server.headers(), timeout=30) as c:
         r = c.post("/chat/completions", json={"model": "qwen-long", "messages": [

@@ -12,7 +12,6 @@ import torch
 from dashserve.engine.engine import EngineConfig, LLMEngine
 from dashserve.engine.params import InvalidParameter, SamplingParams
 from dashserve.engine.scheduler import ScheduledChunk
-from dashserve.engine.sequence import Sequence
 from dashserve.multimodal.inputs import MultiModalInput
 from tests.utils.vision import build_prompt, random_image
 

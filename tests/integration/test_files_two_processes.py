@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.utils.databases import PG_BASE, pg_available  # noqa: F401 - fixture
+from tests.utils.databases import PG_BASE
 from tests.utils.documents import docx_bytes
 
 ADMIN = "sk-admin-two-processes"

@@ -9,7 +9,12 @@ from torch import nn
 
 from dashserve.model.cpu_kernels import decode_ops_module
 from dashserve.model.cpu_linear import (
-    WIDEN_ROWS, NativeLinear, PackedLinear, onednn_bf16, pack_linears, use_native_ops,
+    WIDEN_ROWS,
+    NativeLinear,
+    PackedLinear,
+    onednn_bf16,
+    pack_linears,
+    use_native_ops,
 )
 from dashserve.model.layers import RMSNorm
 

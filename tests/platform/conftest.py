@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from dashserve.store.db import Store
-from tests.utils.databases import db_url, pg_available, store  # noqa: F401 - fixtures
+
 
 class FlakyStore:
     """A Store whose transactions fail while ``down`` (a database outage, injected)."""

@@ -12,7 +12,11 @@ import pytest
 
 from dashserve.platform.gate import UsageRecord
 from dashserve.platform.logs import (
-    JsonFormatter, TEXT_FORMAT, configure_logging, current_request_id, log_request,
+    TEXT_FORMAT,
+    JsonFormatter,
+    configure_logging,
+    current_request_id,
+    log_request,
 )
 
 SECRET = "sk-" + "b7" * 16

@@ -83,9 +83,9 @@ async def test_random_disconnect_storm_leaves_the_kv_pool_empty(qwen3_tiny_dir: 
     try:
         started = time.monotonic()
         modes = await asyncio.gather(*(guarded(i) for i in range(REQUESTS)))
-        print(f"storm: {REQUESTS} requests in {time.monotonic() - started:.1f} s:",
-              dict(Counter(modes)))
-        assert modes.count("at_headers") > REQUESTS // 8
+        summary = (f"storm: {REQUESTS} requests in {time.monotonic() - started:.1f} s: "
+                   f"{dict(Counter(modes))}")
+        assert modes.count("at_headers") > REQUESTS // 8, summary
         for _ in range(600):  # every request aborted or finished, every block back
             if not engine.engine.has_unfinished() and live.app.state.service.num_inflight == 0:
                 break

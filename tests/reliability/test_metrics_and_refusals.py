@@ -18,7 +18,6 @@ from dashserve.platform.reports import UsageQuery, usage_report
 from dashserve.platform.state import PlatformSettings, PlatformState, prepare_platform
 from dashserve.store import repos
 from tests.reliability.conftest import CHAT, NATIVE
-from tests.utils.databases import db_url, pg_available  # noqa: F401 - fixtures
 from tests.utils.fake_engine import FakeEngine
 
 STATIC = "sk-static-reliability"

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from dashserve.errors import InvalidRequest, PromptTooLongError, UnsupportedFeature
+from dashserve.serving.features import resolve_features
 from dashserve.serving.normalize import (
     check_extras,
     check_input_length,
@@ -14,7 +15,6 @@ from dashserve.serving.normalize import (
     sampling_params,
     split_stop,
 )
-from dashserve.serving.features import resolve_features
 from dashserve.serving.profiles import profile_for
 from dashserve.serving.request import GenerationRequest, Message, RequestedParams
 

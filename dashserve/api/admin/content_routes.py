@@ -86,7 +86,7 @@ async def try_search(request: Request, _: AdminDep, q: Annotated[str, Query(min_
     backends: SearchBackends | None = request.app.state.search
     if backends is None:
         raise UnsupportedFeature("no search provider is configured", param="search")
-    data = []
+    data: list[dict[str, Any]] = []
     for provider in backends.providers:
         try:
             results = await provider.search(q, k)
