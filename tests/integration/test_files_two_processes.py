@@ -9,14 +9,13 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.utils.databases import PG_BASE
+from tests.utils.databases import pg_schema_url
 from tests.utils.documents import docx_bytes
 
 ADMIN = "sk-admin-two-processes"
@@ -27,16 +26,8 @@ NATIVE_CHAT = "/api/v1/services/aigc/text-generation/generation"
 def pg_url(pg_available: bool) -> Iterator[str]:
     if not pg_available:
         pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
-    import psycopg
-
-    schema = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with pg_schema_url() as url:
+        yield url
 
 
 def _port() -> int:

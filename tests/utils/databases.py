@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -28,14 +29,9 @@ def pg_available() -> bool:
     return _pg_available()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path, pg_available: bool) -> Iterator[str]:
-    """A database URL with nothing in it yet."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'dashserve.db'}"
-        return
-    if not pg_available:
-        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432 (pg_ctlcluster 15 main start)")
+@contextmanager
+def pg_schema_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search path is a fresh schema, dropped afterwards."""
     import psycopg
 
     schema = "t_" + uuid.uuid4().hex[:12]
@@ -46,6 +42,18 @@ def db_url(request: pytest.FixtureRequest, tmp_path, pg_available: bool) -> Iter
     finally:
         with psycopg.connect(PG_BASE, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path, pg_available: bool) -> Iterator[str]:
+    """A database URL with nothing in it yet."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'dashserve.db'}"
+        return
+    if not pg_available:
+        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432 (pg_ctlcluster 15 main start)")
+    with pg_schema_url() as url:
+        yield url
 
 
 @pytest.fixture
