@@ -19,6 +19,7 @@ import pytest
 from dashserve import serve_cmd
 from dashserve.cli import build_parser
 from dashserve.config import Settings
+from tests.utils.http import get_json
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -81,14 +82,6 @@ def test_banner_is_loud() -> None:
     assert banner.splitlines()[0].startswith("####")
 
 
-def _get(url: str) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 @pytest.mark.slow
 def test_serve_demo_end_to_end(tmp_path: Path) -> None:
     """The real engine on a tiny random model: loads, answers, shuts down on SIGTERM."""
@@ -106,7 +99,7 @@ def test_serve_demo_end_to_end(tmp_path: Path) -> None:
         status = 0
         while time.monotonic() < deadline:
             try:
-                status, health = _get(base + "/health")
+                status, health = get_json(base + "/health")
             except OSError:
                 time.sleep(0.2)
                 continue

@@ -26,6 +26,7 @@ import pytest
 
 from dashserve.serve_cmd import DEMO_MAX_NEW_TOKENS
 from tests.integration.conftest import free_port
+from tests.utils.http import get_json
 
 EXAMPLES = Path(__file__).parent / "seed_examples"
 PUBLIC_HOST = "https://dashscope.aliyuncs.com"
@@ -50,14 +51,6 @@ class DemoServer:
         return lines
 
 
-def _get(url: str) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
     tmp = tmp_path_factory.mktemp("demo")
@@ -76,7 +69,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
         status = 0
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                status, health = _get(server.base_url + "/health")
+                status, health = get_json(server.base_url + "/health")
             except OSError:
                 time.sleep(0.1)
                 continue

@@ -19,6 +19,7 @@ import pytest
 
 from dashserve.model import kernel_build
 from tests.integration.conftest import free_port
+from tests.utils.http import get_json
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -123,14 +124,6 @@ def _kill_compilers_in(directory: Path) -> None:
                 pass
 
 
-def _get(url: str) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not kernel_build.can_build(), reason="no C++ compiler")
 def test_killed_build_never_blocks_a_start(tmp_path: Path) -> None:
@@ -166,7 +159,7 @@ def test_killed_build_never_blocks_a_start(tmp_path: Path) -> None:
         status, health = 0, {}
         while time.monotonic() - started < 90 and server.poll() is None:
             try:
-                status, health = _get(base + "/health")
+                status, health = get_json(base + "/health")
             except OSError:
                 status = 0
             if status == 200:
