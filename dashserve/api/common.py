@@ -79,7 +79,11 @@ def image_part(part: dict[str, Any], here: str) -> ImagePart | None:
     if not isinstance(url, str) or not url:
         raise InvalidRequest(f"{here} must give the image as a non-empty string (a URL, a "
                              "data URL or an oss:// key)", param=here)
-    return ImagePart(url, here, **_pixels(part, here))
+    rotate = part.get("enable_rotate", False)
+    if not isinstance(rotate, bool):
+        raise InvalidRequest(f"{here}.enable_rotate must be a boolean",
+                             param=f"{here}.enable_rotate")
+    return ImagePart(url, here, **_pixels(part, here), rotate=rotate)
 
 
 def content_segments(content: Any, where: str) -> list[Segment]:

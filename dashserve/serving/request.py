@@ -21,6 +21,7 @@ class ImagePart:
     where: str
     min_pixels: int | None = None
     max_pixels: int | None = None
+    rotate: bool = False  # enable_rotate: turn the picture upright by its EXIF orientation
 
 
 Segment = str | ImagePart
@@ -111,6 +112,7 @@ class GenerationRequest:
     resolve_oss: bool = False  # X-DashScope-OssResourceResolve: enable (oss:// image keys)
     enable_search: bool = False
     search_options: Any = None  # as sent; checked by ``search.options``
+    ocr_options: Any = None  # as sent; checked by ``serving.ocr``
     inspection: InspectionRequest = field(default_factory=InspectionRequest)
     documents_expanded: bool = False  # fileid:// documents already put into the messages
 

@@ -40,6 +40,7 @@ from dashserve.serving.normalize import (
     sampling_params,
     split_stop,
 )
+from dashserve.serving.ocr import with_task_prompt
 from dashserve.serving.prompt import build_prompt, explicit_cache_tokens
 from dashserve.serving.profiles import ModelProfile
 from dashserve.serving.registry import ModelRegistry
@@ -153,6 +154,8 @@ class GenerationService:
         if request.images and not images.images:  # not prepared: refuse what can be
             self.images.check(request, profile, vision)
         messages = request.messages
+        if features.ocr is not None:
+            messages = with_task_prompt(messages, features.ocr)
         if search is not None and search.prompt:
             messages = with_system(messages, search.prompt)
         template_ids = build_prompt(tokenizer, messages, enable_thinking=features.thinking,

@@ -57,7 +57,7 @@ def pixel_spec(profile: ModelProfile, vision: VisionInfo) -> PixelSpec:
 
 def _process(data: bytes, part: ImagePart, vision: VisionInfo, bounds: tuple[int, int]
              ) -> ProcessedImage:
-    image = decode_image(data, part.where)
+    image = decode_image(data, part.where, rotate=part.rotate)
     return preprocess_image(
         image, patch_size=vision.patch_size, merge_size=vision.spatial_merge_size,
         temporal_patch_size=vision.temporal_patch_size, mean=vision.image_mean,
