@@ -109,8 +109,8 @@ def parse_ocr_options(options: Any, model: str) -> OcrTask | None:
     if not isinstance(options, dict):
         raise InvalidRequest("ocr_options must be an object", param="ocr_options")
     if not is_ocr_model(model):
-        raise UnsupportedFeature(f"ocr_options is only supported by the qwen-vl-ocr models, "
-                                 f"not {model!r}", param="ocr_options")
+        raise UnsupportedFeature(f"OCR tasks (ocr_options) are not available on the model "
+                                 f"{model!r}; use a qwen-vl-ocr model", param="ocr_options")
     task = options.get("task")
     if task not in _TASKS:
         raise InvalidRequest(f"ocr_options.task must be one of {sorted(_TASKS)}; got "
