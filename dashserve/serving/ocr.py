@@ -96,6 +96,9 @@ def _kie(config: Mapping[str, Any]) -> OcrTask:
 
 
 _TASKS: dict[str, Callable[[Mapping[str, Any]], OcrTask]] = {KIE: _kie}
+# Tasks the public service documents and dashserve does not have.
+NOT_HERE = frozenset({"text_recognition", "document_parsing", "table_parsing",
+                      "formula_recognition", "multi_lan", "advanced_recognition"})
 
 
 def is_ocr_model(model: str) -> bool:
@@ -112,6 +115,10 @@ def parse_ocr_options(options: Any, model: str) -> OcrTask | None:
         raise UnsupportedFeature(f"OCR tasks (ocr_options) are not available on the model "
                                  f"{model!r}; use a qwen-vl-ocr model", param="ocr_options")
     task = options.get("task")
+    if task in NOT_HERE:
+        raise InvalidRequest(f"ocr_options.task {task!r} is not available on this server; "
+                             f"the built-in tasks here are {sorted(_TASKS)}",
+                             param="ocr_options.task")
     if task not in _TASKS:
         raise InvalidRequest(f"ocr_options.task must be one of {sorted(_TASKS)}; got "
                              f"{task!r}", param="ocr_options.task")

@@ -105,6 +105,7 @@ async def test_ocr_profile_defaults(ocr_client: httpx.AsyncClient,
 
 @pytest.mark.parametrize(("options", "param"), [
     ({"task": "no_such_task"}, "ocr_options.task"),
+    ({"task": "text_recognition"}, "ocr_options.task"),
     ({"task_config": {"result_schema": SCHEMA}}, "ocr_options.task"),
     ({"task": "key_information_extraction"}, "ocr_options.task_config.result_schema"),
     ({"task": "key_information_extraction", "task_config": {"result_schema": {}}},
