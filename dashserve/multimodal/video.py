@@ -10,7 +10,8 @@ VL utilities, the layout of the transformers Qwen2-VL video processor):
 - each frame is resized like an image (sides multiples of patch * merge) within
   [min_pixels, max_pixels], where max_pixels is further limited to
   ``total_pixels / frames * 2`` (all frames share the ``total_pixels`` budget) but never below
-  ``1.05 * min_pixels``;
+  ``1.05 * min_pixels`` (sides rounded down may still leave a frame a little under
+  min_pixels, as in the reference);
 - two consecutive frames make one temporal patch: a video of T frames of (h, w) pixels has
   grid (T / 2, h / patch, w / patch) and ``T / 2 * (h / patch) * (w / patch) / merge**2``
   tokens; one temporal patch spans ``2 / fps`` seconds (Qwen2.5-VL's M-RoPE time step).
