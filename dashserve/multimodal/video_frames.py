@@ -87,9 +87,11 @@ def frame_list(images: list[Image.Image], where: str) -> np.ndarray:
 
 def preprocess_video(frames: np.ndarray, indices: list[int], fps: float, bounds: VideoBounds,
                      *, patch_size: int, merge_size: int, mean: tuple[float, float, float],
-                     std: tuple[float, float, float]) -> ProcessedVideo:
-    """Resize, normalise and patchify [T, H, W, 3] uint8 frames (T even) taken at frame
-    ``indices`` of a ``fps`` sequence (CPU-bound: run it off the event loop)."""
+                     std: tuple[float, float, float],
+                     index_fps: float | None = None) -> ProcessedVideo:
+    """Resize, normalise and patchify [T, H, W, 3] uint8 frames (T even) sampled at ``fps``,
+    frame ``indices`` of a sequence of ``index_fps`` (default ``fps``) frames a second
+    (CPU-bound: run it off the event loop)."""
     count, height, width, _ = frames.shape
     assert count % TEMPORAL_PATCH == 0
     h, w = frame_size(height, width, count, patch_size * merge_size, bounds.min_pixels,
@@ -107,4 +109,5 @@ def preprocess_video(frames: np.ndarray, indices: list[int], fps: float, bounds:
     grid = video_grid(count, h, w, patch_size)
     return ProcessedVideo(patchify_video(resized, patch_size, merge_size), grid, (h, w),
                           digest.hexdigest(), video_tokens(grid, merge_size),
-                          seconds_per_grid_t(fps), tuple(patch_timestamps(indices, fps)))
+                          seconds_per_grid_t(fps),
+                          tuple(patch_timestamps(indices, index_fps or fps)))

@@ -24,7 +24,20 @@ class ImagePart:
     rotate: bool = False  # enable_rotate: turn the picture upright by its EXIF orientation
 
 
-Segment = str | ImagePart
+@dataclass(frozen=True, slots=True)
+class VideoPart:
+    """A video in a message: a file (``source`` a string) or its frames as images (a tuple),
+    each given as images are; ``fps`` and the pixel bounds as the client gave them."""
+
+    source: str | tuple[str, ...]
+    where: str
+    fps: float | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    total_pixels: int | None = None
+
+
+Segment = str | ImagePart | VideoPart
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +63,17 @@ class Message:
     def images(self) -> tuple[ImagePart, ...]:
         return tuple(p for p in self.parts if isinstance(p, ImagePart))
 
+    @property
+    def videos(self) -> tuple[VideoPart, ...]:
+        return tuple(p for p in self.parts if isinstance(p, VideoPart))
+
     def to_template(self) -> dict[str, Any]:
         """The dict the chat template expects: VL templates take a list of image and text
         parts (each image becomes ``<|vision_start|><|image_pad|><|vision_end|>``)."""
         content: Any = self.content
-        if self.images:
+        if self.parts:
             content = [{"type": "image"} if isinstance(p, ImagePart)
+                       else {"type": "video"} if isinstance(p, VideoPart)
                        else {"type": "text", "text": p} for p in self.parts]
         out: dict[str, Any] = {"role": self.role, "content": content}
         out.update(self.extra)
@@ -119,3 +137,7 @@ class GenerationRequest:
     @property
     def images(self) -> tuple[ImagePart, ...]:
         return tuple(image for m in self.messages for image in m.images)
+
+    @property
+    def videos(self) -> tuple[VideoPart, ...]:
+        return tuple(video for m in self.messages for video in m.videos)

@@ -138,10 +138,15 @@ def native_usage(usage: Usage, output_tokens: int | None = None) -> dict[str, An
         body["prompt_tokens_details"] = usage.prompt_tokens_details()
     if usage.reasoning_tokens:
         body["output_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
-    if usage.image_tokens:
-        body["input_tokens_details"] = {"text_tokens": usage.text_tokens,
-                                        "image_tokens": usage.image_tokens}
-        body["image_tokens"] = usage.image_tokens
+    if usage.image_tokens or usage.video_tokens:
+        details = {"text_tokens": usage.text_tokens}
+        if usage.image_tokens:
+            details["image_tokens"] = usage.image_tokens
+            body["image_tokens"] = usage.image_tokens
+        if usage.video_tokens:
+            details["video_tokens"] = usage.video_tokens
+            body["video_tokens"] = usage.video_tokens
+        body["input_tokens_details"] = details
     if usage.search_count:
         body["plugins"] = {"search": {"count": usage.search_count}}
     return body
