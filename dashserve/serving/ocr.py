@@ -21,7 +21,7 @@ from typing import Any
 
 from dashserve.engine.params import StructuredOutputSpec
 from dashserve.errors import InvalidRequest, UnsupportedFeature
-from dashserve.serving.request import ImagePart, Message
+from dashserve.serving.request import Message
 
 KIE = "key_information_extraction"
 # The task's prompt as the service writes it (seed 001); {result_schema} gets the template.
@@ -137,9 +137,9 @@ def with_task_prompt(messages: tuple[Message, ...], task: OcrTask) -> tuple[Mess
         raise InvalidRequest("ocr_options needs a user message with an image",
                              param="messages")
     turn = messages[last]
-    images: tuple[ImagePart, ...] = turn.images
-    if not images:
+    if not turn.images:
         raise InvalidRequest("ocr_options needs an image in the last user message",
                              param="messages")
-    turn = replace(turn, content=task.prompt, parts=(*images, task.prompt), cache_until=None)
+    media = tuple(p for p in turn.parts if not isinstance(p, str))  # images (and videos)
+    turn = replace(turn, content=task.prompt, parts=(*media, task.prompt), cache_until=None)
     return (*messages[:last], turn, *messages[last + 1:])
