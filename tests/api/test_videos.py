@@ -133,3 +133,25 @@ async def test_videos_only_in_user_messages_and_only_on_vision_models(engines: A
         {"role": "user", "content": [{"text": "x"}]}]}}
     r = await client.post(MULTIMODAL, json=body)
     assert r.status_code == 400 and "user messages" in r.json()["message"]
+
+
+@pytest.mark.parametrize("vision", [FAKE_VISION, QWEN25_VISION])
+def test_positions_after_a_video_map_into_the_placed_prompt(vision: Any) -> None:
+    """``expanded_position`` (explicit-cache pins) agrees with ``place_images`` on videos."""
+    import numpy as np
+
+    from dashserve.multimodal.video_frames import VideoBounds, preprocess_video
+    from dashserve.serving.vision import expanded_position, place_images
+    from tests.utils.fake_tokenizer import FakeTokenizer
+
+    clip = np.random.default_rng(0).integers(0, 256, (4, 64, 96, 3), dtype=np.uint8)
+    video = preprocess_video(clip, [0, 1, 2, 3], 2.0, VideoBounds(3136, 501760, 51380224),
+                             patch_size=vision.patch_size, merge_size=2, mean=(0.5,) * 3,
+                             std=(0.5,) * 3)
+    encode = FakeTokenizer().encode_prompt
+    prompt = [1, 2, START, VPAD, END, 3, 4]
+    ids, items = place_images(prompt, [], vision, [video], encode)
+    assert ids[expanded_position(5, prompt, [], vision, [video], encode)] == 3
+    assert ids[-2:] == [3, 4] and ids[:2] == [1, 2]
+    assert sum(i.length for i in items) == video.num_tokens
+    assert all(ids[i.offset - 1] == START and ids[i.offset + i.length] == END for i in items)
