@@ -9,7 +9,7 @@ from typing import Any
 
 from dashserve.engine.outputs import TokenLogprob
 from dashserve.errors import InvalidRequest, UnsupportedFeature
-from dashserve.serving.request import ImagePart, Message, Segment, StopItem
+from dashserve.serving.request import ImagePart, Message, Segment, StopItem, VideoPart
 
 # Content-part keys (native) and types (OpenAI) that carry media we cannot read yet
 # (images are read: see ``image_part``).
@@ -79,7 +79,43 @@ def image_part(part: dict[str, Any], here: str) -> ImagePart | None:
     if not isinstance(url, str) or not url:
         raise InvalidRequest(f"{here} must give the image as a non-empty string (a URL, a "
                              "data URL or an oss:// key)", param=here)
-    return ImagePart(url, here, **_pixels(part, here))
+    rotate = part.get("enable_rotate", False)
+    if not isinstance(rotate, bool):
+        raise InvalidRequest(f"{here}.enable_rotate must be a boolean",
+                             param=f"{here}.enable_rotate")
+    return ImagePart(url, here, **_pixels(part, here), rotate=rotate)
+
+
+def _video_source(value: Any, here: str) -> str | tuple[str, ...]:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    raise InvalidRequest(f"{here} must give the video as a non-empty string (a video file) or "
+                         "a non-empty list of frame images", param=here)
+
+
+def video_part(part: dict[str, Any], here: str) -> VideoPart | None:
+    """The video of a native ``{"video": ...}`` or OpenAI ``{"type": "video_url", ...}`` /
+    ``{"type": "video", "video": [...]}`` part, or None when the part holds no video."""
+    if part.get("type") == "video_url" or "video_url" in part:
+        url = part.get("video_url")
+        source = _video_source(url.get("url") if isinstance(url, dict) else url, here)
+        if not isinstance(source, str):
+            raise InvalidRequest(f"{here}: video_url gives a video file's URL", param=here)
+    elif "video" in part and part.get("type", "video") == "video":
+        source = _video_source(part.get("video"), here)
+    else:
+        return None
+    fps = part.get("fps")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float))):
+        raise InvalidRequest(f"{here}.fps must be a number", param=f"{here}.fps")
+    bounds = _pixels(part, here)
+    total = part.get("total_pixels")
+    if total is not None and (isinstance(total, bool) or not isinstance(total, int)):
+        raise InvalidRequest(f"{here}.total_pixels must be an integer",
+                             param=f"{here}.total_pixels")
+    return VideoPart(source, here, fps, bounds["min_pixels"], bounds["max_pixels"], total)
 
 
 def content_segments(content: Any, where: str) -> list[Segment]:
@@ -87,7 +123,8 @@ def content_segments(content: Any, where: str) -> list[Segment]:
 
     Native parts look like ``{"text": ...}`` and ``{"image": ...}``, OpenAI parts like
     ``{"type": "text", "text": ...}`` and ``{"type": "image_url", "image_url": {"url": ...}}``;
-    video and audio parts are refused.
+    video parts are ``{"video": url | [frame urls]}``, ``{"type": "video_url", ...}`` and
+    ``{"type": "video", "video": [...]}``; audio parts are refused.
     """
     if content is None:
         return []
@@ -101,6 +138,10 @@ def content_segments(content: Any, where: str) -> list[Segment]:
         image = image_part(part, here)
         if image is not None:
             segments.append(image)
+            continue
+        video = video_part(part, here)
+        if video is not None:
+            segments.append(video)
             continue
         kind = str(part.get("type", ""))
         if kind in MEDIA_TYPES:
@@ -126,10 +167,10 @@ def to_message(role: str, content: Any, where: str, *, partial: bool | None,
     if content is None and role in ("user", "system"):
         raise InvalidRequest(f"{where}.content is required for role {role!r}", param=where)
     segments = content_segments(content, f"{where}.content")
-    images = [s for s in segments if isinstance(s, ImagePart)]
+    images = [s for s in segments if isinstance(s, (ImagePart, VideoPart))]
     if images and role != "user":
-        raise InvalidRequest(f"images may only be sent in user messages, not in {role!r} ones",
-                             param=images[0].where)
+        raise InvalidRequest(f"images and videos may only be sent in user messages, not in "
+                             f"{role!r} ones", param=images[0].where)
     text = "".join(s for s in segments if isinstance(s, str))
     extra = tuple((k, fields[k]) for k in MESSAGE_EXTRAS if fields.get(k) is not None)
     return Message(role=role, content=text, partial=bool(partial), extra=extra,

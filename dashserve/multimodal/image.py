@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dashserve.errors import InvalidRequest
 
@@ -44,6 +44,7 @@ class PixelSpec:
 QWEN3_VL = PixelSpec(65536, 2621440, 16777216)
 QWEN_VL_LATEST = PixelSpec(4096, 1310720, 16777216)  # qwen-vl-max/plus and their -latest
 QWEN25_VL = PixelSpec(3136, 1003520, 12845056)  # Qwen2.5-VL, QVQ, older qwen-vl
+QWEN_VL_OCR = PixelSpec(3136, 6422528, 23520000)  # qwen-vl-ocr: 8192 to 30000 tokens of 28x28
 FAMILY_SPECS = {"qwen3-vl": QWEN3_VL, "qwen2.5-vl": QWEN25_VL}
 
 
@@ -89,8 +90,9 @@ def pixel_bounds(spec: PixelSpec, min_pixels: int | None, max_pixels: int | None
     return lo, max(lo, hi)
 
 
-def decode_image(data: bytes, where: str = "image") -> Image.Image:
-    """RGB pixels of an encoded image (transparency pasted on white; no EXIF rotation)."""
+def decode_image(data: bytes, where: str = "image", *, rotate: bool = False) -> Image.Image:
+    """RGB pixels of an encoded image (transparency pasted on white); turned upright by its
+    EXIF orientation only when ``rotate`` (``enable_rotate``)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -112,12 +114,13 @@ def decode_image(data: bytes, where: str = "image") -> Image.Image:
             from exc
     if min(image.size) <= 0:
         raise InvalidRequest(f"{where}: the image has no pixels", param=where)
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
+    upright: Image.Image = ImageOps.exif_transpose(image) if rotate else image
+    if upright.mode in ("RGBA", "LA") or (upright.mode == "P" and "transparency" in upright.info):
+        rgba = upright.convert("RGBA")
         white = Image.new("RGB", rgba.size, (255, 255, 255))
         white.paste(rgba, mask=rgba.split()[3])
         return white
-    return image.convert("RGB")
+    return upright.convert("RGB")
 
 
 @dataclass(frozen=True, slots=True)

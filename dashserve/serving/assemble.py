@@ -161,19 +161,23 @@ class Usage:
     cache_creation_tokens: int = 0  # prompt tokens it newly put in the explicit cache
     image_tokens: int = 0  # prompt tokens of images (placeholders and their markers)
     image_hw: tuple[tuple[int, int], ...] | None = None  # vl_enable_image_hw_output
+    video_tokens: int = 0  # prompt tokens of videos (placeholders and their markers)
 
     @property
     def text_tokens(self) -> int:
-        return self.input_tokens - self.image_tokens
+        return self.input_tokens - self.image_tokens - self.video_tokens
     search_count: int = 0  # web searches run for the request
 
     def prompt_tokens_details(self) -> dict[str, Any]:
         """``prompt_tokens_details`` as DashScope reports it (explicit-cache keys if marked;
         text and image tokens when the prompt holds images)."""
         details: dict[str, Any] = {"cached_tokens": self.cached_tokens}
-        if self.image_tokens:
+        if self.image_tokens or self.video_tokens:
             details["text_tokens"] = self.text_tokens
+        if self.image_tokens:
             details["image_tokens"] = self.image_tokens
+        if self.video_tokens:
+            details["video_tokens"] = self.video_tokens
         if self.explicit_cache:
             details["cache_creation"] = {"ephemeral_5m_input_tokens": self.cache_creation_tokens}
             details["cache_creation_input_tokens"] = self.cache_creation_tokens
@@ -207,7 +211,8 @@ class Completion:
 def usage_of(choices: list[ChoiceState], input_tokens: int, cached_tokens: int,
              explicit_cache: bool = False, cache_creation_tokens: int = 0,
              image_tokens: int = 0,
-             image_hw: tuple[tuple[int, int], ...] | None = None) -> Usage:
+             image_hw: tuple[tuple[int, int], ...] | None = None,
+             video_tokens: int = 0) -> Usage:
     return Usage(
         input_tokens=input_tokens,
         output_tokens=sum(c.num_output_tokens for c in choices),
@@ -217,4 +222,5 @@ def usage_of(choices: list[ChoiceState], input_tokens: int, cached_tokens: int,
         cache_creation_tokens=cache_creation_tokens,
         image_tokens=image_tokens,
         image_hw=image_hw,
+        video_tokens=video_tokens,
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 from dashserve.engine.params import InvalidParameter, StructuredOutputSpec
 from dashserve.errors import InvalidRequest, UnsupportedFeature
+from dashserve.serving.ocr import OcrTask, parse_ocr_options
 from dashserve.serving.profiles import ModelProfile
 from dashserve.serving.request import GenerationRequest
 from dashserve.serving.tool_calls import (
@@ -34,6 +35,7 @@ class ChatFeatures:
     template_tools: tuple[dict[str, Any], ...] = ()  # normalised tools shown to the model
     parse_tools: bool = False  # run the output through the tool-call parser
     structured: StructuredOutputSpec | None = None
+    ocr: OcrTask | None = None  # a built-in OCR task (its prompt replaces the user's text)
 
 
 def thinking_enabled(requested: bool | None, profile: ModelProfile) -> bool:
@@ -130,6 +132,13 @@ def resolve_features(request: GenerationRequest, profile: ModelProfile) -> ChatF
         raise InvalidRequest("The thinking mode (enable_thinking) only supports stream output; "
                              "enable streaming (X-DashScope-SSE: enable, or stream: true)",
                              param="enable_thinking")
-    if structured is None:
+    ocr = parse_ocr_options(request.ocr_options, request.model)
+    if ocr is not None and structured is not None:
+        raise InvalidRequest("response_format cannot be combined with ocr_options",
+                             param="response_format")
+    if ocr is not None:
+        structured = ocr.structured
+    if structured is None and ocr is None:
         return features
-    return ChatFeatures(thinking, features.template_tools, features.parse_tools, structured)
+    return ChatFeatures(thinking, features.template_tools, features.parse_tools,
+                        structured or features.structured, ocr)

@@ -17,6 +17,7 @@ from typing import Literal
 from dashserve.multimodal.image import QWEN3_VL as QWEN3_VL_PIXELS
 from dashserve.multimodal.image import QWEN25_VL as QWEN25_VL_PIXELS
 from dashserve.multimodal.image import QWEN_VL_LATEST as QWEN_VL_PIXELS
+from dashserve.multimodal.image import QWEN_VL_OCR as QWEN_VL_OCR_PIXELS
 from dashserve.multimodal.image import PixelSpec
 
 ResultFormat = Literal["text", "message"]
@@ -113,6 +114,11 @@ QWEN_VL_PLUS = replace(_profile("qwen-vl-plus", 131_072, 8_192,
                                 _s(0.01, 0.001, 1, 1.2, 1.5, seed=None), "message", False),
                        pixels=QWEN_VL_PIXELS, tools=False)
 QWEN_VL_PLUS_LATEST = replace(QWEN_VL_PLUS, sampling=_s(0.01, 0.001, 1, 1.0, 1.2, seed=None))
+# qwen-vl-ocr (seed 002): repetition_penalty 1.05, answers of at most 4096 tokens (the
+# default); context and input from the public model list.
+QWEN_VL_OCR = replace(_profile("qwen-vl-ocr", 34_096, 4_096,
+                               _s(0.01, 0.001, 1, 1.05, 0.0), "message", False, max_in=30_000),
+                      pixels=QWEN_VL_OCR_PIXELS, tools=False)
 QWEN25_VL = replace(_profile("qwen2.5-vl", 131_072, 8_192, _s(0.01, 0.001, 20, 1.0, 1.5),
                              "message", False), pixels=QWEN25_VL_PIXELS, tools=False)
 QVQ = replace(_profile("qvq", 131_072, 8_192, _s(0.5, 0.5, 10, 1.0, 1.5, seed=3407), "message",
@@ -128,6 +134,7 @@ QWEN_OPEN = _profile("qwen-open", 131_072, 8_192, _s(0.7, 0.8, 20, 1.05, 0.0), "
 # First match wins; patterns are matched against the lower-cased served name.
 _FAMILIES: tuple[tuple[str, ModelProfile], ...] = (
     (r"qwen3-vl", QWEN3_VL),  # vision families first
+    (r"qwen-vl-ocr", QWEN_VL_OCR),
     (r"qwen-vl-max", QWEN_VL_MAX),
     (r"qwen-vl-plus-latest", QWEN_VL_PLUS_LATEST),
     (r"qwen-vl-plus", QWEN_VL_PLUS),

@@ -21,9 +21,23 @@ class ImagePart:
     where: str
     min_pixels: int | None = None
     max_pixels: int | None = None
+    rotate: bool = False  # enable_rotate: turn the picture upright by its EXIF orientation
 
 
-Segment = str | ImagePart
+@dataclass(frozen=True, slots=True)
+class VideoPart:
+    """A video in a message: a file (``source`` a string) or its frames as images (a tuple),
+    each given as images are; ``fps`` and the pixel bounds as the client gave them."""
+
+    source: str | tuple[str, ...]
+    where: str
+    fps: float | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    total_pixels: int | None = None
+
+
+Segment = str | ImagePart | VideoPart
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +63,17 @@ class Message:
     def images(self) -> tuple[ImagePart, ...]:
         return tuple(p for p in self.parts if isinstance(p, ImagePart))
 
+    @property
+    def videos(self) -> tuple[VideoPart, ...]:
+        return tuple(p for p in self.parts if isinstance(p, VideoPart))
+
     def to_template(self) -> dict[str, Any]:
         """The dict the chat template expects: VL templates take a list of image and text
         parts (each image becomes ``<|vision_start|><|image_pad|><|vision_end|>``)."""
         content: Any = self.content
-        if self.images:
+        if self.parts:
             content = [{"type": "image"} if isinstance(p, ImagePart)
+                       else {"type": "video"} if isinstance(p, VideoPart)
                        else {"type": "text", "text": p} for p in self.parts]
         out: dict[str, Any] = {"role": self.role, "content": content}
         out.update(self.extra)
@@ -111,9 +130,14 @@ class GenerationRequest:
     resolve_oss: bool = False  # X-DashScope-OssResourceResolve: enable (oss:// image keys)
     enable_search: bool = False
     search_options: Any = None  # as sent; checked by ``search.options``
+    ocr_options: Any = None  # as sent; checked by ``serving.ocr``
     inspection: InspectionRequest = field(default_factory=InspectionRequest)
     documents_expanded: bool = False  # fileid:// documents already put into the messages
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
         return tuple(image for m in self.messages for image in m.images)
+
+    @property
+    def videos(self) -> tuple[VideoPart, ...]:
+        return tuple(video for m in self.messages for video in m.videos)

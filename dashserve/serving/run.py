@@ -57,6 +57,7 @@ class Plan:
     mm_inputs: tuple[MultiModalInput, ...] = ()  # images placed in the prompt
     image_tokens: int = 0  # prompt tokens billed as image tokens
     image_hw: tuple[tuple[int, int], ...] | None = None  # resized (h, w), when asked for
+    video_tokens: int = 0  # prompt tokens of videos (placeholders and their markers)
     search: SearchOutcome | None = None  # what web search did (enable_search)
     output_screen: OutputScreen | None = None  # X-DashScope-DataInspection on the output
 
@@ -112,7 +113,8 @@ class GenerationRun:
         usage = usage_of([a.state for a in self._assemblers], self._input_tokens,
                          self._cached_tokens, self.plan.explicit_cache, self._cache_created,
                          self.plan.image_tokens if self._input_tokens else 0,
-                         self.plan.image_hw)
+                         self.plan.image_hw,
+                         self.plan.video_tokens if self._input_tokens else 0)
         search = self.plan.search
         if search is None:
             return usage

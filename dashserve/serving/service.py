@@ -40,6 +40,7 @@ from dashserve.serving.normalize import (
     sampling_params,
     split_stop,
 )
+from dashserve.serving.ocr import with_task_prompt
 from dashserve.serving.profiles import ModelProfile
 from dashserve.serving.prompt import build_prompt, explicit_cache_tokens
 from dashserve.serving.registry import ModelRegistry
@@ -150,14 +151,18 @@ class GenerationService:
         check_least_length(request, profile, getattr(tokenizer, "max_token_bytes", None))
         vision = served.engine.model_info.vision
         images = images or PreparedImages()
-        if request.images and not images.images:  # not prepared: refuse what can be
-            self.images.check(request, profile, vision)
+        if (request.images or request.videos) and not images.any:  # not prepared yet:
+            self.images.check(request, profile, vision)  # refuse what can be
         messages = request.messages
+        if features.ocr is not None:
+            messages = with_task_prompt(messages, features.ocr)
         if search is not None and search.prompt:
             messages = with_system(messages, search.prompt)
         template_ids = build_prompt(tokenizer, messages, enable_thinking=features.thinking,
                                     tools=features.template_tools or None)
-        prompt_ids, mm_inputs = place_images(template_ids, images.images, vision)
+        encode = tokenizer.encode_prompt
+        prompt_ids, mm_inputs = place_images(template_ids, images.images, vision,
+                                             images.videos, encode)
         check_input_length(params, profile, len(prompt_ids))
         stop = split_stop(params.stop, served.engine.model_info.vocab_size, tokenizer.decode)
         sampling = sampling_params(params, profile, len(prompt_ids), stop, features)
@@ -165,7 +170,8 @@ class GenerationService:
         if explicit:
             pinned = expanded_position(explicit_cache_tokens(
                 tokenizer, messages, template_ids, enable_thinking=features.thinking,
-                tools=features.template_tools or None), template_ids, images.images, vision)
+                tools=features.template_tools or None), template_ids, images.images, vision,
+                images.videos, encode)
             if pinned >= EXPLICIT_CACHE_MIN_TOKENS:
                 sampling = dataclasses.replace(
                     sampling, pin_prefix_tokens=pinned, pin_ttl_s=EXPLICIT_CACHE_TTL_S)
@@ -174,6 +180,7 @@ class GenerationService:
         return Plan(served, tuple(prompt_ids), sampling, parse_tools=features.parse_tools,
                     parallel_tool_calls=request.parallel_tool_calls, explicit_cache=explicit,
                     mm_inputs=tuple(mm_inputs), image_tokens=images.image_tokens, image_hw=hw,
+                    video_tokens=images.video_tokens,
                     search=search)
 
     def _salted(self, plan: Plan, principal: Principal) -> Plan:
@@ -187,7 +194,7 @@ class GenerationService:
     async def _prepared_images(self, request: GenerationRequest,
                                principal: Principal) -> PreparedImages:
         """The request's images, fetched and preprocessed (none: nothing to do)."""
-        if not request.images:
+        if not request.images and not request.videos:
             return PreparedImages()
         served = self.registry.get(request.model)
         return await self.images.prepare(request, served.profile,
@@ -220,7 +227,7 @@ class GenerationService:
         request = await self._with_documents(request, principal)
         plan = await self.off_loop(self._first_plan, request)
         images = await self._prepared_images(request, principal)
-        if images.images:
+        if images.any:
             plan = await self.off_loop(self.plan, request, images)
         return self._salted(plan, principal)
 
@@ -237,7 +244,7 @@ class GenerationService:
         if inspection.input and self.inspector is not None:
             await screen_input(self.inspector, screened, principal.workspace)
         images = await self._prepared_images(request, principal)
-        if images.images:
+        if images.any:
             plan = await self.off_loop(self.plan, request, images)
         plan = self._salted(plan, principal)
         key = id(plan.served.engine)

@@ -11,7 +11,7 @@ sits (``MultiModalInput.offset``/``length``) for the engine.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -29,8 +29,10 @@ from dashserve.multimodal.image import (
     preprocess_image,
 )
 from dashserve.multimodal.inputs import MultiModalInput
+from dashserve.multimodal.video_frames import ProcessedVideo
 from dashserve.serving.profiles import ModelProfile
 from dashserve.serving.request import GenerationRequest, ImagePart
+from dashserve.serving.videos import check_videos, prepare_videos, video_tokens
 
 MAX_IMAGES_PER_REQUEST = 32
 # <|vision_start|> and <|vision_end|> around each image, billed as image tokens (as
@@ -43,11 +45,21 @@ class PreparedImages:
     """A request's images, in prompt order; empty for text requests."""
 
     images: tuple[ProcessedImage, ...] = ()
+    videos: tuple[ProcessedVideo, ...] = ()
 
     @property
     def image_tokens(self) -> int:
         """Image tokens as billed: the placeholders plus the two markers of each image."""
         return sum(i.num_tokens + IMAGE_MARKER_TOKENS for i in self.images)
+
+    @property
+    def video_tokens(self) -> int:
+        """Video tokens: the placeholders plus two markers per video."""
+        return sum(v.num_tokens + IMAGE_MARKER_TOKENS for v in self.videos)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.images or self.videos)
 
 
 def pixel_spec(profile: ModelProfile, vision: VisionInfo) -> PixelSpec:
@@ -57,7 +69,7 @@ def pixel_spec(profile: ModelProfile, vision: VisionInfo) -> PixelSpec:
 
 def _process(data: bytes, part: ImagePart, vision: VisionInfo, bounds: tuple[int, int]
              ) -> ProcessedImage:
-    image = decode_image(data, part.where)
+    image = decode_image(data, part.where, rotate=part.rotate)
     return preprocess_image(
         image, patch_size=vision.patch_size, merge_size=vision.spatial_merge_size,
         temporal_patch_size=vision.temporal_patch_size, mean=vision.image_mean,
@@ -76,6 +88,7 @@ class ImagePreparer:
     def check(self, request: GenerationRequest, profile: ModelProfile,
               vision: VisionInfo | None) -> list[tuple[int, int]]:
         """Everything that can be refused without reading an image; the pixel bounds."""
+        check_videos(request, profile, vision)
         parts = request.images
         if not parts:
             return []
@@ -93,8 +106,10 @@ class ImagePreparer:
     async def prepare(self, request: GenerationRequest, profile: ModelProfile,
                       vision: VisionInfo | None, workspace: str | None) -> PreparedImages:
         bounds = self.check(request, profile, vision)
+        videos = await prepare_videos(request, profile, vision, workspace, self.config,
+                                      self.executor)
         if not bounds:
-            return PreparedImages()
+            return PreparedImages(videos=videos)
         assert vision is not None
         parts = request.images
         datas = await asyncio.gather(*(
@@ -104,42 +119,74 @@ class ImagePreparer:
         processed = await asyncio.gather(*(
             loop.run_in_executor(self.executor, _process, data, part, vision, bound)
             for data, part, bound in zip(datas, parts, bounds, strict=True)))
-        return PreparedImages(tuple(processed))
+        return PreparedImages(tuple(processed), videos)
 
 
 def place_images(prompt_ids: Sequence[int], images: Sequence[ProcessedImage],
-                 vision: VisionInfo | None) -> tuple[list[int], list[MultiModalInput]]:
-    """Prompt ids with each image's placeholder expanded, and the engine's inputs."""
-    if not images or vision is None:
+                 vision: VisionInfo | None, videos: Sequence[ProcessedVideo] = (),
+                 encode: Callable[[str], list[int]] | None = None
+                 ) -> tuple[list[int], list[MultiModalInput]]:
+    """Prompt ids with each image's and video's placeholder expanded, and the engine's
+    inputs (``encode`` writes a Qwen3-VL video's timestamps)."""
+    if (not images and not videos) or vision is None:
         return list(prompt_ids), []
-    pad = vision.image_token_id
-    spots = [k for k, t in enumerate(prompt_ids) if t == pad]
-    if len(spots) != len(images):
-        raise InvalidRequest("the prompt's image placeholders do not match the images sent "
-                             f"({len(spots)} for {len(images)})", param="messages")
+    pad, vpad = vision.image_token_id, vision.video_token_id
+    spots = sum(1 for t in prompt_ids if t == pad)
+    vspots = sum(1 for t in prompt_ids if t == vpad)
+    if spots != len(images) or vspots != len(videos):
+        raise InvalidRequest("the prompt's image and video placeholders do not match the "
+                             f"images and videos sent ({spots} for {len(images)}, {vspots} "
+                             f"for {len(videos)})", param="messages")
     ids: list[int] = []
     inputs: list[MultiModalInput] = []
-    start = 0
-    for spot, image in zip(spots, images, strict=True):
-        ids.extend(prompt_ids[start:spot])
-        inputs.append(MultiModalInput(
-            kind="image", pixel_values=torch.from_numpy(image.pixel_values),
-            grid_thw=image.grid_thw, content_hash=image.content_hash, offset=len(ids),
-            length=image.num_tokens))
-        ids.extend([pad] * image.num_tokens)
-        start = spot + 1
-    ids.extend(prompt_ids[start:])
+    next_image, next_video = iter(images), iter(videos)
+    k = 0
+    while k < len(prompt_ids):
+        token = prompt_ids[k]
+        if token == pad:
+            image = next(next_image)
+            inputs.append(MultiModalInput(
+                kind="image", pixel_values=torch.from_numpy(image.pixel_values),
+                grid_thw=image.grid_thw, content_hash=image.content_hash, offset=len(ids),
+                length=image.num_tokens))
+            ids.extend([pad] * image.num_tokens)
+        elif token == vpad:
+            if not ids or ids[-1] != vision.vision_start_token_id or k + 1 >= len(prompt_ids) \
+                    or prompt_ids[k + 1] != vision.vision_end_token_id:
+                raise InvalidRequest("the prompt's video placeholder is not wrapped in vision "
+                                     "markers", param="messages")
+            ids.pop()
+            tokens, items = video_tokens(next(next_video), vision, encode or _no_text,
+                                         len(ids))
+            ids.extend(tokens)
+            inputs.extend(items)
+            k += 1  # the template's <|vision_end|> is part of the video's tokens
+        else:
+            ids.append(token)
+        k += 1
     return ids, inputs
 
 
+def _no_text(text: str) -> list[int]:
+    raise ValueError(f"placing a Qwen3-VL video needs a tokenizer for {text!r}")
+
+
 def expanded_position(position: int, prompt_ids: Sequence[int],
-                      images: Sequence[ProcessedImage], vision: VisionInfo | None) -> int:
-    """Where token ``position`` of the unexpanded prompt lands once images are expanded."""
-    if not images or vision is None:
+                      images: Sequence[ProcessedImage], vision: VisionInfo | None,
+                      videos: Sequence[ProcessedVideo] = (),
+                      encode: Callable[[str], list[int]] | None = None) -> int:
+    """Where token ``position`` of the unexpanded prompt lands once images and videos are
+    expanded."""
+    if (not images and not videos) or vision is None:
         return position
     extra = 0
-    spots = (k for k, t in enumerate(prompt_ids) if t == vision.image_token_id)
-    for spot, image in zip(spots, images, strict=True):
-        if spot < position:
-            extra += image.num_tokens - 1
+    next_image, next_video = iter(images), iter(videos)
+    for spot, token in enumerate(prompt_ids):
+        if spot >= position:
+            break
+        if token == vision.image_token_id:
+            extra += next(next_image).num_tokens - 1
+        elif token == vision.video_token_id:
+            tokens, _ = video_tokens(next(next_video), vision, encode or _no_text, 0)
+            extra += len(tokens) - 3
     return position + extra

@@ -45,8 +45,15 @@ async def test_image_to_a_model_without_vision_is_refused(client: httpx.AsyncCli
     assert "does not accept images" in r.json()["message"] and r.json()["request_id"]
 
 
+async def test_video_to_a_model_without_vision_is_refused(client: httpx.AsyncClient) -> None:
+    r = await client.post(MULTIMODAL, json=mm_body([
+        {"video": ["https://example.com/1.jpg", "https://example.com/2.jpg"]},
+        {"text": "what is this?"}]))
+    assert r.status_code == 400 and r.json()["code"] == "InvalidParameter"
+    assert "does not accept videos" in r.json()["message"] and r.json()["request_id"]
+
+
 @pytest.mark.parametrize("part", [
-    {"video": ["https://example.com/1.jpg", "https://example.com/2.jpg"]},
     {"audio": "https://example.com/a.mp3"},
 ])
 async def test_media_is_refused(client: httpx.AsyncClient, part: dict[str, object]) -> None:

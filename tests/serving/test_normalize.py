@@ -78,7 +78,7 @@ def test_features_now_supported_feed_sampling_params() -> None:
 
 def test_extras() -> None:
     check_extras({"enable_search": False, "search_options": {"x": 1}, "modalities": ["text"]})
-    for extras in ({"ocr_options": {"task": "x"}},
+    for extras in ({"asr_options": {"language": "zh"}},
                    {"enable_code_interpreter": True}, {"modalities": ["audio"]}):
         with pytest.raises(UnsupportedFeature):
             check_extras(extras)

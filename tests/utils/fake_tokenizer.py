@@ -19,10 +19,12 @@ _SPLIT = re.compile("(" + "|".join(re.escape(s) for s in SPECIALS) + ")")
 
 
 def _content(content: Any) -> str:
-    """Text content as is; a VL-style part list with each image as its placeholder."""
+    """Text content as is; a VL-style part list with each image and video as its
+    placeholder."""
     if not isinstance(content, list):
         return content or ""
     return "".join("<|vision_start|><|image_pad|><|vision_end|>" if p["type"] == "image"
+                   else "<|vision_start|><|video_pad|><|vision_end|>" if p["type"] == "video"
                    else p["text"] for p in content)
 
 

@@ -9,6 +9,7 @@ On the multimodal path ``content`` is a list of ``{"text": ...}`` parts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from dashserve.search.prompt import EMPTY_SEARCH_INFO
 from dashserve.serving.assemble import ChoiceState, Completion, GenerationUpdate, Usage
 from dashserve.serving.features import thinking_enabled
 from dashserve.serving.normalize import check_extras
+from dashserve.serving.ocr import parse_ocr_options
 from dashserve.serving.profiles import ModelProfile
 from dashserve.serving.request import GenerationRequest, Message, RequestedParams
 
@@ -77,6 +79,7 @@ def to_generation_request(body: NativeRequest, *, request_id: str, stream: bool,
         response_format=params.response_format, resolve_oss=resolve_oss,
         enable_search=bool(params.enable_search),
         search_options=params.search_options, inspection=inspection or InspectionRequest(),
+        ocr_options=params.ocr_options,
     )
 
 
@@ -89,15 +92,19 @@ class NativeView:
     multimodal: bool
     n: int
     logprobs: bool
+    ocr: Callable[[str], Any] | None = None  # an OCR task's parser: the answer → ocr_result
 
 
 def native_view(params: NativeParameters, profile: ModelProfile, multimodal: bool,
-                stream: bool = False) -> NativeView:
+                stream: bool = False, model: str = "") -> NativeView:
     """Result format and stream mode: the request's values over the profile's defaults.
 
     Tools and thinking mode need ``result_format`` "message"; thinking streams need
-    ``incremental_output`` true (DashScope refuses the other combinations).
+    ``incremental_output`` true (DashScope refuses the other combinations). An OCR task
+    (``ocr_options``) answers content parts with its ``ocr_result``.
     """
+    task = parse_ocr_options(params.ocr_options, model)
+    multimodal = multimodal or task is not None
     thinking = thinking_enabled(params.enable_thinking, profile)
     default_fmt = "message" if thinking and params.enable_thinking is None \
         else profile.result_format
@@ -119,7 +126,8 @@ def native_view(params: NativeParameters, profile: ModelProfile, multimodal: boo
         raise InvalidRequest("n > 1 needs result_format 'message'", param="n")
     if fmt == "text" and params.logprobs:
         raise InvalidRequest("logprobs needs result_format 'message'", param="logprobs")
-    return NativeView(fmt, incremental, multimodal, n, bool(params.logprobs))
+    return NativeView(fmt, incremental, multimodal, n, bool(params.logprobs),
+                      task.parse if task is not None else None)
 
 
 def native_usage(usage: Usage, output_tokens: int | None = None) -> dict[str, Any]:
@@ -130,10 +138,15 @@ def native_usage(usage: Usage, output_tokens: int | None = None) -> dict[str, An
         body["prompt_tokens_details"] = usage.prompt_tokens_details()
     if usage.reasoning_tokens:
         body["output_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
-    if usage.image_tokens:
-        body["input_tokens_details"] = {"text_tokens": usage.text_tokens,
-                                        "image_tokens": usage.image_tokens}
-        body["image_tokens"] = usage.image_tokens
+    if usage.image_tokens or usage.video_tokens:
+        details = {"text_tokens": usage.text_tokens}
+        if usage.image_tokens:
+            details["image_tokens"] = usage.image_tokens
+            body["image_tokens"] = usage.image_tokens
+        if usage.video_tokens:
+            details["video_tokens"] = usage.video_tokens
+            body["video_tokens"] = usage.video_tokens
+        body["input_tokens_details"] = details
     if usage.search_count:
         body["plugins"] = {"search": {"count": usage.search_count}}
     return body
@@ -146,11 +159,23 @@ def with_image_hw(body: dict[str, Any], usage: Usage) -> dict[str, Any]:
     return body
 
 
+def _parts(view: NativeView, content: str, finish: str | None,
+           whole: str | None) -> list[dict[str, Any]]:
+    """Multimodal content: the text part, with an OCR task's ``ocr_result`` (parsed from
+    the whole answer, ``whole``) once the choice is finished."""
+    part: dict[str, Any] = {"text": content} if content else {}
+    if view.ocr is not None and finish not in (None, "null"):
+        result = view.ocr(content if whole is None else whole)
+        if result is not None:
+            part = {"text": content, "ocr_result": result}
+    return [part] if part else []
+
+
 def _choice(view: NativeView, index: int, content: str, reasoning: str, logprobs: list[Any],
-            finish: str | None, tool_calls: list[dict[str, Any]] | None = None
-            ) -> dict[str, Any]:
+            finish: str | None, tool_calls: list[dict[str, Any]] | None = None,
+            whole: str | None = None) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant",
-                               "content": ([{"text": content}] if content else [])
+                               "content": _parts(view, content, finish, whole)
                                if view.multimodal else content}
     if reasoning:
         message["reasoning_content"] = reasoning
@@ -236,7 +261,7 @@ class NativeStreamRenderer:
             output: dict[str, Any] = {"text": content, "finish_reason": finish}
         else:
             output = {"choices": [_choice(self.view, state.index, content, reasoning, logprobs,
-                                          finish, calls)]}
+                                          finish, calls, state.content)]}
         if self.search_info is not None:
             output["search_info"] = self.search_info
         return [self._frame({"output": output, "usage": usage, "request_id": self.request_id})]

@@ -60,6 +60,7 @@ class NativeParameters(NativeModel):
     search_options: dict[str, Any] | None = None
     vl_high_resolution_images: StrictBool | None = None
     vl_enable_image_hw_output: StrictBool | None = None
+    ocr_options: Any = None  # checked by serving.ocr
     stream: bool | None = None  # ignored: the X-DashScope-SSE header decides
 
 

@@ -56,7 +56,7 @@ async def _generate(request: Request, *, multimodal: bool) -> Response:
     body = parse(NativeRequest, data)
     served = registry_of(request).get(body.model)
     stream = wants_native_stream(request.headers)
-    view = native_view(body.parameters, served.profile, multimodal, stream)
+    view = native_view(body.parameters, served.profile, multimodal, stream, body.model)
     inspection = parse_inspection_header(request.headers.get(INSPECTION_HEADER))
     generation = to_generation_request(body, request_id=request_id_of(request), stream=stream,
                                        resolve_oss=resolves_oss(request.headers),

@@ -25,7 +25,7 @@ from dashserve.api.common import (
 from dashserve.api.errors import openai_error_body
 from dashserve.api.openai.protocol import ChatCompletionRequest
 from dashserve.api.sse import OPENAI_DONE, openai_event
-from dashserve.errors import DashServeError
+from dashserve.errors import DashServeError, UnsupportedFeature
 from dashserve.inspection.header import InspectionRequest
 from dashserve.serving.assemble import Completion, GenerationUpdate, Usage
 from dashserve.serving.normalize import check_extras
@@ -36,6 +36,10 @@ def to_generation_request(body: ChatCompletionRequest, *, request_id: str,
                           resolve_oss: bool = False,
                           inspection: InspectionRequest | None = None) -> GenerationRequest:
     check_extras(body.model_dump(exclude_none=True))
+    if getattr(body, "ocr_options", None):
+        raise UnsupportedFeature("ocr_options is only available on the DashScope API "
+                                 "(/api/v1/services/aigc/multimodal-generation/generation)",
+                                 param="ocr_options")
     messages = tuple(
         to_message(m.role, m.content, f"messages[{i}]", partial=m.partial,
                    fields=m.model_dump(exclude_none=True))
