@@ -49,12 +49,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(qwen3_tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(qwen3_tiny_dir: Path, model_dir_factory: Any,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("console-data")
+    vision_dir = model_dir_factory("qwen3-vl-tiny")
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dashserve", "serve", "--model", str(qwen3_tiny_dir),
-         "--served-model-name", "qwen-plus", "qwen3-0.6b", "--admin-key", ADMIN_KEY,
+         "--served-model-name", "qwen-plus", "qwen3-0.6b", "--model", str(vision_dir),
+         "--served-model-name", "qwen3-vl-plus", "--admin-key", ADMIN_KEY,
          "--data-dir", str(data_dir), "--port", str(port), "--max-model-len", "1024",
          "--log-level", "warning"],
         # The torch path: the console does not depend on the native kernels' first build.
@@ -163,8 +166,8 @@ def test_sign_in_and_stream_in_the_playground(browser: Any, server: Server) -> N
                                                                "Live"]
     assert page.evaluate("sessionStorage.length") == 1
     page.wait_for_selector("#pg-model option[value=qwen-plus]", state="attached")
-    assert page.locator(".attach").is_hidden()  # no model takes images yet
     page.select_option("#pg-model", "qwen-plus")
+    assert page.locator(".attach").is_hidden()  # a text model takes no images
     page.fill("input[name=max_tokens]", "12")
     page.fill("input[name=seed]", "7")
     page.fill("textarea[name=system]", "You are a terse assistant.")
@@ -225,6 +228,33 @@ def test_sign_in_and_stream_in_the_playground(browser: Any, server: Server) -> N
     page.click("#sign-out")
     page.wait_for_selector("#signin:not([hidden])")
     assert page.evaluate("sessionStorage.length") == 0
+    close(page)
+
+
+def test_an_attached_image_reaches_the_vision_model(browser: Any, server: Server,
+                                                     tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    picture = tmp_path / "red.png"
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200), (220, 40, 40)).save(buffer, "PNG")
+    picture.write_bytes(buffer.getvalue())
+    page = new_page(browser, server)
+    sign_in(page, ADMIN_KEY)
+    page.wait_for_selector("#pg-model option[value='qwen3-vl-plus']", state="attached")
+    page.select_option("#pg-model", "qwen3-vl-plus")
+    assert page.locator(".attach").is_visible()
+    page.set_input_files("#pg-image-file", str(picture))
+    page.wait_for_selector("#pg-attached li:has-text('red.png')")
+    page.fill("input[name=max_tokens]", "6")
+    answer = send(page, "图中描绘的是什么景象？")
+    stats = answer.locator(".stats").inner_text()
+    assert not answer.evaluate("e => e.classList.contains('failed')"), stats
+    assert re.search(r"image \d+", stats), stats  # the image was billed as image tokens
+    assert page.locator("#pg-attached li").count() == 0  # sent with this message only
+    shot(page, "playground-image")
     close(page)
 
 

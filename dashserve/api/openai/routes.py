@@ -57,8 +57,11 @@ async def chat_completions(request: Request) -> Response:
 
 
 def _model_object(model: ServedModel) -> dict[str, Any]:
+    """The model card; ``input_modalities`` says whether it reads images and videos."""
+    vision = model.engine.model_info.vision is not None
     return {"id": model.name, "object": "model", "created": model.created,
-            "owned_by": "dashserve"}
+            "owned_by": "dashserve",
+            "input_modalities": ["text", "image", "video"] if vision else ["text"]}
 
 
 @router.get("/models")

@@ -41,7 +41,36 @@ export async function render(root) {
   format.addEventListener("change", () => { schema.hidden = format.value !== "json_schema"; });
   const tools = h("textarea", { name: "tools", rows: "4", spellcheck: "false",
     placeholder: '[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]' });
-  const attach = h("div", { class: "attach", hidden: true }); // shown for models that take images
+  // Images, shown for models that take them: files (sent as data URLs) or URLs.
+  const imageFile = h("input", { type: "file", id: "pg-image-file", accept: "image/*", multiple: true });
+  const imageUrl = h("input", { type: "url", id: "pg-image-url", placeholder: "or an image URL (http, https, data:)" });
+  const attached = h("ul", { class: "attached", id: "pg-attached" });
+  const images = [];
+  const showAttached = () => attached.replaceChildren(...images.map((img, i) => h("li", null,
+    img.name, " ", h("button", { type: "button", class: "link", onclick: () => {
+      images.splice(i, 1);
+      showAttached();
+    } }, "remove"))));
+  imageFile.addEventListener("change", async () => {
+    for (const file of imageFile.files) {
+      const url = await new Promise((resolve, reject) => {
+        const reader = new FileReader();
+        reader.onload = () => resolve(reader.result);
+        reader.onerror = () => reject(reader.error);
+        reader.readAsDataURL(file);
+      });
+      images.push({ name: file.name, url });
+    }
+    imageFile.value = "";
+    showAttached();
+  });
+  imageUrl.addEventListener("change", () => {
+    if (imageUrl.value.trim()) images.push({ name: imageUrl.value.trim(), url: imageUrl.value.trim() });
+    imageUrl.value = "";
+    showAttached();
+  });
+  const attach = h("div", { class: "attach", hidden: true },
+    field("Images (files or a URL)", imageFile), imageUrl, attached);
 
   const log = h("div", { class: "chat-log", id: "pg-log", "aria-live": "polite" },
     h("p", { class: "muted empty" }, "Send a message to start. Answers stream in as they are generated."));
@@ -104,6 +133,13 @@ export async function render(root) {
     return body;
   }
 
+  // A user turn: plain text, or the attached images followed by the text (shown models only).
+  function userContent(text) {
+    if (attach.hidden || !images.length) return text;
+    return [...images.map((img) => ({ type: "image_url", image_url: { url: img.url } })),
+      { type: "text", text }];
+  }
+
   function bubble(role, text) {
     log.querySelector(".empty")?.remove();
     const el = h("div", { class: `msg ${role}` }, h("div", { class: "role" }, role),
@@ -120,14 +156,16 @@ export async function render(root) {
     formError.textContent = "";
     let body;
     try {
-      body = requestBody([...history, { role: "user", content: text }]);
+      body = requestBody([...history, { role: "user", content: userContent(text) }]);
     } catch (err) {
       formError.textContent = err.message;
       return;
     }
-    history.push({ role: "user", content: text });
+    history.push({ role: "user", content: userContent(text) });
     prompt.value = "";
-    bubble("user", text);
+    bubble("user", images.length ? `${text}\n[${images.map((i) => i.name).join(", ")}]` : text);
+    images.length = 0;
+    showAttached();
     const answer = bubble("assistant", "");
     answer.classList.add("streaming");
     const reasoning = h("details", { class: "reasoning", open: true, hidden: true },
@@ -232,6 +270,7 @@ function statLine(usage, ttft, total, finish) {
     const out = usage.completion_tokens_details || {};
     parts.push(h("span", { class: "usage" }, `input ${fmt(usage.prompt_tokens)} · output ${fmt(usage.completion_tokens)}` +
       (details.cached_tokens ? ` · cached ${fmt(details.cached_tokens)}` : "") +
+      (details.image_tokens ? ` · image ${fmt(details.image_tokens)}` : "") +
       (out.reasoning_tokens ? ` · reasoning ${fmt(out.reasoning_tokens)}` : "") + " tokens"));
   }
   parts.push(h("span", { class: "ttft" }, `TTFT ${fmtMs(ttft)}`), h("span", null, `total ${fmtMs(total)}`));
