@@ -11,10 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from dashserve.engine.scheduler import ScheduledChunk
 from dashserve.multimodal.inputs import MultiModalInput
 from dashserve.multimodal.video import patchify_video, seconds_per_grid_t
-from tests.engine.test_vision_engine import GREEDY, PATCH, hf_class, make_engine, run
+from tests.engine.test_vision_engine import (
+    GREEDY,
+    PATCH,
+    hf_class,
+    make_engine,
+    prefill_logits,
+    run,
+)
 
 ATOL = 1e-4
 START, END, VIDEO_PAD = 151652, 151653, 151656
@@ -121,11 +127,7 @@ def test_video_logits_and_greedy_tokens_match_transformers(vl, budget: int) -> N
     engine = make_engine(model_dir, max_num_batched_tokens=budget)
     tokens, _ = run(engine, "a", ids, items)
     assert tokens == ref
-    engine.add_request("b", ids, GREEDY, items)
-    seq = engine.scheduler.waiting.popleft()
-    engine.block_manager.allocate(seq)
-    seq.num_computed_tokens = 0
-    logits = engine.runner.execute([], [ScheduledChunk(seq, len(ids))])[0]
+    logits = prefill_logits(engine, "b", ids, items)
     assert torch.allclose(logits, ref_logits, atol=ATOL), (logits - ref_logits).abs().max()
     ids2, _, other, _ = video_prompt(preset, seed=9, fps=2.0)
     with torch.inference_mode():

@@ -94,6 +94,17 @@ def test_mrope_positions_match_get_rope_index(vl) -> None:
     assert int(seq.mrope_positions[0, first.offset + first.length + 1]) == first.offset + 1 + 6
 
 
+
+def prefill_logits(engine: LLMEngine, request_id: str, ids: list[int],
+                   items: list[MultiModalInput]) -> torch.Tensor:
+    """The last position's logits after one prefill of the whole prompt, nothing sampled."""
+    engine.add_request(request_id, ids, GREEDY, items)
+    seq = engine.scheduler.waiting.popleft()
+    engine.block_manager.allocate(seq)
+    seq.num_computed_tokens = 0
+    logits: torch.Tensor = engine.runner.execute([], [ScheduledChunk(seq, len(ids))])[0]
+    return logits
+
 @pytest.mark.parametrize("budget", [512, 16])  # 16: chunked prefill splits both images
 def test_logits_and_greedy_tokens_match_transformers(vl, budget: int) -> None:
     preset, model_dir, hf = vl
@@ -106,11 +117,7 @@ def test_logits_and_greedy_tokens_match_transformers(vl, budget: int) -> None:
     engine = make_engine(model_dir, max_num_batched_tokens=budget)
     tokens, _ = run(engine, "a", ids, items)
     assert tokens == ref
-    engine.add_request("b", ids, GREEDY, items)
-    seq = engine.scheduler.waiting.popleft()
-    engine.block_manager.allocate(seq)
-    seq.num_computed_tokens = 0
-    logits = engine.runner.execute([], [ScheduledChunk(seq, len(ids))])[0]
+    logits = prefill_logits(engine, "b", ids, items)
     assert torch.allclose(logits, ref_logits, atol=ATOL), (logits - ref_logits).abs().max()
     _, other = two_image_prompt(preset, seed=10)
     with torch.inference_mode():
