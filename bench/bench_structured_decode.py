@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 
-from dashserve.engine.engine import EngineConfig, LLMEngine
-from dashserve.engine.params import SamplingParams, StructuredOutputSpec
-from dashserve.model.make import make_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.checkpoints import bench_checkpoint  # noqa: E402
+from dashserve.engine.engine import EngineConfig, LLMEngine  # noqa: E402
+from dashserve.engine.params import SamplingParams, StructuredOutputSpec  # noqa: E402
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["id", "scores"],
           "properties": {"id": {"type": "integer", "minimum": 0, "maximum": 999},
@@ -45,9 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    model_dir = args.model_dir or Path.home() / ".cache" / "dashserve" / "bench" / args.preset
-    if not (model_dir / "config.json").exists():
-        make_model(args.preset, model_dir)
+    model_dir = bench_checkpoint(args.preset, args.model_dir)
     engine = LLMEngine(EngineConfig(model=str(model_dir), max_model_len=512, max_num_seqs=16))
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(1000, 150000, (args.batch, 64), generator=g).tolist()

@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.checkpoints import TORCH_DTYPES, bench_checkpoint  # noqa: E402
 from dashserve.engine.engine import EngineConfig, LLMEngine  # noqa: E402
 from dashserve.engine.params import SamplingParams  # noqa: E402
-from dashserve.model.make import make_model  # noqa: E402
 from dashserve.multimodal.inputs import MultiModalInput  # noqa: E402
 from tests.utils.vision import build_prompt, random_image  # noqa: E402
 
@@ -104,11 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    model_dir = args.model_dir or Path.home() / ".cache" / "dashserve" / "bench" / args.preset
-    if not (model_dir / "config.json").exists():
-        log.info("making %s in %s (once)", args.preset, model_dir)
-        make_model(args.preset, model_dir, seed=0, dtype=args.dtype)
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[args.dtype]
+    model_dir = bench_checkpoint(args.preset, args.model_dir, args.dtype)
+    dtype = TORCH_DTYPES[args.dtype]
     most = max(args.concurrency)
     engine = LLMEngine(EngineConfig(
         model=str(model_dir), dtype=args.dtype, max_model_len=512 + args.output,
