@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.checkpoints import TORCH_DTYPES, bench_checkpoint  # noqa: E402
 from bench.machine import ceiling_tok_s, measure_bandwidth_gbs, measure_gemm_gflops  # noqa: E402
+from dashserve.contracts.params import SamplingParams  # noqa: E402
+from dashserve.contracts.request import EngineRequest
 from dashserve.engine.engine import EngineConfig, LLMEngine  # noqa: E402
-from dashserve.engine.params import SamplingParams  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -38,7 +39,7 @@ def run_ours(engine: LLMEngine, prompts: list[list[int]], output_len: int) -> di
     start = time.perf_counter()
     first_token_at = None
     for i, p in enumerate(prompts):
-        engine.add_request(f"bench-{time.time_ns()}-{i}", p, params)
+        engine.add_request(EngineRequest(f"bench-{time.time_ns()}-{i}", p, params))
     steps_after_first = 0
     while engine.has_unfinished():
         events = engine.step()

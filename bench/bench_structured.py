@@ -29,7 +29,7 @@ import llguidance
 import numpy as np
 import torch
 
-from dashserve.engine.params import StructuredOutputSpec
+from dashserve.contracts.params import StructuredOutputSpec
 from dashserve.sampling.structured import _NEG_INF_BITS as NEG_INF_BITS
 from dashserve.sampling.structured import (
     GrammarCompiler,

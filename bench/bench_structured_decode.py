@@ -20,8 +20,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.checkpoints import bench_checkpoint  # noqa: E402
+from dashserve.contracts.params import SamplingParams, StructuredOutputSpec  # noqa: E402
+from dashserve.contracts.request import EngineRequest
 from dashserve.engine.engine import EngineConfig, LLMEngine  # noqa: E402
-from dashserve.engine.params import SamplingParams, StructuredOutputSpec  # noqa: E402
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["id", "scores"],
           "properties": {"id": {"type": "integer", "minimum": 0, "maximum": 999},
@@ -32,7 +33,7 @@ SCHEMA = {"type": "object", "additionalProperties": False, "required": ["id", "s
 def run_batch(engine: LLMEngine, prompts: list[list[int]], params: list[SamplingParams]) -> tuple[float, list[int]]:
     start = time.perf_counter()
     for i, (p, sp) in enumerate(zip(prompts, params, strict=True)):
-        engine.add_request(f"b{time.time_ns()}-{i}", p, sp)
+        engine.add_request(EngineRequest(f"b{time.time_ns()}-{i}", p, sp))
     lengths: dict[str, int] = {}
     while engine.has_unfinished():
         for ev in engine.step():

@@ -24,9 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.checkpoints import TORCH_DTYPES, bench_checkpoint  # noqa: E402
+from dashserve.contracts.multimodal import MultiModalInput  # noqa: E402
+from dashserve.contracts.params import SamplingParams  # noqa: E402
+from dashserve.contracts.request import EngineRequest
 from dashserve.engine.engine import EngineConfig, LLMEngine  # noqa: E402
-from dashserve.engine.params import SamplingParams  # noqa: E402
-from dashserve.multimodal.inputs import MultiModalInput  # noqa: E402
 from tests.utils.vision import build_prompt, random_image  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -53,7 +54,7 @@ def run_ours(engine: LLMEngine, reqs: list, output: int) -> dict[str, float]:
     params = SamplingParams(temperature=0.0, max_tokens=output, ignore_eos=True)
     start = time.perf_counter()
     for i, (ids, items) in enumerate(reqs):
-        engine.add_request(f"bench-{time.time_ns()}-{i}", ids, params, items)
+        engine.add_request(EngineRequest(f"bench-{time.time_ns()}-{i}", ids, params, tuple(items)))
     first = None
     while engine.has_unfinished():
         if engine.step() and first is None:
@@ -85,7 +86,7 @@ def run_transformers(
 
 def ttft(engine: LLMEngine, ids: list[int], items: list[MultiModalInput]) -> float:
     params = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
-    engine.add_request(f"ttft-{time.time_ns()}", ids, params, items)
+    engine.add_request(EngineRequest(f"ttft-{time.time_ns()}", ids, params, tuple(items)))
     start = time.perf_counter()
     while engine.has_unfinished():
         engine.step()

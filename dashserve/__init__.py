@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dashserve.engine.params import SamplingParams, StructuredOutputSpec
+from dashserve.contracts.params import SamplingParams, StructuredOutputSpec
 
 if TYPE_CHECKING:
     from dashserve.llm import LLM

@@ -19,6 +19,8 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dashserve.api import health
+from dashserve.api.admin.content_routes import content_router
+from dashserve.api.admin.routes import admin_router, metrics_router
 from dashserve.api.dashscope import routes as native_routes
 from dashserve.api.dashscope import uploads as upload_routes
 from dashserve.api.errors import install_error_handlers
@@ -26,7 +28,8 @@ from dashserve.api.files import routes as files_routes
 from dashserve.api.openai import routes as openai_routes
 from dashserve.api.openapi import install_openapi
 from dashserve.config import Settings
-from dashserve.engine.client_protocol import EngineClient
+from dashserve.contracts.engine_client import EngineClient
+from dashserve.contracts.outputs import EngineStats
 from dashserve.inspection.config import build_inspector
 from dashserve.media.sources import MediaConfig
 from dashserve.media.uploads import UploadStore
@@ -34,6 +37,7 @@ from dashserve.netguard import FetchPolicy
 from dashserve.platform.files import FileService
 from dashserve.platform.gate import Gate
 from dashserve.platform.logs import current_request_id
+from dashserve.platform.state import PlatformState
 from dashserve.search.config import build_search
 from dashserve.serving.registry import ModelRegistry, ServerState
 from dashserve.serving.service import GenerationService
@@ -169,13 +173,34 @@ def image_preparer(settings: Settings) -> ImagePreparer:
                          max_images=settings.max_images_per_request)
 
 
+def engine_stats(registry: ModelRegistry) -> EngineStats | None:
+    """Queue and KV state summed over the loaded engines (None while loading)."""
+    if not registry.is_ready:
+        return None
+    stats = [e.stats() for e in registry.engines]
+    return EngineStats(
+        num_waiting=sum(s.num_waiting for s in stats),
+        num_running=sum(s.num_running for s in stats),
+        num_kv_blocks_total=sum(s.num_kv_blocks_total for s in stats),
+        num_kv_blocks_free=sum(s.num_kv_blocks_free for s in stats),
+        num_preemptions=sum(s.num_preemptions for s in stats),
+        num_prefix_cache_hits=sum(s.num_prefix_cache_hits for s in stats),
+        num_kv_blocks_pinned=sum(s.num_kv_blocks_pinned for s in stats),
+    )
+
+
 def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, gate: Gate, *,
                loader: EngineLoader | None = None,
                on_fatal: Callable[[BaseException], None] | None = None,
-               files: FileService | None = None) -> FastAPI:
+               files: FileService | None = None,
+               platform: PlatformState | None = None) -> FastAPI:
     """The application. ``engines`` maps each served name to its engine (aliases share
     one engine); alternatively ``loader`` builds that mapping after start-up. ``files``
-    serves the files API and ``fileid://`` documents (None: both are unavailable)."""
+    serves the files API and ``fileid://`` documents (None: both are unavailable).
+    ``platform`` (whose gate is ``gate``) adds the admin API and ``/metrics``, which also
+    reports the engines' queues and KV caches; without it neither route exists."""
+    if platform is not None and platform.gate is not gate:
+        raise ValueError("create_app: gate must be the platform's own gate")
     registry = ModelRegistry()
     if engines is not None:
         registry.install(engines)
@@ -214,5 +239,11 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
         from dashserve.console import mount_console
 
         mount_console(app)
+    if platform is not None:
+        app.state.platform = platform  # what the admin and metrics routes reach
+        app.include_router(admin_router())
+        app.include_router(content_router())
+        app.include_router(metrics_router())
+        platform.bind_engine_stats(lambda: engine_stats(registry))
     install_openapi(app)
     return app

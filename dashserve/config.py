@@ -24,6 +24,9 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dashserve.inspection.config import InspectionConfig
+from dashserve.platform.limits import LimitPolicy
+from dashserve.platform.metering import WriterConfig
+from dashserve.platform.state import PlatformSettings
 from dashserve.search.config import SearchConfig
 
 # Names the demo model answers to: the model names the DashScope docs use in examples.
@@ -210,6 +213,17 @@ class Settings(BaseSettings):
             return self.models
         return tuple(ModelSpec(model=str(out), served_model_names=names)
                      for _, out, names in self.demo_models())
+
+    def platform_settings(self) -> PlatformSettings:
+        """What the platform (keys, limits, usage, database) takes from these settings."""
+        return PlatformSettings(
+            data_dir=self.data_dir.expanduser(), database_url=self.database_url,
+            redis_url=self.redis_url, static_keys=tuple(k for k in self.api_keys if k),
+            admin_keys=tuple(k for k in self.admin_keys if k),
+            static_limits=LimitPolicy(self.api_key_rpm, self.api_key_tpm,
+                                      self.api_key_max_concurrency),
+            writer=WriterConfig(flush_interval_s=self.usage_flush_s),
+        )
 
     def engine_options(self, spec: ModelSpec) -> dict[str, Any]:
         """Keyword arguments for ``AsyncEngine.from_pretrained(spec.model, ...)``."""

@@ -3,7 +3,7 @@
     DashServeError
     ├── InvalidRequest            400 InvalidParameter        invalid_request_error
     │   ├── MissingInput          400 BadRequest.EmptyInput
-    │   ├── PromptTooLongError    400 InvalidParameter (context overflow)
+    │   ├── PromptTooLong         400 InvalidParameter (context overflow)
     │   └── UnsupportedFeature    400 InvalidParameter (a documented feature we refuse)
     ├── DataInspectionFailed      400 DataInspectionFailed    data_inspection_failed
     ├── PayloadTooLarge           413 BadRequest.TooLarge
@@ -13,17 +13,18 @@
     │   └── WorkspaceAccessDenied 403 Workspace.AccessDenied
     ├── ModelNotFound             404 ModelNotFound           model_not_found
     ├── NotFound                  404 NotFound                (files, keys)
-    ├── RequestTimeout            408 RequestTimeOut
     ├── Throttled                 429 Throttling.RateQuota    limit_requests   (carries retry_after_s)
     │   ├── ConcurrencyThrottled  429 Throttling
-    │   └── QuotaExhausted        429 Throttling.AllocationQuota (not retryable)
-    ├── ServerBusy                429 Throttling  (engine queue or KV cache full)
+    │   ├── QuotaExhausted        429 Throttling.AllocationQuota (not retryable; file quotas)
+    │   └── ServerBusy            429 Throttling  (engine queue or KV cache full)
     ├── InternalError             500 InternalError           internal_error
     ├── ModelUnavailable          503 ModelUnavailable        service_unavailable
     └── ServiceUnavailable        503 ServiceUnavailable      service_unavailable (database)
         └── SearchUnavailable     503 ServiceUnavailable      (forced web search failed)
 
-Raised anywhere below ``api`` and rendered per protocol by the two exception handlers.
+Raised anywhere below ``api`` (the engine and ``SamplingParams`` included: an out-of-range
+request is an ``InvalidRequest`` from where it is found) and rendered per protocol by the two
+exception handlers; no layer translates one error into another.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class MissingInput(InvalidRequest):
     default_message = "Required input parameter missing from request."
 
 
-class PromptTooLongError(InvalidRequest):
+class PromptTooLong(InvalidRequest):
     pass
 
 
@@ -129,14 +130,6 @@ class NotFound(DashServeError):
     openai_code = "not_found"
     openai_type = "invalid_request_error"
     default_message = "The requested resource was not found."
-
-
-class RequestTimeout(DashServeError):
-    status_code = 408
-    code = "RequestTimeOut"
-    openai_code = "request_timeout"
-    openai_type = "request_timeout"
-    default_message = "Request timed out, please try again later."
 
 
 class Throttled(DashServeError):

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dashserve.contracts.multimodal import MultiModalInput
+from dashserve.contracts.outputs import FinishReason, TokenLogprob
+from dashserve.contracts.params import SamplingParams
+from dashserve.contracts.request import EngineRequest
 from dashserve.engine.engine import EngineConfig, LLMEngine
-from dashserve.engine.outputs import FinishReason, TokenLogprob
-from dashserve.engine.params import SamplingParams
-from dashserve.multimodal.inputs import MultiModalInput
 
 
 @dataclass(slots=True)
@@ -73,7 +74,7 @@ class LLM:
         results: dict[str, RequestOutput] = {}  # in prompt order
         for ids, p, items in zip(token_lists, params, media, strict=True):
             request_id = f"offline-{next(self._ids)}"
-            self.engine.add_request(request_id, ids, p, items)
+            self.engine.add_request(EngineRequest(request_id, ids, p, tuple(items)))
             results[request_id] = RequestOutput(
                 request_id, ids, [CompletionOutput(i, "", [], None) for i in range(p.n)]
             )

@@ -17,20 +17,18 @@ import signal
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
 
-from dashserve.api.admin.content_routes import content_router
-from dashserve.api.admin.routes import admin_router, metrics_router
-from dashserve.app import create_app
+from dashserve.app import EngineLoader, create_app
 from dashserve.config import ModelSpec, Settings
-from dashserve.engine.client_protocol import EngineClient
-from dashserve.engine.outputs import EngineStats
+from dashserve.contracts.engine_client import EngineClient
 from dashserve.model.config import DEMO_MAX_TOKENS_KEY
 from dashserve.platform.blobs import LocalBlobStore
 from dashserve.platform.files import FileLimits, FileService
@@ -303,15 +301,8 @@ def serve(settings: Settings) -> int:
         if server is not None:
             server.should_exit = True
 
-    platform = prepare_platform(settings, on_bootstrap_key=_print_bootstrap_key)
-    app = create_app(settings, None, platform.gate,
-                     loader=lambda registry: load_engines(settings, registry), on_fatal=on_fatal,
-                     files=file_service(settings, platform.store))
-    app.state.platform = platform
-    app.include_router(admin_router())
-    app.include_router(content_router())
-    app.include_router(metrics_router())
-    platform.bind_engine_stats(lambda: _engine_stats(app.state.registry))
+    app = build_app(settings, loader=lambda registry: load_engines(settings, registry),
+                    on_fatal=on_fatal, on_bootstrap_key=_print_bootstrap_key)
     if settings.is_demo:
         log.warning("\n%s", demo_banner(settings))
     grace: Any = settings.shutdown_grace_s  # uvicorn types it int; any wait_for timeout works
@@ -320,6 +311,17 @@ def serve(settings: Settings) -> int:
     server = DrainingServer(config, app.state.registry, app.state.service)
     server.run()
     return 1 if failures else 0
+
+
+def build_app(settings: Settings, *, engines: Mapping[str, EngineClient] | None = None,
+              loader: EngineLoader | None = None,
+              on_fatal: Callable[[BaseException], None] | None = None,
+              on_bootstrap_key: Callable[[str], None] | None = None) -> FastAPI:
+    """The application ``serve`` runs: platform, files API, admin and metrics, over
+    ``engines`` or the engines ``loader`` builds once the server is up."""
+    platform = prepare_platform(settings.platform_settings(), on_bootstrap_key=on_bootstrap_key)
+    return create_app(settings, engines, platform.gate, loader=loader, on_fatal=on_fatal,
+                      files=file_service(settings, platform.store), platform=platform)
 
 
 def file_service(settings: Settings, store: Store) -> FileService:
@@ -334,21 +336,6 @@ def _print_bootstrap_key(secret: str) -> None:
     """A first start with no keys creates an admin key: show it once, never log it."""
     print(f"\nNo API keys yet: created one (shown only now, store it):\n  {secret}\n"  # noqa: T201
           "Use it as DASHSCOPE_API_KEY; manage keys with `dashserve keys`.\n", file=sys.stderr)
-
-
-def _engine_stats(registry: ModelRegistry) -> EngineStats | None:
-    """Queue and KV state summed over the loaded engines (None while loading)."""
-    if not registry.is_ready:
-        return None
-    stats = [e.stats() for e in registry.engines]
-    return EngineStats(
-        num_waiting=sum(s.num_waiting for s in stats),
-        num_running=sum(s.num_running for s in stats),
-        num_kv_blocks_total=sum(s.num_kv_blocks_total for s in stats),
-        num_kv_blocks_free=sum(s.num_kv_blocks_free for s in stats),
-        num_preemptions=sum(s.num_preemptions for s in stats),
-        num_prefix_cache_hits=sum(s.num_prefix_cache_hits for s in stats),
-    )
 
 
 class DrainingServer(uvicorn.Server):

@@ -162,20 +162,50 @@ def test_log_format_from_flag_env_or_file(tmp_path: Path, monkeypatch: pytest.Mo
         parse("--log-format", "xml")
 
 
-def test_admission_and_static_key_limits_reach_the_server(tmp_path: Path) -> None:
-    from dashserve.platform.state import settings_from
+async def test_admission_and_static_key_limits_set_by_flag_env_or_file_apply(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each limit reaches the app ``serve`` builds, and refuses what it should over HTTP."""
+    import httpx
 
-    s = serve_cmd.settings_from_args(parse(
-        "--max-inflight-per-model", "7", "--max-waiting", "5", "--max-kv-usage", "0.9",
-        "--api-key", "k", "--api-key-rpm", "60", "--api-key-tpm", "1000",
-        "--api-key-concurrency", "2", "--data-dir", str(tmp_path)))
-    assert (s.max_inflight_per_model, s.max_waiting, s.max_kv_usage) == (7, 5, 0.9)
-    limits = settings_from(s).static_limits
-    assert (limits.rpm, limits.tpm, limits.max_concurrency) == (60, 1000, 2)
-    from dashserve.app import create_app
+    from dashserve.contracts.outputs import EngineStats
     from tests.utils.fake_engine import FakeEngine
-    from tests.utils.recording_gate import RecordingGate
 
-    service = create_app(s, {"m": FakeEngine()}, RecordingGate()).state.service
-    assert (service.max_inflight_per_engine, service.max_waiting, service.max_kv_usage) == \
-        (7, 5, 0.9)
+    config = tmp_path / "dashserve.toml"
+    config.write_text("max_waiting = 3\n")
+    monkeypatch.setenv("DASHSERVE_API_KEY_RPM", "2")
+    s = serve_cmd.settings_from_args(parse(
+        "--config", str(config), "--max-kv-usage", "0.5", "--max-inflight-per-model", "7",
+        "--api-key", "k", "--api-key-tpm", "100000", "--api-key-concurrency", "2",
+        "--admin-key", "adm", "--data-dir", str(tmp_path)))
+    limits = s.platform_settings().static_limits
+    assert (limits.rpm, limits.tpm, limits.max_concurrency) == (2, 100000, 2)
+    engine = FakeEngine()
+    queue = {"waiting": 0, "free": 64}
+    engine.stats = lambda: EngineStats(  # type: ignore[method-assign]
+        num_waiting=queue["waiting"], num_running=0, num_kv_blocks_total=64,
+        num_kv_blocks_free=queue["free"])
+    app = serve_cmd.build_app(s, engines={"qwen-plus": engine})
+    assert app.state.service.max_inflight_per_engine == 7
+    body = {"model": "qwen-plus", "input": {"prompt": "hi"}}
+    url = "/api/v1/services/aigc/text-generation/generation"
+    key = {"Authorization": "Bearer k"}
+
+    async def answer(waiting: int, free: int = 64) -> tuple[int, str]:
+        queue.update(waiting=waiting, free=free)
+        r = await c.post(url, headers=key, json=body)
+        return r.status_code, r.json().get("code", "") + " " + r.json().get("message", "")
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            assert (await answer(0))[0] == 200
+            status, text = await answer(3)  # max_waiting 3, from the file
+            assert status == 429 and text.startswith("Throttling ") and "waiting" in text
+            assert (await answer(2))[0] == 200  # under it: served
+            status, text = await answer(1, free=32)  # a queue and half the KV cache: 0.5
+            assert status == 429 and "KV cache" in text
+            status, text = await answer(0)  # the third request this minute: rpm 2, from env
+            assert status == 429 and text.startswith("Throttling.RateQuota ")
+            assert (await c.get("/metrics")).status_code == 200  # mounted by create_app
+            r = await c.get("/admin/v1/keys", headers={"Authorization": "Bearer adm"})
+            assert r.status_code == 200

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from dashserve.engine.outputs import TokenLogprob
+from dashserve.contracts.outputs import TokenLogprob
 from dashserve.errors import InvalidRequest, UnsupportedFeature
 from dashserve.serving.request import ImagePart, Message, Segment, StopItem, VideoPart
 
@@ -154,11 +154,6 @@ def content_segments(content: Any, where: str) -> list[Segment]:
             raise InvalidRequest(f"{here} has no text", param=where)
         segments.append(text)
     return segments
-
-
-def flatten_content(content: Any, where: str) -> str:
-    """Text of a message's content (image parts carry none)."""
-    return "".join(s for s in content_segments(content, where) if isinstance(s, str))
 
 
 def to_message(role: str, content: Any, where: str, *, partial: bool | None,

@@ -9,7 +9,6 @@ Both carry the ``x-request-id`` header; throttling adds ``retry-after`` (or
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 
 from fastapi import FastAPI, Request
@@ -25,6 +24,7 @@ from dashserve.errors import (
     ServiceUnavailable,
     Throttled,
 )
+from dashserve.platform.limits import retry_after_header
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def error_headers(error: DashServeError, request_id: str) -> dict[str, str]:
         if error.retryable is False:
             headers["x-should-retry"] = "false"
         else:
-            headers["retry-after"] = str(max(1, math.ceil(error.retry_after_s)))
+            headers["retry-after"] = retry_after_header(error.retry_after_s)
     return headers
 
 

@@ -16,20 +16,16 @@ import logging
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dashserve.engine.client_protocol import ModelInfo, VisionInfo
+from dashserve.contracts.engine_client import ModelInfo, VisionInfo
+from dashserve.contracts.outputs import EngineEvent, EngineStats
+from dashserve.contracts.request import EngineRequest
 from dashserve.engine.engine import EngineConfig, LLMEngine
-from dashserve.engine.outputs import EngineEvent, EngineStats
-from dashserve.engine.params import SamplingParams
 from dashserve.model.vision_config import VisionConfig
-from dashserve.multimodal.inputs import MultiModalInput
-
-if TYPE_CHECKING:
-    from dashserve.multimodal.inputs import MultiModalInput
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +36,7 @@ class EngineError(RuntimeError):
 
 @dataclass(slots=True)
 class _Add:
-    request_id: str
-    prompt_token_ids: list[int]
-    params: SamplingParams
-    mm_inputs: tuple[MultiModalInput, ...]
+    request: EngineRequest
     done: Future[None]
 
 
@@ -134,24 +127,20 @@ class AsyncEngine:
         """The engine thread is running (False after a crash or a shutdown)."""
         return self._thread.is_alive() and self.failure is None
 
-    async def submit(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
-        mm_inputs: Sequence[MultiModalInput] = (),
-    ) -> AsyncIterator[EngineEvent]:
+    async def submit(self, request: EngineRequest) -> AsyncIterator[EngineEvent]:
         if self._stopping:
             raise EngineError("the engine is shutting down")
         if not self.is_alive:
             raise EngineError(f"the engine is not running: {self.failure or 'stopped'}")
         self._loop = asyncio.get_running_loop()
         events: asyncio.Queue[EngineEvent | BaseException] = asyncio.Queue()
+        request_id = request.request_id
         self._queues[request_id] = events
         done: Future[None] = Future()
-        self._commands.put(
-            _Add(request_id, list(prompt_token_ids), params, tuple(mm_inputs), done)
-        )
+        self._commands.put(_Add(request, done))
         finished = False
         try:
-            await asyncio.wrap_future(done)  # raises InvalidParameter before scheduling
+            await asyncio.wrap_future(done)  # raises InvalidRequest before scheduling
             while True:
                 item = await events.get()
                 if isinstance(item, BaseException):
@@ -236,8 +225,7 @@ class AsyncEngine:
         if not cmd.done.set_running_or_notify_cancel():
             return  # the caller left before the engine took the request: never add it
         try:
-            self.engine.add_request(cmd.request_id, cmd.prompt_token_ids, cmd.params,
-                                    cmd.mm_inputs)
+            self.engine.add_request(cmd.request)
         except Exception as exc:
             cmd.done.set_exception(exc)
         else:

@@ -6,28 +6,24 @@ import importlib.util
 import itertools
 import logging
 import time
-from collections import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from dashserve.contracts.outputs import EngineEvent, EngineStats
+from dashserve.contracts.params import SamplingParams, StructuredOutputSpec
+from dashserve.contracts.request import EngineRequest
 from dashserve.engine.block_manager import BlockManager, blocks_for
 from dashserve.engine.detokenize import IncrementalDetokenizer
 from dashserve.engine.mm_requests import check_mm_inputs, place
-from dashserve.engine.outputs import EngineEvent, EngineStats
-from dashserve.engine.params import (
-    InvalidParameter,
-    PromptTooLong,
-    SamplingParams,
-    StructuredOutputSpec,
-)
 from dashserve.engine.request_state import RequestState, SampleState, sample_seed
 from dashserve.engine.runner import CacheConfig, ModelRunner
 from dashserve.engine.scheduler import ScheduledChunk, Scheduler, SchedulerConfig
 from dashserve.engine.sequence import Sequence, SequenceStatus
 from dashserve.engine.stepper import StepPostprocessor
+from dashserve.errors import InvalidRequest, PromptTooLong
 from dashserve.model.config import ModelConfig
 from dashserve.model.cpu_kernels import all_built
 from dashserve.model.cpu_linear import (
@@ -38,7 +34,6 @@ from dashserve.model.cpu_linear import (
 )
 from dashserve.model.kernel_build import can_build
 from dashserve.model.loader import load_model, pick_dtype, resolve_model_dir
-from dashserve.multimodal.inputs import MultiModalInput
 from dashserve.sampling.sampler import make_generator
 from dashserve.tokenizer import Tokenizer
 
@@ -135,23 +130,22 @@ class LLMEngine:
                                        structured=StructuredOutputSpec(json_object=True)))
         for i, params in enumerate(runs):
             request_id = f"warm-up-{i}"
-            self.add_request(request_id, prompt, params)
+            self.add_request(EngineRequest(request_id, prompt, params))
             while request_id in self.requests:
                 self.step()
         return time.monotonic() - started
 
     # ----- requests -------------------------------------------------------------------------
 
-    def add_request(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
-        mm_inputs: abc.Sequence[MultiModalInput] = (),
-    ) -> None:
-        """Validate and queue a request; raises InvalidParameter before scheduling anything."""
+    def add_request(self, request: EngineRequest) -> None:
+        """Validate and queue a request; raises InvalidRequest before scheduling anything."""
+        request_id, prompt_token_ids, params = (request.request_id, request.prompt_token_ids,
+                                                request.params)
         if request_id in self.requests:
-            raise InvalidParameter("request_id", f"request {request_id!r} is already running")
+            raise InvalidRequest(f"request {request_id!r} is already running", param="request_id")
         self._validate_prompt(prompt_token_ids, params)
         vision = self.model_config.vision
-        items = check_mm_inputs(vision, prompt_token_ids, mm_inputs)
+        items = check_mm_inputs(vision, prompt_token_ids, request.mm_inputs)
         mrope, delta = place(vision, len(prompt_token_ids), items) if vision else (None, 0)
         state = RequestState(request_id, params, len(prompt_token_ids))
         if params.structured is not None:
@@ -174,22 +168,16 @@ class LLMEngine:
 
     def _validate_prompt(self, prompt: list[int], params: SamplingParams) -> None:
         if not prompt:
-            raise InvalidParameter("input", "the prompt is empty")
+            raise InvalidRequest("the prompt is empty", param="input")
         vocab = self.model_config.vocab_size
         if min(prompt) < 0 or max(prompt) >= vocab:
-            raise InvalidParameter("input", f"prompt token ids must be in [0, {vocab})")
+            raise InvalidRequest(f"prompt token ids must be in [0, {vocab})", param="input")
         if len(prompt) >= self.max_model_len:
-            raise PromptTooLong(
-                "input",
-                f"Range of input length should be [1, {self.max_model_len - 1}]; "
-                f"the prompt has {len(prompt)} tokens",
-            )
+            raise PromptTooLong(f"Range of input length should be [1, {self.max_model_len - 1}]; "
+                f"the prompt has {len(prompt)} tokens", param="input")
         if params.max_tokens is not None and len(prompt) + params.max_tokens > self.max_model_len:
-            raise PromptTooLong(
-                "max_tokens",
-                f"max_tokens {params.max_tokens} plus the prompt's {len(prompt)} tokens exceeds "
-                f"the model's context of {self.max_model_len} tokens",
-            )
+            raise PromptTooLong(f"max_tokens {params.max_tokens} plus the prompt's {len(prompt)} tokens exceeds "
+                f"the model's context of {self.max_model_len} tokens", param="max_tokens")
 
     def _compile_grammar(self, spec: StructuredOutputSpec) -> Any:
         if self.grammar_compiler is None:

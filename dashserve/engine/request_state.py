@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
+from dashserve.contracts.params import SamplingParams
 from dashserve.engine.detokenize import IncrementalDetokenizer
-from dashserve.engine.params import SamplingParams
 from dashserve.engine.sequence import Sequence
 
 

@@ -7,9 +7,9 @@ from enum import IntEnum
 
 import torch
 
-from dashserve.engine.outputs import FinishReason
-from dashserve.engine.params import SamplingParams
-from dashserve.multimodal.inputs import MultiModalInput
+from dashserve.contracts.multimodal import MultiModalInput
+from dashserve.contracts.outputs import FinishReason
+from dashserve.contracts.params import SamplingParams
 
 
 class SequenceStatus(IntEnum):

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from dashserve.engine.outputs import EngineEvent, TokenLogprob, TopLogprob
+from dashserve.contracts.chat_format import FORCED_THINK_CLOSE, think_token_ids
+from dashserve.contracts.outputs import EngineEvent, TokenLogprob, TopLogprob
 from dashserve.engine.request_state import RequestState, SampleState
 from dashserve.engine.scheduler import ScheduledChunk
 from dashserve.engine.sequence import Sequence, SequenceStatus
@@ -22,9 +23,8 @@ class StepPostprocessor:
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
         tok = engine.tokenizer
-        self.think_start_id = tok.token_to_id("<think>")
-        self.think_end_id = tok.token_to_id("</think>")
-        self.think_close_ids = tok.encode("\n</think>\n\n") if self.think_end_id is not None else []
+        self.think_start_id, self.think_end_id = think_token_ids(tok)
+        self.think_close_ids = tok.encode(FORCED_THINK_CLOSE) if self.think_end_id is not None else []
 
     def process(self, chunks: list[ScheduledChunk], logits: torch.Tensor) -> list[EngineEvent]:
         items: list[tuple[RequestState, SampleState]] = []

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import torch
 
+from dashserve.contracts.multimodal import MultiModalInput
 from dashserve.engine.encoder_cache import Encoded, EncoderCache
 from dashserve.engine.sequence import Sequence
 from dashserve.model.qwen import DeepStack
 from dashserve.model.qwen_vl import QwenVLForConditionalGeneration
-from dashserve.multimodal.inputs import MultiModalInput
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,8 @@ import re
 import uuid
 from typing import Literal
 
-from dashserve.engine.params import SamplingParams, StructuredOutputSpec
+from dashserve.contracts.params import SamplingParams, StructuredOutputSpec
+from dashserve.contracts.request import EngineRequest
 from dashserve.errors import ModelNotFound, ModelUnavailable
 from dashserve.inspection.rules import RuleInspector
 from dashserve.serving.prompt import build_prompt
@@ -91,7 +92,7 @@ class GuardInspector:
         params = SamplingParams(temperature=0.0, max_tokens=self.max_tokens, seed=0,
                                 structured=StructuredOutputSpec(grammar=VERDICT_GRAMMAR))
         pieces: list[str] = []
-        events = served.engine.submit(f"guard-{uuid.uuid4().hex}", prompt, params)
+        events = served.engine.submit(EngineRequest(f"guard-{uuid.uuid4().hex}", prompt, params))
         try:
             async for event in events:
                 pieces.append(event.text)

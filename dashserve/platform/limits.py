@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from dashserve.engine.outputs import EngineStats
+from dashserve.contracts.outputs import EngineStats
 from dashserve.errors import ConcurrencyThrottled, ServerBusy, Throttled
 
 WINDOW_S = 60.0

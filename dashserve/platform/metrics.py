@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from dashserve.engine.outputs import EngineStats
+from dashserve.contracts.outputs import EngineStats
 from dashserve.platform.gate import UsageRecord
 
 logger = logging.getLogger(__name__)

@@ -7,9 +7,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from dashserve.engine.outputs import EngineStats
+from dashserve.contracts.outputs import EngineStats
 from dashserve.platform.db_gate import DbGate, GateConfig
 from dashserve.platform.keys import KeyManager, KeySpec
 from dashserve.platform.limits import InProcessLimiter, Limiter, LimitPolicy
@@ -32,7 +31,8 @@ SPOOL_FILENAME = "usage-spool.jsonl"
 
 @dataclass(frozen=True, slots=True)
 class PlatformSettings:
-    """What the platform needs from the command line; None picks the documented default."""
+    """What the platform needs (``Settings.platform_settings()`` for the server, the store
+    flags for the ``keys`` and ``usage`` commands); None picks the documented default."""
 
     data_dir: Path | None = None  # --data-dir / DASHSERVE_DATA_DIR / ~/.local/share/dashserve
     database_url: str | None = None  # --database-url / DASHSERVE_DATABASE_URL / SQLite in data dir
@@ -42,41 +42,6 @@ class PlatformSettings:
     static_limits: LimitPolicy = field(default_factory=LimitPolicy)
     bootstrap_key: bool = True  # create and report an admin key on a first start with no keys
     writer: WriterConfig = field(default_factory=WriterConfig)
-
-
-def _strings(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,) if value else ()
-    return tuple(v for v in value if v)
-
-
-def settings_from(source: Any) -> PlatformSettings:
-    """PlatformSettings from argparse args or a settings object, reading attributes leniently."""
-    if isinstance(source, PlatformSettings):
-        return source
-
-    def get(*names: str) -> Any:
-        for name in names:
-            value = getattr(source, name, None)
-            if value is not None:
-                return value
-        return None
-
-    data_dir = get("data_dir")
-    flush_s = get("usage_flush_s")
-    writer = WriterConfig() if flush_s is None else WriterConfig(flush_interval_s=float(flush_s))
-    return PlatformSettings(
-        data_dir=Path(data_dir).expanduser() if data_dir else None,
-        database_url=get("database_url"),
-        redis_url=get("redis_url"),
-        static_keys=_strings(get("api_keys", "api_key")),
-        admin_keys=_strings(get("admin_keys", "admin_key")),
-        static_limits=LimitPolicy(get("api_key_rpm", "rpm"), get("api_key_tpm", "tpm"),
-                                  get("api_key_max_concurrency", "max_concurrency")),
-        writer=writer,
-    )
 
 
 @dataclass(slots=True)
@@ -136,7 +101,7 @@ def _make_limiter(redis_url: str | None) -> Limiter:
 
 
 def prepare_platform(
-    source: Any, *, engine_stats: Callable[[], EngineStats | None] | None = None,
+    settings: PlatformSettings, *, engine_stats: Callable[[], EngineStats | None] | None = None,
     on_bootstrap_key: Callable[[str], None] | None = None,
 ) -> PlatformState:
     """Create store, limiter, writer, metrics and gate without any I/O (beyond the data dir).
@@ -145,7 +110,6 @@ def prepare_platform(
     secret of a key created on a first start with no keys and no static keys (print it once;
     it is never logged).
     """
-    settings = settings_from(source)
     data_dir = settings.data_dir or default_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     url = resolve_database_url(settings.database_url, data_dir)
@@ -182,12 +146,12 @@ def prepare_platform(
 
 
 async def build_platform(
-    source: Any, *, engine_stats: Callable[[], EngineStats | None] | None = None,
+    settings: PlatformSettings, *, engine_stats: Callable[[], EngineStats | None] | None = None,
     on_bootstrap_key: Callable[[str], None] | None = None,
 ) -> PlatformState:
     """``prepare_platform`` and start it: migrated, first key created, writer running."""
     state = prepare_platform(
-        source, engine_stats=engine_stats, on_bootstrap_key=on_bootstrap_key
+        settings, engine_stats=engine_stats, on_bootstrap_key=on_bootstrap_key
     )
     await state.open()
     return state

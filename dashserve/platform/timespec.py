@@ -40,7 +40,3 @@ def parse_time(
 
 def start_of_day(value: datetime) -> datetime:
     return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
-
-
-def is_midnight(value: datetime) -> bool:
-    return value == start_of_day(value)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dashserve.engine.params import SamplingParams
+from dashserve.contracts.params import SamplingParams
 
 NEG_INF = float("-inf")
 

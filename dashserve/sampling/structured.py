@@ -30,7 +30,8 @@ import llguidance
 import numpy as np
 import torch
 
-from dashserve.engine.params import InvalidParameter, StructuredOutputSpec
+from dashserve.contracts.params import StructuredOutputSpec
+from dashserve.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from llguidance._lib import JsonCompileOptions
@@ -98,7 +99,7 @@ def grammar_source(spec: StructuredOutputSpec) -> tuple[str, str, str]:
     """(kind, llguidance grammar text, wire parameter to blame on errors) for ``spec``."""
     chosen = (spec.json_schema is not None) + bool(spec.json_object) + (spec.grammar is not None)
     if chosen != 1:
-        raise InvalidParameter("response_format", "exactly one structured-output kind must be set")
+        raise InvalidRequest("exactly one structured-output kind must be set", param="response_format")
     if spec.grammar is not None:
         return "grammar", llguidance.LLMatcher.grammar_from_lark(spec.grammar), "tools"
     if spec.json_object:
@@ -106,13 +107,13 @@ def grammar_source(spec: StructuredOutputSpec) -> tuple[str, str, str]:
     else:
         schema = spec.json_schema
         if not isinstance(schema, dict):
-            raise InvalidParameter("response_format", "json_schema.schema must be a JSON object")
+            raise InvalidRequest("json_schema.schema must be a JSON object", param="response_format")
         schema = {k: v for k, v in schema.items() if k != "x-guidance"}
     kind = "json_object" if spec.json_object else "json_schema"
     try:
         text = llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=JSON_OPTIONS)
     except (ValueError, TypeError) as exc:
-        raise InvalidParameter("response_format", f"invalid JSON schema: {exc}") from exc
+        raise InvalidRequest(f"invalid JSON schema: {exc}", param="response_format") from exc
     return kind, text, "response_format"
 
 
@@ -153,7 +154,7 @@ class GrammarCompiler:
                 return cached
         template = llguidance.LLMatcher(self.ll_tokenizer, text, log_level=0, limits=self.limits)
         if template.is_error():
-            raise InvalidParameter(param, _error_message(kind, template.get_error()))
+            raise InvalidRequest(_error_message(kind, template.get_error()), param=param)
         for warning in template.get_grammar_warnings():
             log.debug("grammar warning (%s): %s", kind, warning)
         compiled = CompiledGrammar(key, kind, text, template)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dashserve.engine.outputs import EngineEvent, FinishReason, TokenLogprob
+from dashserve.contracts.outputs import EngineEvent, FinishReason, TokenLogprob
 from dashserve.serving.reasoning import ReasoningSplitter
 from dashserve.serving.tool_calls import ToolCallFragment, ToolCallParser
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dashserve.engine.params import InvalidParameter, StructuredOutputSpec
+from dashserve.contracts.params import StructuredOutputSpec
 from dashserve.errors import InvalidRequest, UnsupportedFeature
 from dashserve.serving.ocr import OcrTask, parse_ocr_options
 from dashserve.serving.profiles import ModelProfile
@@ -89,10 +89,7 @@ def _tool_features(request: GenerationRequest, thinking: bool) -> ChatFeatures:
     choice = request.tool_choice
     if not request.tools:  # tool_choice alone has no effect
         return ChatFeatures(thinking=thinking)
-    try:
-        tools = validate_tools(list(request.tools))
-    except InvalidParameter as exc:
-        raise InvalidRequest(exc.message, param=exc.param) from exc
+    tools = validate_tools(list(request.tools))
     if choice is None or choice == "auto":
         return ChatFeatures(thinking, tuple(tools), True)
     if choice == "none":

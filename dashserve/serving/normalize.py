@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from dashserve.engine.params import InvalidParameter, SamplingParams
-from dashserve.errors import InvalidRequest, PromptTooLongError, UnsupportedFeature
+from dashserve.contracts.params import SamplingParams
+from dashserve.errors import InvalidRequest, PromptTooLong, UnsupportedFeature
 from dashserve.serving.features import ChatFeatures, thinking_enabled
 from dashserve.serving.profiles import ModelProfile
 from dashserve.serving.request import RequestedParams, StopItem
@@ -113,7 +113,7 @@ def check_input_length(p: RequestedParams, profile: ModelProfile, num_prompt_tok
     limit = p.max_input_tokens if p.max_input_tokens is not None else profile.max_input_tokens
     limit = min(limit, profile.context_length - 1)
     if not 1 <= num_prompt_tokens <= limit:
-        raise PromptTooLongError(
+        raise PromptTooLong(
             f"Range of input length should be [1, {limit}]; the input has "
             f"{num_prompt_tokens} tokens", param="input")
 
@@ -132,26 +132,24 @@ def sampling_params(p: RequestedParams, profile: ModelProfile, num_prompt_tokens
     max_tokens = min(p.max_tokens or profile.default_output_tokens or profile.max_output_tokens,
                      room)
     logprobs = bool(p.logprobs)
-    try:
-        return SamplingParams(
-            temperature=d.temperature if p.temperature is None else p.temperature,
-            top_p=d.top_p if p.top_p is None else p.top_p,
-            top_k=d.top_k if p.top_k is None else p.top_k,
-            repetition_penalty=(d.repetition_penalty if p.repetition_penalty is None
-                                else p.repetition_penalty),
-            presence_penalty=(d.presence_penalty if p.presence_penalty is None
-                              else p.presence_penalty),
-            frequency_penalty=p.frequency_penalty or 0.0,
-            seed=d.seed if p.seed is None else p.seed,
-            max_tokens=max_tokens,
-            stop=stop[0],
-            stop_token_ids=stop[1],
-            n=1 if features.template_tools else (p.n or 1),
-            logprobs=logprobs,
-            top_logprobs=(p.top_logprobs or 0) if logprobs else 0,
-            thinking_budget=p.thinking_budget if thinking else None,
-            starts_in_thinking=thinking,
-            structured=features.structured,
-        )
-    except InvalidParameter as exc:  # a range the engine checks that we did not
-        raise InvalidRequest(exc.message, param=exc.param) from exc
+    # SamplingParams raises InvalidRequest for a range we did not check here
+    return SamplingParams(
+        temperature=d.temperature if p.temperature is None else p.temperature,
+        top_p=d.top_p if p.top_p is None else p.top_p,
+        top_k=d.top_k if p.top_k is None else p.top_k,
+        repetition_penalty=(d.repetition_penalty if p.repetition_penalty is None
+                            else p.repetition_penalty),
+        presence_penalty=(d.presence_penalty if p.presence_penalty is None
+                          else p.presence_penalty),
+        frequency_penalty=p.frequency_penalty or 0.0,
+        seed=d.seed if p.seed is None else p.seed,
+        max_tokens=max_tokens,
+        stop=stop[0],
+        stop_token_ids=stop[1],
+        n=1 if features.template_tools else (p.n or 1),
+        logprobs=logprobs,
+        top_logprobs=(p.top_logprobs or 0) if logprobs else 0,
+        thinking_budget=p.thinking_budget if thinking else None,
+        starts_in_thinking=thinking,
+        structured=features.structured,
+    )

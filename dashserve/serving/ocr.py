@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dashserve.engine.params import StructuredOutputSpec
+from dashserve.contracts.params import StructuredOutputSpec
 from dashserve.errors import InvalidRequest, UnsupportedFeature
 from dashserve.serving.request import Message
 

@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dashserve.contracts.chat_format import opens_thinking
 from dashserve.errors import InvalidRequest, MissingInput
 from dashserve.serving.request import Message
 
@@ -21,16 +22,7 @@ if TYPE_CHECKING:
     from dashserve.tokenizer import Tokenizer
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 CACHE_MARK = "\x00dashserve-cache-mark\x00"  # located in the rendered prompt, then removed
-
-
-def opens_thinking(text: str) -> str:
-    """``text`` ending inside an open thinking block (adds ``<think>\n`` if it does not)."""
-    if text.rfind(THINK_OPEN) > text.rfind(THINK_CLOSE):
-        return text
-    return text + THINK_OPEN + "\n"
 
 
 def check_messages(messages: Sequence[Message]) -> None:

@@ -1,10 +1,11 @@
 """Split a model's streamed text into reasoning (``reasoning_content``) and answer (``content``).
 
-Qwen thinking output looks like ``<think>\\nreasoning\\n</think>\\n\\nanswer``. The prompt may
-already open the block (``starts_in_thinking``: Qwen3 thinking-only models, or a template
-that ends in ``<think>\\n``); otherwise thinking happens only when the output starts with
-``<think>``. The tags never reach the client, nor do the newlines around the reasoning and
-the newlines right after ``</think>``. Output that never thinks is passed through unchanged.
+Qwen thinking output looks like ``<think>\\nreasoning\\n</think>\\n\\nanswer`` (markers and rules:
+``contracts.chat_format``). The prompt may already open the block (``starts_in_thinking``:
+Qwen3 thinking-only models, or a template that ends in ``<think>\\n``); otherwise thinking
+happens only when the output starts with ``<think>``. The tags never reach the client, nor
+do the newlines around the reasoning and the newlines right after ``</think>``. Output that
+never thinks is passed through unchanged.
 
 The result does not depend on how the text is chunked: a tail that could be the start of a
 tag (or newlines that might precede ``</think>``) is held back until the next ``feed`` or
@@ -12,6 +13,8 @@ tag (or newlines that might precede ``</think>``) is held back until the next ``
 """
 
 from __future__ import annotations
+
+from dashserve.contracts.chat_format import THINK_END, THINK_START
 
 _START, _THINKING, _CONTENT = "start", "thinking", "content"
 
@@ -28,7 +31,7 @@ class ReasoningSplitter:
     """Incremental splitter: ``feed(text)`` and ``flush()`` return (reasoning_delta, content_delta)."""
 
     def __init__(
-        self, starts_in_thinking: bool, start_tag: str = "<think>", end_tag: str = "</think>"
+        self, starts_in_thinking: bool, start_tag: str = THINK_START, end_tag: str = THINK_END
     ) -> None:
         self.starts_in_thinking = starts_in_thinking
         self.start_tag = start_tag

@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from dashserve.engine.client_protocol import EngineClient
+from dashserve.contracts.engine_client import EngineClient
 from dashserve.errors import ModelNotFound, ModelUnavailable
 from dashserve.serving.profiles import ModelProfile, profile_for
 

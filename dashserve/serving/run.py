@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from dashserve.engine.params import InvalidParameter, PromptTooLong, SamplingParams
-from dashserve.errors import DashServeError, InternalError, InvalidRequest, PromptTooLongError
-from dashserve.multimodal.inputs import MultiModalInput
+from dashserve.contracts.multimodal import MultiModalInput
+from dashserve.contracts.params import SamplingParams
+from dashserve.contracts.request import EngineRequest
+from dashserve.errors import DashServeError, InternalError
 from dashserve.platform.gate import Admission, Gate, UsageRecord
 from dashserve.serving.assemble import (
     ChatText,
@@ -63,13 +64,10 @@ class Plan:
 
 
 def client_error(exc: BaseException) -> DashServeError:
-    """The client-visible error for an exception raised by the engine."""
+    """The client-visible error for an exception raised by the engine: the engine raises the
+    classes of ``errors`` itself; anything else is our bug, logged and shown as a 500."""
     if isinstance(exc, DashServeError):
         return exc
-    if isinstance(exc, PromptTooLong):
-        return PromptTooLongError(exc.message, param=exc.param)
-    if isinstance(exc, InvalidParameter):
-        return InvalidRequest(exc.message, param=exc.param)
     log.error("generation failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
     return InternalError()
 
@@ -126,13 +124,9 @@ class GenerationRun:
         self._pump = asyncio.create_task(self._pump_events(), name=f"run-{self.request_id}")
 
     async def _pump_events(self) -> None:
-        engine = self.plan.served.engine
-        if self.plan.mm_inputs:
-            events = engine.submit(self.request_id, list(self.plan.prompt_token_ids),
-                                   self.plan.sampling, self.plan.mm_inputs)
-        else:  # text requests reach the engine exactly as before
-            events = engine.submit(self.request_id, list(self.plan.prompt_token_ids),
-                                   self.plan.sampling)
+        plan = self.plan
+        events = plan.served.engine.submit(EngineRequest(
+            self.request_id, list(plan.prompt_token_ids), plan.sampling, plan.mm_inputs))
         try:
             async for event in events:  # the engine ends the iterator after `finished`
                 self._push(event)

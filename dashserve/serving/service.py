@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from dashserve.errors import (
     DashServeError,
     InvalidRequest,
-    PromptTooLongError,
+    PromptTooLong,
     ServerBusy,
     UnsupportedFeature,
 )
@@ -79,7 +79,7 @@ def check_least_length(request: GenerationRequest, profile: ModelProfile,
     limit = request.params.max_input_tokens or profile.max_input_tokens
     limit = min(limit, profile.context_length - 1)
     if least > limit:
-        raise PromptTooLongError(f"Range of input length should be [1, {limit}]; the input has "
+        raise PromptTooLong(f"Range of input length should be [1, {limit}]; the input has "
                                  f"at least {least} tokens", param="input")
 
 
@@ -214,10 +214,10 @@ class GenerationService:
         """``plan`` before images are read: refuses what can be refused without them."""
         try:
             return self.plan(request)
-        except PromptTooLongError as exc:
+        except PromptTooLong as exc:
             if not request.documents_expanded:
                 raise
-            raise PromptTooLongError(
+            raise PromptTooLong(
                 f"The documents referenced by fileid:// are too long for model "
                 f"{request.model!r}: {exc.message}", param=exc.param) from None
 
@@ -288,7 +288,7 @@ class GenerationService:
         for n in range(len(outcome.results), 0, -1):
             try:
                 return self._salted(self.plan(request, images, outcome.keep(n)), principal)
-            except PromptTooLongError:
+            except PromptTooLong:
                 continue
         return self._salted(self.plan(request, images, outcome.keep(0)), principal)
 

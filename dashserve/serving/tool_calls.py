@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dashserve.engine.params import InvalidParameter, StructuredOutputSpec
+from dashserve.contracts.params import StructuredOutputSpec
+from dashserve.errors import InvalidRequest
 from dashserve.sampling.structured import JSON_OPTIONS
 
 TOOL_CALL_START = "<tool_call>"
@@ -306,7 +307,7 @@ def validate_tools(tools: Any) -> list[dict[str, Any]]:
     explicit with ``additionalProperties: false``), and a
     ``required`` list misplaced beside ``parameters`` is moved into it."""
     if not isinstance(tools, list) or not tools:
-        raise InvalidParameter("tools", "tools must be a non-empty array of tool objects")
+        raise InvalidRequest("tools must be a non-empty array of tool objects", param="tools")
     seen: set[str] = set()
     out = [_validate_tool(tool, i, seen) for i, tool in enumerate(tools)]
     return out
@@ -315,22 +316,20 @@ def validate_tools(tools: Any) -> list[dict[str, Any]]:
 def _validate_tool(tool: Any, i: int, seen: set[str]) -> dict[str, Any]:
     where = f"tools[{i}]"
     if not isinstance(tool, dict):
-        raise InvalidParameter("tools", f"{where} must be an object")
+        raise InvalidRequest(f"{where} must be an object", param="tools")
     if tool.get("type", "function") != "function":
-        raise InvalidParameter("tools", f"{where}.type must be 'function', got {tool.get('type')!r}")
+        raise InvalidRequest(f"{where}.type must be 'function', got {tool.get('type')!r}", param="tools")
     fn = tool.get("function")
     if not isinstance(fn, dict):
-        raise InvalidParameter("tools", f"{where}.function must be an object")
+        raise InvalidRequest(f"{where}.function must be an object", param="tools")
     name = fn.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise InvalidParameter(
-            "tools", f"{where}.function.name must match ^[a-zA-Z0-9_-]{{1,64}}$, got {name!r}"
-        )
+        raise InvalidRequest(f"{where}.function.name must match ^[a-zA-Z0-9_-]{{1,64}}$, got {name!r}", param="tools")
     if name in seen:
-        raise InvalidParameter("tools", f"{where}.function.name {name!r} is used by two tools")
+        raise InvalidRequest(f"{where}.function.name {name!r} is used by two tools", param="tools")
     seen.add(name)
     if "description" in fn and fn["description"] is not None and not isinstance(fn["description"], str):
-        raise InvalidParameter("tools", f"{where}.function.description must be a string")
+        raise InvalidRequest(f"{where}.function.description must be a string", param="tools")
     fn = copy.deepcopy(fn)
     fn["parameters"] = _parameters(fn, where)
     fn.pop("required", None)
@@ -342,16 +341,16 @@ def _parameters(fn: dict[str, Any], where: str) -> dict[str, Any]:
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise InvalidParameter("tools", f"{where}.function.parameters must be a JSON schema object")
+        raise InvalidRequest(f"{where}.function.parameters must be a JSON schema object", param="tools")
     if params.get("type", "object") != "object":
-        raise InvalidParameter("tools", f"{where}.function.parameters must have type 'object'")
+        raise InvalidRequest(f"{where}.function.parameters must have type 'object'", param="tools")
     params = {"type": "object", **params}
     if len(params) == 1:  # no arguments at all: the only valid call passes {}
         params.update(properties={}, additionalProperties=False)
     misplaced = fn.get("required")
     if misplaced is not None and "required" not in params:
         if not isinstance(misplaced, list) or not all(isinstance(r, str) for r in misplaced):
-            raise InvalidParameter("tools", f"{where}.function.required must be an array of strings")
+            raise InvalidRequest(f"{where}.function.required must be an array of strings", param="tools")
         params["required"] = misplaced
     return params
 

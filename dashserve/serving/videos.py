@@ -16,11 +16,11 @@ from concurrent.futures import Executor
 
 import torch
 
-from dashserve.engine.client_protocol import VisionInfo
+from dashserve.contracts.engine_client import VisionInfo
+from dashserve.contracts.multimodal import MultiModalInput
 from dashserve.errors import InvalidRequest
 from dashserve.media.sources import MediaConfig, load_media
 from dashserve.multimodal.image import decode_image
-from dashserve.multimodal.inputs import MultiModalInput
 from dashserve.multimodal.video import (
     MAX_FRAMES,
     QWEN3_VL,

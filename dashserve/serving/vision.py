@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dashserve.engine.client_protocol import VisionInfo
+from dashserve.contracts.engine_client import VisionInfo
+from dashserve.contracts.multimodal import MultiModalInput
 from dashserve.errors import InvalidRequest
 from dashserve.media.sources import MediaConfig, load_media
 from dashserve.multimodal.image import (
@@ -28,7 +29,6 @@ from dashserve.multimodal.image import (
     pixel_bounds,
     preprocess_image,
 )
-from dashserve.multimodal.inputs import MultiModalInput
 from dashserve.multimodal.video_frames import ProcessedVideo
 from dashserve.serving.profiles import ModelProfile
 from dashserve.serving.request import GenerationRequest, ImagePart

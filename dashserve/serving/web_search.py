@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dashserve.engine.params import SamplingParams
+from dashserve.contracts.params import SamplingParams
+from dashserve.contracts.request import EngineRequest
 from dashserve.errors import SearchUnavailable
 from dashserve.search.config import SearchBackends
 from dashserve.search.options import SearchOptions
@@ -133,7 +134,7 @@ class WebSearch:
                                 seed=1234)
         text: list[str] = []
         output_tokens = 0
-        events = served.engine.submit(f"{request_id}-search-{round_no}", prompt, params)
+        events = served.engine.submit(EngineRequest(f"{request_id}-search-{round_no}", prompt, params))
         try:
             async for event in events:
                 text.append(event.text)

@@ -14,7 +14,6 @@ import httpx
 import pytest
 import uvicorn
 
-from dashserve.api.admin import admin_router
 from dashserve.app import create_app
 from dashserve.config import Settings
 from dashserve.platform.blobs import LocalBlobStore
@@ -62,9 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     slow = FakeEngine(script=[f" w{i}" for i in range(200)], token_delay_s=0.05)
     app = create_app(Settings(data_dir=root, partial_response_timeout_s=1.5),
                      {"qwen-long": engine, "qwen-plus": engine, "qwen-long-latest": slow},
-                     platform.gate, files=files)
-    app.state.platform = platform
-    app.include_router(admin_router())
+                     platform.gate, files=files, platform=platform)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     uv = uvicorn.Server(config)

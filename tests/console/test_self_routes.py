@@ -6,7 +6,6 @@ from pathlib import Path
 
 import httpx
 
-from dashserve.api.admin import admin_router
 from dashserve.app import create_app
 from dashserve.config import Settings
 from dashserve.platform.state import PlatformSettings, prepare_platform
@@ -28,9 +27,7 @@ async def test_keys_see_themselves_and_their_own_usage(tmp_path: Path, db_url: s
     ))
     engine = FakeEngine()
     app = create_app(Settings(data_dir=tmp_path), {"qwen-plus": engine, "qwen-max": engine},
-                     platform.gate)
-    app.state.platform = platform
-    app.include_router(admin_router())
+                     platform.gate, platform=platform)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:

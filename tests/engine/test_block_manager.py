@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from dashserve.contracts.params import SamplingParams
 from dashserve.engine.block_manager import BlockManager
-from dashserve.engine.params import SamplingParams
 from dashserve.engine.sequence import Sequence
 
 

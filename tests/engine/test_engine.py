@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from dashserve.contracts.outputs import FinishReason
+from dashserve.contracts.params import SamplingParams
+from dashserve.contracts.request import EngineRequest
 from dashserve.engine.async_engine import AsyncEngine
 from dashserve.engine.engine import EngineConfig, LLMEngine
-from dashserve.engine.outputs import FinishReason
-from dashserve.engine.params import InvalidParameter, PromptTooLong, SamplingParams
 from dashserve.engine.scheduler import ScheduledChunk
 from dashserve.engine.sequence import Sequence
+from dashserve.errors import InvalidRequest, PromptTooLong
 from dashserve.llm import LLM
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
@@ -28,7 +30,7 @@ def make_engine(model_dir: Path, **kw) -> LLMEngine:
 def run(engine: LLMEngine, prompts: dict[str, tuple[list[int], SamplingParams]]) -> dict:
     out: dict[str, dict[int, list[int]]] = {}
     for rid, (ids, p) in prompts.items():
-        engine.add_request(rid, ids, p)
+        engine.add_request(EngineRequest(rid, ids, p))
         out[rid] = {}
     while engine.has_unfinished():
         for ev in engine.step():
@@ -57,7 +59,7 @@ def test_logits_and_greedy_tokens_match_transformers(model_dir_factory, preset: 
                           do_sample=False, pad_token_id=151643)[0, 40:].tolist()
         ref_logits = hf(torch.tensor([ids])).logits[0, -1]
     engine = make_engine(model_dir, max_num_batched_tokens=16)  # forces chunked prefill
-    engine.add_request("a", ids, GREEDY)
+    engine.add_request(EngineRequest("a", ids, GREEDY))
     tokens: list[int] = []
     while engine.has_unfinished():
         for ev in engine.step():
@@ -101,7 +103,7 @@ def test_n_samples_share_prompt_and_differ(engine: LLMEngine) -> None:
 
 
 def test_max_tokens_and_counts(engine: LLMEngine) -> None:
-    engine.add_request("m", random_ids(9, seed=4), SamplingParams(temperature=0, max_tokens=5, ignore_eos=True))
+    engine.add_request(EngineRequest("m", random_ids(9, seed=4), SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)))
     events = []
     while engine.has_unfinished():
         events.extend(engine.step())
@@ -121,7 +123,7 @@ def test_stop_token_ids_and_stop_strings(engine: LLMEngine) -> None:
     llm_text = engine.tokenizer.decode(free_run, skip_special_tokens=True)
     stop = llm_text[len(llm_text) // 2: len(llm_text) // 2 + 2]
     if stop.strip():
-        engine.add_request("s", ids, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, stop=(stop,)))
+        engine.add_request(EngineRequest("s", ids, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, stop=(stop,))))
         text, reason = "", None
         while engine.has_unfinished():
             for ev in engine.step():
@@ -132,7 +134,7 @@ def test_stop_token_ids_and_stop_strings(engine: LLMEngine) -> None:
 
 def test_logprobs_and_top_logprobs(engine: LLMEngine) -> None:
     p = SamplingParams(temperature=0.7, seed=1, max_tokens=4, logprobs=True, top_logprobs=3, ignore_eos=True)
-    engine.add_request("l", random_ids(10, seed=6), p)
+    engine.add_request(EngineRequest("l", random_ids(10, seed=6), p))
     entries = []
     while engine.has_unfinished():
         for ev in engine.step():
@@ -146,14 +148,14 @@ def test_logprobs_and_top_logprobs(engine: LLMEngine) -> None:
 
 def test_invalid_requests_raise_before_scheduling(engine: LLMEngine) -> None:
     with pytest.raises(PromptTooLong) as exc:
-        engine.add_request("x", random_ids(600, seed=1), GREEDY)
+        engine.add_request(EngineRequest("x", random_ids(600, seed=1), GREEDY))
     assert exc.value.param == "input"
     with pytest.raises(PromptTooLong) as exc:
-        engine.add_request("x", random_ids(10, seed=1), SamplingParams(max_tokens=510))
+        engine.add_request(EngineRequest("x", random_ids(10, seed=1), SamplingParams(max_tokens=510)))
     assert exc.value.param == "max_tokens"
     for kwargs, param in [({"n": 5}, "n"), ({"top_logprobs": 6}, "top_logprobs"),
                           ({"temperature": -0.1}, "temperature")]:
-        with pytest.raises(InvalidParameter) as exc:
+        with pytest.raises(InvalidRequest) as exc:
             SamplingParams(**kwargs)
         assert exc.value.param == param
     assert not engine.has_unfinished()
@@ -164,7 +166,7 @@ def test_thousand_requests_leave_the_cache_empty(qwen3_tiny_dir: Path) -> None:
     total = engine.block_manager.num_blocks
     for i in range(1000):
         p = SamplingParams(temperature=1.0, max_tokens=1 + i % 3, n=1 + i % 2)
-        engine.add_request(f"k{i}", random_ids(5 + i % 40, seed=i), p)
+        engine.add_request(EngineRequest(f"k{i}", random_ids(5 + i % 40, seed=i), p))
         if i % 7 == 0:
             engine.step()
         if i % 11 == 0:
@@ -200,9 +202,9 @@ def test_offline_llm_api(qwen3_tiny_dir: Path) -> None:
 async def test_async_engine_streams_and_aborts(qwen3_tiny_dir: Path) -> None:
     engine = AsyncEngine(make_engine(qwen3_tiny_dir))
     try:
-        events = [e async for e in engine.submit("a", random_ids(8, seed=1), GREEDY)]
+        events = [e async for e in engine.submit(EngineRequest("a", random_ids(8, seed=1), GREEDY))]
         assert events[-1].finished and sum(len(e.token_ids) for e in events) == 12
-        gen = engine.submit("b", random_ids(8, seed=2), SamplingParams(max_tokens=400, ignore_eos=True))
+        gen = engine.submit(EngineRequest("b", random_ids(8, seed=2), SamplingParams(max_tokens=400, ignore_eos=True)))
         async for _ in gen:
             break
         await gen.aclose()
@@ -212,8 +214,8 @@ async def test_async_engine_streams_and_aborts(qwen3_tiny_dir: Path) -> None:
             await asyncio.sleep(0.02)
         bm = engine.engine.block_manager
         assert bm.num_free_blocks == bm.num_blocks
-        with pytest.raises(InvalidParameter):
-            async for _ in engine.submit("c", [], GREEDY):
+        with pytest.raises(InvalidRequest):
+            async for _ in engine.submit(EngineRequest("c", [], GREEDY)):
                 pass
     finally:
         await engine.shutdown()
@@ -224,7 +226,7 @@ def test_thinking_budget_closes_the_block_and_the_answer_follows(engine: LLMEngi
     close = tok.encode("\n</think>\n\n")
     p = SamplingParams(temperature=0.8, seed=3, max_tokens=6, ignore_eos=True,
                        starts_in_thinking=True, thinking_budget=5)
-    engine.add_request("think", random_ids(12, seed=9), p)
+    engine.add_request(EngineRequest("think", random_ids(12, seed=9), p))
     tokens, last = [], None
     while engine.has_unfinished():
         for ev in engine.step():
@@ -240,7 +242,7 @@ def test_thinking_budget_closes_the_block_and_the_answer_follows(engine: LLMEngi
 
 def test_max_tokens_bounds_all_output_without_thinking(engine: LLMEngine) -> None:
     p = SamplingParams(temperature=0.8, seed=3, max_tokens=6, ignore_eos=True)
-    engine.add_request("plain", random_ids(12, seed=9), p)
+    engine.add_request(EngineRequest("plain", random_ids(12, seed=9), p))
     tokens = []
     while engine.has_unfinished():
         for ev in engine.step():
@@ -251,7 +253,7 @@ def test_max_tokens_bounds_all_output_without_thinking(engine: LLMEngine) -> Non
 def test_constrained_and_free_requests_share_a_batch(engine: LLMEngine) -> None:
     import json
 
-    from dashserve.engine.params import StructuredOutputSpec
+    from dashserve.contracts.params import StructuredOutputSpec
 
     schema = {"type": "object", "properties": {
         "city": {"type": "string", "enum": ["杭州", "Beijing"]},
@@ -263,8 +265,8 @@ def test_constrained_and_free_requests_share_a_batch(engine: LLMEngine) -> None:
     free = SamplingParams(temperature=1.0, seed=4, max_tokens=10, ignore_eos=True)
     texts: dict[str, str] = {"j": "", "f": ""}
     reasons = {}
-    engine.add_request("j", random_ids(10, seed=1), constrained)
-    engine.add_request("f", random_ids(10, seed=2), free)
+    engine.add_request(EngineRequest("j", random_ids(10, seed=1), constrained))
+    engine.add_request(EngineRequest("f", random_ids(10, seed=2), free))
     while engine.has_unfinished():
         for ev in engine.step():
             texts[ev.request_id] += ev.text
@@ -279,7 +281,7 @@ def test_prefix_cache_reuses_full_blocks_and_reports_cached_tokens(qwen3_tiny_di
     shared = random_ids(40, seed=21)
     counts = []
     for rid, tail in (("first", [7, 8]), ("second", [9, 10, 11])):
-        engine.add_request(rid, shared + tail, GREEDY)
+        engine.add_request(EngineRequest(rid, shared + tail, GREEDY))
         last = None
         while engine.has_unfinished():
             for ev in engine.step():
@@ -289,7 +291,7 @@ def test_prefix_cache_reuses_full_blocks_and_reports_cached_tokens(qwen3_tiny_di
     assert counts == [0, 32]  # two full 16-token blocks of the shared prefix
     off = make_engine(qwen3_tiny_dir, enable_prefix_caching=False)
     for rid in ("a", "b"):
-        off.add_request(rid, shared + [1, 2], GREEDY)
+        off.add_request(EngineRequest(rid, shared + [1, 2], GREEDY))
         while off.has_unfinished():
             events = off.step()
             if events:
@@ -317,7 +319,7 @@ def test_cpu_bf16_fast_path_matches_plain_torch(model_dir_factory, preset: str) 
         logprobs: dict[str, list] = {rid: [] for rid in prompts}
         tokens: dict[str, list[int]] = {rid: [] for rid in prompts}
         for rid, (ids, p) in prompts.items():
-            engine.add_request(rid, ids, p)
+            engine.add_request(EngineRequest(rid, ids, p))
         while engine.has_unfinished():
             for ev in engine.step():
                 tokens[ev.request_id].extend(ev.token_ids)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from dashserve.contracts.params import SamplingParams
+from dashserve.contracts.request import EngineRequest
 from dashserve.engine.engine import EngineConfig, LLMEngine
-from dashserve.engine.params import SamplingParams
 from dashserve.model import cpu_kernels, kernel_build
 from dashserve.model.cpu_linear import NativeLinear, onednn_bf16
 
@@ -31,8 +32,7 @@ def test_switch_between_steps_mid_request(model_dir_factory, tmp_path: Path,
     if not onednn_bf16():  # the torch path meanwhile runs on weights widened once
         assert all(m._widened is not None for m in linears)
 
-    engine.add_request("a", list(range(200, 240)),
-                       SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True))
+    engine.add_request(EngineRequest("a", list(range(200, 240)), SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)))
     tokens: list[int] = []
     for _ in range(4):  # prefill and a few decode steps on the torch path
         tokens += [t for ev in engine.step() for t in ev.token_ids]

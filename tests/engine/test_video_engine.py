@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from dashserve.multimodal.inputs import MultiModalInput
+from dashserve.contracts.multimodal import MultiModalInput
+from dashserve.contracts.request import EngineRequest
 from dashserve.multimodal.video import patchify_video, seconds_per_grid_t
 from tests.engine.test_vision_engine import (
     GREEDY,
@@ -94,7 +95,7 @@ def test_video_positions_match_get_rope_index(vl, fps: float, t: int) -> None:
     ref, ref_delta = hf.model.get_rope_index(inputs["input_ids"], **kwargs)
     ref = ref[:, 0]
     engine = make_engine(model_dir)
-    engine.add_request("r", ids, GREEDY, items)
+    engine.add_request(EngineRequest("r", ids, GREEDY, tuple(items)))
     seq = engine.scheduler.waiting[0]
     positions = seq.mrope_positions
     end = items[-1].offset + items[-1].length

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from dashserve.contracts.multimodal import MultiModalInput
+from dashserve.contracts.params import SamplingParams
+from dashserve.contracts.request import EngineRequest
 from dashserve.engine.engine import EngineConfig, LLMEngine
-from dashserve.engine.params import InvalidParameter, SamplingParams
 from dashserve.engine.scheduler import ScheduledChunk
-from dashserve.multimodal.inputs import MultiModalInput
+from dashserve.errors import InvalidRequest
 from tests.utils.vision import build_prompt, random_image
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
@@ -59,7 +61,7 @@ def hf_inputs(ids: list[int], items: list[MultiModalInput]) -> dict[str, torch.T
 
 
 def run(engine: LLMEngine, rid: str, ids: list[int], items, params=GREEDY) -> tuple[list[int], int]:
-    engine.add_request(rid, ids, params, items)
+    engine.add_request(EngineRequest(rid, ids, params, tuple(items)))
     tokens: list[int] = []
     cached = 0
     while engine.has_unfinished():
@@ -85,7 +87,7 @@ def test_mrope_positions_match_get_rope_index(vl) -> None:
     ref, ref_delta = hf.model.get_rope_index(
         inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"],
         image_grid_thw=inputs["image_grid_thw"], attention_mask=inputs["attention_mask"])
-    engine.add_request("r", ids, GREEDY, items)
+    engine.add_request(EngineRequest("r", ids, GREEDY, tuple(items)))
     seq = engine.scheduler.waiting[0]
     assert torch.equal(seq.mrope_positions, ref[:, 0])
     assert seq.mrope_delta == int(ref_delta) < 0
@@ -98,7 +100,7 @@ def test_mrope_positions_match_get_rope_index(vl) -> None:
 def prefill_logits(engine: LLMEngine, request_id: str, ids: list[int],
                    items: list[MultiModalInput]) -> torch.Tensor:
     """The last position's logits after one prefill of the whole prompt, nothing sampled."""
-    engine.add_request(request_id, ids, GREEDY, items)
+    engine.add_request(EngineRequest(request_id, ids, GREEDY, tuple(items)))
     seq = engine.scheduler.waiting.popleft()
     engine.block_manager.allocate(seq)
     seq.num_computed_tokens = 0
@@ -132,7 +134,7 @@ def test_text_only_prompt_runs_as_on_a_text_model(vl) -> None:
         ref = hf.generate(torch.tensor([ids]), max_new_tokens=8, min_new_tokens=8,
                           do_sample=False, pad_token_id=151643)[0, len(ids):].tolist()
     engine = make_engine(model_dir)
-    engine.add_request("t", ids, GREEDY)
+    engine.add_request(EngineRequest("t", ids, GREEDY))
     seq = engine.scheduler.waiting[0]
     assert seq.mrope_positions is None and seq.mrope_delta == 0
     _, positions, *_ = engine.runner.prepare([], [ScheduledChunk(seq, len(ids))])
@@ -193,8 +195,8 @@ def test_images_are_checked_against_the_prompt(vl, qwen3_tiny_dir: Path) -> None
     preset, model_dir, _ = vl
     ids, items = two_image_prompt(preset)
     text_engine = make_engine(qwen3_tiny_dir)
-    with pytest.raises(InvalidParameter, match="does not accept images"):
-        text_engine.add_request("x", ids, GREEDY, items)
+    with pytest.raises(InvalidRequest, match="does not accept images"):
+        text_engine.add_request(EngineRequest("x", ids, GREEDY, tuple(items)))
     engine = make_engine(model_dir)
     item = items[0]
     pixels, grid, offset, length = item.pixel_values, item.grid_thw, item.offset, item.length
@@ -205,10 +207,10 @@ def test_images_are_checked_against_the_prompt(vl, qwen3_tiny_dir: Path) -> None
         MultiModalInput("image", pixels, (2, *grid[1:]), "h", offset, length),  # two frames
     ]
     for wrong in bad:
-        with pytest.raises(InvalidParameter):
-            engine.add_request("x", ids, GREEDY, [wrong, items[1]])
-    with pytest.raises(InvalidParameter, match="placeholder tokens without an image"):
-        engine.add_request("x", ids, GREEDY, [items[1]])
+        with pytest.raises(InvalidRequest):
+            engine.add_request(EngineRequest("x", ids, GREEDY, tuple([wrong, items[1]])))
+    with pytest.raises(InvalidRequest, match="placeholder tokens without an image"):
+        engine.add_request(EngineRequest("x", ids, GREEDY, tuple([items[1]])))
     assert not engine.has_unfinished()
 
 
@@ -223,14 +225,14 @@ def test_image_requests_batched_preempted_and_forked_sample_as_alone(vl) -> None
                          max_num_batched_tokens=64)
     out: dict[str, dict[int, list[int]]] = {rid: {} for rid in prompts}
     for rid, (ids, items) in prompts.items():
-        engine.add_request(rid, ids, params[rid], items)
+        engine.add_request(EngineRequest(rid, ids, params[rid], tuple(items)))
     while engine.has_unfinished():
         for ev in engine.step():
             out[ev.request_id].setdefault(ev.index, []).extend(ev.token_ids)
     assert engine.scheduler.num_preemptions > 0
     roomy = make_engine(model_dir)
     for rid, (ids, items) in prompts.items():
-        roomy.add_request(rid, ids, params[rid], items)
+        roomy.add_request(EngineRequest(rid, ids, params[rid], tuple(items)))
         alone: dict[int, list[int]] = {}
         while roomy.has_unfinished():
             for ev in roomy.step():
@@ -247,10 +249,10 @@ async def test_async_engine_takes_images(vl) -> None:
     engine = AsyncEngine(make_engine(model_dir))
     try:
         assert engine.model_info.vision is not None
-        events = [e async for e in engine.submit("a", ids, GREEDY, items)]
+        events = [e async for e in engine.submit(EngineRequest("a", ids, GREEDY, tuple(items)))]
         assert events[-1].finished and sum(len(e.token_ids) for e in events) == 8
-        with pytest.raises(InvalidParameter):
-            [e async for e in engine.submit("b", ids, GREEDY)]  # placeholders without images
+        with pytest.raises(InvalidRequest):
+            [e async for e in engine.submit(EngineRequest("b", ids, GREEDY))]  # placeholders without images
     finally:
         await engine.shutdown()
 

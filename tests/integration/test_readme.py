@@ -55,4 +55,8 @@ def test_readme_offline_llm(qwen3_tiny_dir: Path, tmp_path: Path) -> None:
     script.write_text(code.replace("/tmp/qwen3-tiny", str(qwen3_tiny_dir)), "utf-8")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          timeout=120, check=True).stdout
-    assert out.strip(), "the block prints the text, the prompt size and the finish reason"
+    # the block prints the text, the prompt size and the finish reason
+    printed = re.fullmatch(r"(.*) (\d+) (?:FinishReason\.)?(\w+)\n", out, flags=re.S)
+    assert printed, out
+    assert int(printed[2]) == 1  # "Hello" is one token
+    assert printed[3].lower() in ("stop", "length") and printed[1].strip(), out

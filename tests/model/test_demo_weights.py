@@ -7,9 +7,10 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from dashserve.contracts.outputs import FinishReason
+from dashserve.contracts.params import SamplingParams
+from dashserve.contracts.request import EngineRequest
 from dashserve.engine.engine import EngineConfig, LLMEngine
-from dashserve.engine.outputs import FinishReason
-from dashserve.engine.params import SamplingParams
 from dashserve.model import demo_weights
 from dashserve.model.make import make_model
 
@@ -28,7 +29,7 @@ def _lengths(model_dir: Path, max_tokens: int) -> dict[str, tuple[int, FinishRea
         for seed in (1234, 7):
             params = SamplingParams(temperature=0.7, top_p=0.8, top_k=20, seed=seed,
                                     repetition_penalty=1.05, max_tokens=max_tokens)
-            engine.add_request(f"{i}-{seed}", _chat(engine, text), params)
+            engine.add_request(EngineRequest(f"{i}-{seed}", _chat(engine, text), params))
     counts: dict[str, int] = {}
     done: dict[str, tuple[int, FinishReason]] = {}
     while engine.has_unfinished():

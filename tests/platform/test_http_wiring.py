@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 
-from dashserve.api.admin import admin_router, metrics_router
 from dashserve.app import create_app
 from dashserve.config import Settings
 from dashserve.platform.state import PlatformSettings, prepare_platform
@@ -26,10 +25,8 @@ async def test_burst_over_http_matches_usage(tmp_path: Path, db_url: str) -> Non
     platform = prepare_platform(
         PlatformSettings(data_dir=tmp_path, database_url=db_url), on_bootstrap_key=shown.append
     )
-    app = create_app(Settings(data_dir=tmp_path), {"qwen-plus": FakeEngine()}, platform.gate)
-    app.state.platform = platform
-    app.include_router(admin_router())
-    app.include_router(metrics_router())
+    app = create_app(Settings(data_dir=tmp_path), {"qwen-plus": FakeEngine()}, platform.gate,
+                     platform=platform)
     async with app.router.lifespan_context(app):
         admin = {"Authorization": f"Bearer {shown[0]}"}
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

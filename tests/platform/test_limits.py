@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from dashserve.engine.outputs import EngineStats
+from dashserve.contracts.outputs import EngineStats
 from dashserve.errors import ConcurrencyThrottled, ServerBusy, Throttled
 from dashserve.platform.limits import (
     InProcessLimiter,
@@ -78,7 +78,7 @@ async def test_concurrency_slots_are_released_on_settle() -> None:
     await limiter.acquire("k", policy, 0)
     with pytest.raises(ConcurrencyThrottled) as info:
         await limiter.acquire("k", policy, 0)
-    assert info.value.code == "Throttling" and info.value.status_code == 429
+    assert "concurrent" in info.value.message and 0 < info.value.retry_after_s
     await limiter.settle(a, 0)
     await limiter.acquire("k", policy, 0)
     assert limiter.in_flight("k") == 2

@@ -21,6 +21,7 @@ from dashserve.platform.metering import UsageWriter, WriterConfig
 from dashserve.store import repos
 from dashserve.store.db import Store
 from dashserve.store.tables import usage_daily, usage_records
+from tests.utils.waiting import until
 
 FAST = dict(flush_interval_s=0.05, retry_initial_s=0.05, retry_max_s=0.2)
 
@@ -135,8 +136,9 @@ async def test_full_queue_waits_instead_of_dropping(flaky: Any) -> None:
     flaky.down = True
     sent = [record() for _ in range(20)]
     producer = asyncio.create_task(_submit_all(writer, sent))
-    await asyncio.sleep(0.5)
-    assert not producer.done()  # blocked on a full queue
+    await until(lambda: writer.num_pending >= 5)  # the queue is full ...
+    await asyncio.sleep(0)
+    assert not producer.done()  # ... and the producer waits on it
     flaky.down = False
     await asyncio.wait_for(producer, 10)
     assert await writer.wait_idle()

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from dashserve.engine.outputs import EngineStats
+from dashserve.contracts.outputs import EngineStats
 from dashserve.platform.gate import UsageRecord
 from dashserve.platform.metrics import PlatformMetrics
 

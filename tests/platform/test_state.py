@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from dashserve.config import Settings
 from dashserve.platform.limits import InProcessLimiter, LimitPolicy
 from dashserve.platform.redis_limits import RedisLimiter
 from dashserve.platform.state import (
     PlatformSettings,
-    add_platform_arguments,
     build_platform,
     prepare_platform,
-    settings_from,
 )
 
 
@@ -44,7 +42,7 @@ async def test_static_keys_mean_no_bootstrap(tmp_path: Path) -> None:
 
 
 async def test_close_drains_usage_and_engine_stats_bind(tmp_path: Path) -> None:
-    from dashserve.engine.outputs import EngineStats
+    from dashserve.contracts.outputs import EngineStats
 
     platform = await build_platform(PlatformSettings(data_dir=tmp_path, static_keys=("s",)))
     stats = EngineStats(num_waiting=2, num_running=1, num_kv_blocks_total=4, num_kv_blocks_free=1)
@@ -54,21 +52,16 @@ async def test_close_drains_usage_and_engine_stats_bind(tmp_path: Path) -> None:
     await platform.close()
 
 
-def test_settings_from_argparse(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data-dir", type=Path)  # serve's own options
-    parser.add_argument("--api-key", action="append", dest="api_keys")
-    parser.add_argument("--rpm", type=int)
-    add_platform_arguments(parser)
-    args = parser.parse_args([
-        "--data-dir", str(tmp_path), "--api-key", "a", "--api-key", "b", "--admin-key", "z",
-        "--rpm", "9", "--redis-url", "redis://127.0.0.1:6379/0", "--database-url", "sqlite:///x",
-    ])
-    s = settings_from(args)
+def test_server_settings_map_onto_the_platform(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path, api_keys=("a", "b"), admin_keys=("z",), api_key_rpm=9,
+                 api_key_max_concurrency=3, redis_url="redis://127.0.0.1:6379/0",
+                 database_url="sqlite:///x", usage_flush_s=0.05).platform_settings()
     assert s.data_dir == tmp_path and s.static_keys == ("a", "b") and s.admin_keys == ("z",)
-    assert s.static_limits == LimitPolicy(rpm=9) and s.redis_url == "redis://127.0.0.1:6379/0"
-    assert s.database_url == "sqlite:///x"
-    assert settings_from(s) is s
+    assert s.static_limits == LimitPolicy(rpm=9, max_concurrency=3)
+    assert s.redis_url == "redis://127.0.0.1:6379/0" and s.database_url == "sqlite:///x"
+    assert s.writer.flush_interval_s == 0.05
+    default = Settings(data_dir=tmp_path).platform_settings()
+    assert default.static_limits.is_unlimited and default.writer.flush_interval_s == 0.5
 
 
 async def test_prepare_does_no_io_until_the_gate_starts(tmp_path: Path) -> None:

@@ -11,9 +11,10 @@ import pytest
 
 from dashserve.app import create_app
 from dashserve.config import Settings
+from dashserve.contracts.params import SamplingParams
+from dashserve.contracts.request import EngineRequest
 from dashserve.engine.async_engine import AsyncEngine
 from dashserve.engine.engine import EngineConfig, LLMEngine
-from dashserve.engine.params import SamplingParams
 from tests.utils.recording_gate import RecordingGate
 
 LONG = SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True)
@@ -54,10 +55,10 @@ async def test_a_request_dropped_before_the_engine_takes_it_does_not_kill_the_th
 
     engine.engine.step = held_step  # type: ignore[method-assign]
     try:
-        long = engine.submit("long", [100, 101, 102], LONG)
+        long = engine.submit(EngineRequest("long", [100, 101, 102], LONG))
         first = asyncio.ensure_future(long.__anext__())
         assert await asyncio.to_thread(stepping.wait, 10)
-        dropped = [asyncio.ensure_future(engine.submit(f"d{i}", [200, 201], SHORT).__anext__())
+        dropped = [asyncio.ensure_future(engine.submit(EngineRequest(f"d{i}", [200, 201], SHORT)).__anext__())
                    for i in range(16)]
         await asyncio.sleep(0.05)  # each waits for the engine to take its command
         for task in dropped:
@@ -66,7 +67,7 @@ async def test_a_request_dropped_before_the_engine_takes_it_does_not_kill_the_th
         release.set()
         await asyncio.wait_for(first, 30)
         await long.aclose()
-        events = await asyncio.wait_for(collect(engine.submit("after", [300, 301], SHORT)), 30)
+        events = await asyncio.wait_for(collect(engine.submit(EngineRequest("after", [300, 301], SHORT))), 30)
         assert events[-1].finished
         assert engine.is_alive
         await _drain(engine)
@@ -89,7 +90,7 @@ async def test_a_failing_command_is_reported_to_its_caller_and_the_loop_goes_on(
 
         monkeypatch.setattr(engine.engine, "abort", broken_abort)
         await engine.abort("boom")
-        events = await asyncio.wait_for(collect(engine.submit("ok", [300, 301], SHORT)), 30)
+        events = await asyncio.wait_for(collect(engine.submit(EngineRequest("ok", [300, 301], SHORT))), 30)
         assert events[-1].finished and engine.is_alive
     finally:
         await engine.shutdown()

@@ -11,7 +11,6 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dashserve.api.admin import admin_router, metrics_router
 from dashserve.app import create_app
 from dashserve.config import Settings
 from dashserve.platform.reports import UsageQuery, usage_report
@@ -36,10 +35,7 @@ async def served(tmp_path: Path, db_url: str  # noqa: F811 - the fixture
     engine = FakeEngine(token_delay_s=0.05)
     app = create_app(Settings(data_dir=tmp_path, max_inflight_per_model=2,
                               max_body_bytes=1 << 20),
-                     {"qwen-plus": engine, "qwen-max": engine}, platform.gate)
-    app.state.platform = platform
-    app.include_router(admin_router())
-    app.include_router(metrics_router())
+                     {"qwen-plus": engine, "qwen-max": engine}, platform.gate, platform=platform)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as c:

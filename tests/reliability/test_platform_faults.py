@@ -14,7 +14,6 @@ import httpx
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from dashserve.api.admin import admin_router, metrics_router
 from dashserve.app import create_app
 from dashserve.config import Settings
 from dashserve.platform.state import PlatformSettings, PlatformState, prepare_platform
@@ -33,10 +32,7 @@ async def platform_app(data_dir: Path, url: str | None) -> tuple[httpx.AsyncClie
     platform = prepare_platform(PlatformSettings(
         data_dir=data_dir, database_url=url, static_keys=(STATIC,), admin_keys=(ADMIN,)))
     app = create_app(Settings(data_dir=data_dir), {"qwen-plus": FakeEngine(token_delay_s=0.01)},
-                     platform.gate)
-    app.state.platform = platform
-    app.include_router(admin_router())
-    app.include_router(metrics_router())
+                     platform.gate, platform=platform)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60), platform, app
 
@@ -142,7 +138,7 @@ async def test_a_postgresql_restart_mid_load_loses_no_usage(postgres: PostgresSe
 
 async def test_the_usage_window_is_configurable(tmp_path: Path) -> None:
     platform = prepare_platform(Settings(data_dir=tmp_path, usage_flush_s=0.05,
-                                         api_keys=(STATIC,)))
+                                         api_keys=(STATIC,)).platform_settings())
     assert platform.writer._config.flush_interval_s == 0.05
-    assert prepare_platform(Settings(data_dir=tmp_path / "b")).writer._config \
+    assert prepare_platform(Settings(data_dir=tmp_path / "b").platform_settings()).writer._config \
         .flush_interval_s == 0.5

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from dashserve.engine.params import SamplingParams
+from dashserve.contracts.params import SamplingParams
 from dashserve.sampling.sampler import RowInput, make_generator, sample, sample_row
 
 

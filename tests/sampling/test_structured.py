@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import torch
 
-from dashserve.engine.params import InvalidParameter, StructuredOutputSpec
+from dashserve.contracts.params import StructuredOutputSpec
+from dashserve.errors import InvalidRequest
 from dashserve.sampling.structured import (
     GrammarCompiler,
     apply_masks,
@@ -248,18 +249,18 @@ def test_user_whitespace_options_are_ignored(compiler: GrammarCompiler) -> None:
     ({"type": "string", "minLength": 5, "maxLength": 2}, "minLength"),
 ])
 def test_unsupported_features_are_named(schema: dict[str, Any], named: str, compiler: GrammarCompiler) -> None:
-    with pytest.raises(InvalidParameter) as info:
+    with pytest.raises(InvalidRequest) as info:
         compiler.compile(StructuredOutputSpec(json_schema=schema))
     assert info.value.param == "response_format"
     assert named in info.value.message
 
 
 def test_bad_specs(compiler: GrammarCompiler) -> None:
-    with pytest.raises(InvalidParameter, match="exactly one"):
+    with pytest.raises(InvalidRequest, match="exactly one"):
         compiler.compile(StructuredOutputSpec())
-    with pytest.raises(InvalidParameter, match="exactly one"):
+    with pytest.raises(InvalidRequest, match="exactly one"):
         compiler.compile(StructuredOutputSpec(json_object=True, grammar='start: "a"'))
-    with pytest.raises(InvalidParameter) as info:
+    with pytest.raises(InvalidRequest) as info:
         compiler.compile(StructuredOutputSpec(grammar='start: "a" undefined_rule'))
     assert info.value.param == "tools" and "undefined_rule" in info.value.message
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashserve.engine.outputs import EngineEvent, FinishReason, TokenLogprob
+from dashserve.contracts.outputs import EngineEvent, FinishReason, TokenLogprob
 from dashserve.serving.assemble import (
     ChoiceAssembler,
     TextPieces,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from dashserve.contracts.chat_format import opens_thinking
 from dashserve.errors import InvalidRequest
 from dashserve.serving.assemble import ChatText
 from dashserve.serving.features import JSON_WORD_MESSAGE, resolve_features
 from dashserve.serving.profiles import profile_for
-from dashserve.serving.prompt import opens_thinking
 from dashserve.serving.request import GenerationRequest, Message, RequestedParams
 
 PROFILE = profile_for("qwen-plus").fitted(8192)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from dashserve.errors import InvalidRequest, PromptTooLongError, UnsupportedFeature
+from dashserve.errors import InvalidRequest, PromptTooLong, UnsupportedFeature
 from dashserve.serving.features import resolve_features
 from dashserve.serving.normalize import (
     check_extras,
@@ -86,9 +86,9 @@ def test_extras() -> None:
 
 def test_input_length() -> None:
     check_input_length(RequestedParams(), PROFILE, 8191)
-    with pytest.raises(PromptTooLongError):
+    with pytest.raises(PromptTooLong):
         check_input_length(RequestedParams(), PROFILE, 8192)
-    with pytest.raises(PromptTooLongError) as info:
+    with pytest.raises(PromptTooLong) as info:
         check_input_length(RequestedParams(max_input_tokens=10), PROFILE, 11)
     assert "[1, 10]" in info.value.message
 

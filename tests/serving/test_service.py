@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from dashserve.engine.params import InvalidParameter
 from dashserve.errors import InternalError, InvalidRequest, ServerBusy
 from dashserve.platform.gate import Principal
 from dashserve.serving.registry import ModelRegistry
@@ -14,6 +13,7 @@ from dashserve.serving.request import GenerationRequest, Message, RequestedParam
 from dashserve.serving.service import GenerationService
 from tests.utils.fake_engine import FakeEngine
 from tests.utils.recording_gate import RecordingGate
+from tests.utils.waiting import until
 
 PRINCIPAL = Principal(key_id=None, key_prefix="sk-", workspace=None)
 
@@ -97,7 +97,7 @@ async def test_engine_failure_becomes_internal_error() -> None:
 
 
 async def test_engine_validation_becomes_invalid_request() -> None:
-    service, gate = make_service(FakeEngine(fail_with=InvalidParameter("x", "bad x"),
+    service, gate = make_service(FakeEngine(fail_with=InvalidRequest("bad x", param="x"),
                                             fail_after=0))
     run = await service.start(request(), PRINCIPAL)
     with pytest.raises(InvalidRequest) as info:
@@ -152,14 +152,11 @@ async def test_aclose_survives_cancellation() -> None:
             await run.aclose(disconnected=True)
 
     task = asyncio.create_task(consumer())
-    await asyncio.sleep(0.08)
+    await until(lambda: "r1" in engine.active)  # cancelled mid-stream
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    for _ in range(50):
-        if gate.records:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: gate.records)
     assert gate.records[0].status_code == 499 and engine.aborted == ["r1"]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from dashserve.engine.params import InvalidParameter
+from dashserve.errors import InvalidRequest
 from dashserve.sampling.structured import GrammarCompiler, apply_masks
 from dashserve.serving.tool_calls import (
     ToolCallParser,
@@ -154,7 +154,7 @@ def test_validate_tools_normalises() -> None:
     ([tool(description=5)], "description"),
 ])
 def test_validate_tools_rejects(tools: Any, message: str) -> None:
-    with pytest.raises(InvalidParameter) as info:
+    with pytest.raises(InvalidRequest) as info:
         validate_tools(tools)
     assert info.value.param == "tools" and message in info.value.message
 
@@ -237,6 +237,6 @@ def test_required_choice_picks_any_tool(compiler: GrammarCompiler, tokenizer: To
 
 def test_unsupported_parameters_schema_is_reported(compiler: GrammarCompiler) -> None:
     bad = validate_tools([tool(parameters={"type": "object", "not": {"required": ["a"]}})])[0]
-    with pytest.raises(InvalidParameter) as info:
+    with pytest.raises(InvalidRequest) as info:
         compiler.compile(forced_tool_call_spec(bad))
     assert info.value.param == "tools" and "not" in info.value.message

@@ -13,16 +13,17 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from dashserve.engine.client_protocol import ModelInfo, VisionInfo
-from dashserve.engine.outputs import (
+from dashserve.contracts.engine_client import ModelInfo, VisionInfo
+from dashserve.contracts.outputs import (
     EngineEvent,
     EngineStats,
     FinishReason,
     TokenLogprob,
     TopLogprob,
 )
-from dashserve.engine.params import PromptTooLong, SamplingParams
-from dashserve.multimodal.inputs import MultiModalInput
+from dashserve.contracts.params import SamplingParams
+from dashserve.contracts.request import EngineRequest
+from dashserve.errors import PromptTooLong
 from tests.utils.fake_tokenizer import SPECIAL_IDS, VOCAB_SIZE, FakeTokenizer
 
 DEFAULT_SCRIPT = ("Hello", " from", " dash", "serve", "!")
@@ -36,14 +37,6 @@ FAKE_VISION = VisionInfo(
 
 
 @dataclass
-class Submission:
-    request_id: str
-    prompt_token_ids: list[int]
-    params: SamplingParams
-    mm_inputs: tuple[MultiModalInput, ...] = ()
-
-
-@dataclass
 class _Sample:
     index: int
     pieces: list[str]
@@ -53,7 +46,7 @@ class _Sample:
 
 
 class FakeEngine:
-    """Implements ``dashserve.engine.client_protocol.EngineClient`` for tests."""
+    """Implements ``dashserve.contracts.engine_client.EngineClient`` for tests."""
 
     def __init__(self, *, script: Sequence[str] = DEFAULT_SCRIPT, token_delay_s: float = 0.0,
                  first_token_delay_s: float = 0.0, fail_after: int | None = None,
@@ -69,7 +62,7 @@ class FakeEngine:
         self.cached_tokens = cached_tokens
         self.tokenizer = FakeTokenizer()
         self.model_info = ModelInfo(name, architecture, max_model_len, VOCAB_SIZE, vision)
-        self.submissions: list[Submission] = []
+        self.submissions: list[EngineRequest] = []  # every request, as submitted
         self.aborted: list[str] = []
         self.completed: list[str] = []
         self.active: set[str] = set()
@@ -107,13 +100,12 @@ class FakeEngine:
         return [TokenLogprob(token_id, piece, list(piece.encode()), -0.25,
                              top[: params.top_logprobs])]
 
-    async def submit(self, request_id: str, prompt_token_ids: list[int],
-                     params: SamplingParams,
-                     mm_inputs: Sequence[MultiModalInput] = ()) -> AsyncIterator[EngineEvent]:
-        self.submissions.append(
-            Submission(request_id, list(prompt_token_ids), params, tuple(mm_inputs)))
+    async def submit(self, request: EngineRequest) -> AsyncIterator[EngineEvent]:
+        self.submissions.append(request)
+        request_id, prompt_token_ids, params = (request.request_id, request.prompt_token_ids,
+                                                request.params)
         if len(prompt_token_ids) >= self.model_info.max_model_len:
-            raise PromptTooLong("input", "the prompt does not fit the fake engine")
+            raise PromptTooLong("the prompt does not fit the fake engine", param="input")
         self.active.add(request_id)
         finished = False
         try:

@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import torch
 
-from dashserve.multimodal.inputs import MultiModalInput
+from dashserve.contracts.multimodal import MultiModalInput
 
 
 def patchify(image: np.ndarray, patch: int, merge: int = 2, temporal: int = 2,

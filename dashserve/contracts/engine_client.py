@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from dashserve.engine.outputs import EngineEvent, EngineStats
-from dashserve.engine.params import SamplingParams
-from dashserve.multimodal.inputs import MultiModalInput
+from dashserve.contracts.outputs import EngineEvent, EngineStats
+from dashserve.contracts.request import EngineRequest
 
 if TYPE_CHECKING:
     from dashserve.tokenizer import Tokenizer
@@ -48,17 +47,14 @@ class EngineClient(Protocol):
     """Async front of an engine. ``submit`` yields events until the request finishes.
 
     Breaking out of the iterator (or cancelling the task consuming it) aborts the request
-    and frees its KV blocks. ``submit`` raises ``InvalidParameter``/``PromptTooLong``
-    before anything is scheduled when the request cannot run.
+    and frees its KV blocks. ``submit`` raises ``errors.InvalidRequest`` (``PromptTooLong``
+    among them) before anything is scheduled when the request cannot run.
     """
 
     tokenizer: Tokenizer
     model_info: ModelInfo
 
-    def submit(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
-        mm_inputs: Sequence[MultiModalInput] = (),
-    ) -> AsyncIterator[EngineEvent]: ...
+    def submit(self, request: EngineRequest) -> AsyncIterator[EngineEvent]: ...
 
     async def abort(self, request_id: str) -> None: ...
 

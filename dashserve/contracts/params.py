@@ -1,22 +1,14 @@
-"""Per-request generation parameters as the engine sees them, validated on construction."""
+"""Per-request generation parameters as the engine sees them, validated on construction.
+
+An out-of-range value raises ``InvalidRequest`` naming the parameter (a 400 for clients).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class InvalidParameter(ValueError):
-    """A request parameter is out of range; ``param`` names it (wire name where one exists)."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
-        self.message = message
-
-
-class PromptTooLong(InvalidParameter):
-    """The prompt (plus the requested output) does not fit the model's context."""
+from dashserve.errors import InvalidRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,4 +104,4 @@ class SamplingParams:
 
 def _check(ok: bool, param: str, message: str) -> None:
     if not ok:
-        raise InvalidParameter(param, message)
+        raise InvalidRequest(message, param=param)
