@@ -100,10 +100,8 @@ def _make_limiter(redis_url: str | None) -> Limiter:
     return InProcessLimiter()
 
 
-def prepare_platform(
-    settings: PlatformSettings, *, engine_stats: Callable[[], EngineStats | None] | None = None,
-    on_bootstrap_key: Callable[[str], None] | None = None,
-) -> PlatformState:
+def prepare_platform(settings: PlatformSettings, *,
+                     on_bootstrap_key: Callable[[str], None] | None = None) -> PlatformState:
     """Create store, limiter, writer, metrics and gate without any I/O (beyond the data dir).
 
     Nothing touches the database until ``gate.start()``. ``on_bootstrap_key`` receives the
@@ -137,23 +135,9 @@ def prepare_platform(
         hooks=(on_start, on_stop),
     )
     metrics.bind_writer(writer)
-    if engine_stats is not None:
-        metrics.bind_engine_stats(engine_stats)
     state = PlatformState(
         settings, data_dir, store, gate, writer, limiter, metrics, on_bootstrap_key
     )
-    return state
-
-
-async def build_platform(
-    settings: PlatformSettings, *, engine_stats: Callable[[], EngineStats | None] | None = None,
-    on_bootstrap_key: Callable[[str], None] | None = None,
-) -> PlatformState:
-    """``prepare_platform`` and start it: migrated, first key created, writer running."""
-    state = prepare_platform(
-        settings, engine_stats=engine_stats, on_bootstrap_key=on_bootstrap_key
-    )
-    await state.open()
     return state
 
 

@@ -14,7 +14,8 @@ from fastapi.responses import JSONResponse
 from dashserve.api.admin import admin_router, metrics_router
 from dashserve.errors import AuthenticationFailed, DashServeError
 from dashserve.platform.gate import UsageRecord
-from dashserve.platform.state import PlatformSettings, PlatformState, build_platform
+from dashserve.platform.state import PlatformSettings, PlatformState
+from tests.utils.platform import build_platform
 
 ADMIN = {"Authorization": "Bearer admin-key"}
 

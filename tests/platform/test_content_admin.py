@@ -15,8 +15,9 @@ from dashserve.api.admin.content_routes import content_router
 from dashserve.api.errors import install_error_handlers
 from dashserve.inspection.config import InspectionConfig, build_inspector
 from dashserve.platform.gate import UsageRecord
-from dashserve.platform.state import PlatformSettings, PlatformState, build_platform
+from dashserve.platform.state import PlatformSettings, PlatformState
 from dashserve.search.config import SearchConfig, build_search
+from tests.utils.platform import build_platform
 
 ADMIN = {"Authorization": "Bearer admin-key"}
 

@@ -13,8 +13,9 @@ import pytest
 from dashserve.cli import main
 from dashserve.platform.gate import UsageRecord
 from dashserve.platform.metering import write_batch
-from dashserve.platform.state import PlatformSettings, build_platform
+from dashserve.platform.state import PlatformSettings
 from dashserve.store.db import open_store
+from tests.utils.platform import build_platform
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

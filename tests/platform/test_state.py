@@ -1,4 +1,4 @@
-"""platform.state: building the platform, first-start key, settings from the command line."""
+"""platform.state: building the platform, first-start key, settings from the server settings."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dashserve.platform.limits import InProcessLimiter, LimitPolicy
 from dashserve.platform.redis_limits import RedisLimiter
 from dashserve.platform.state import (
     PlatformSettings,
-    build_platform,
     prepare_platform,
 )
+from tests.utils.platform import build_platform
 
 
 async def test_first_start_creates_one_admin_key(tmp_path: Path) -> None:
