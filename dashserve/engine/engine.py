@@ -173,11 +173,17 @@ class LLMEngine:
         if min(prompt) < 0 or max(prompt) >= vocab:
             raise InvalidRequest(f"prompt token ids must be in [0, {vocab})", param="input")
         if len(prompt) >= self.max_model_len:
-            raise PromptTooLong(f"Range of input length should be [1, {self.max_model_len - 1}]; "
-                f"the prompt has {len(prompt)} tokens", param="input")
+            raise PromptTooLong(
+                f"Range of input length should be [1, {self.max_model_len - 1}]; "
+                f"the prompt has {len(prompt)} tokens",
+                param="input",
+            )
         if params.max_tokens is not None and len(prompt) + params.max_tokens > self.max_model_len:
-            raise PromptTooLong(f"max_tokens {params.max_tokens} plus the prompt's {len(prompt)} tokens exceeds "
-                f"the model's context of {self.max_model_len} tokens", param="max_tokens")
+            raise PromptTooLong(
+                f"max_tokens {params.max_tokens} plus the prompt's {len(prompt)} tokens exceeds "
+                f"the model's context of {self.max_model_len} tokens",
+                param="max_tokens",
+            )
 
     def _compile_grammar(self, spec: StructuredOutputSpec) -> Any:
         if self.grammar_compiler is None:

@@ -27,21 +27,26 @@ def check_mm_inputs(
     for item in ordered:
         t, h, w = item.grid_thw
         if min(t, h, w) < 1 or h % merge or w % merge:
-            raise InvalidRequest(f"grid {item.grid_thw} is not a {merge}x{merge} grid", param="input")
+            raise InvalidRequest(f"grid {item.grid_thw} is not a {merge}x{merge} grid",
+                                 param="input")
         if item.kind == "image" and t != 1:
             raise InvalidRequest(f"an image has one frame, not {t}", param="input")
         if item.length != t * h * w // merge**2:
-            raise InvalidRequest(f"grid {item.grid_thw} needs {t * h * w // merge**2} placeholder "
+            raise InvalidRequest(
+                f"grid {item.grid_thw} needs {t * h * w // merge**2} placeholder "
                 f"tokens, not {item.length}", param="input")
         if tuple(item.pixel_values.shape) != (t * h * w, vision.patch_dim):
-            raise InvalidRequest(f"pixel_values of shape {tuple(item.pixel_values.shape)} do not match "
+            raise InvalidRequest(
+                f"pixel_values of shape {tuple(item.pixel_values.shape)} do not match "
                 f"grid {item.grid_thw} ({vision.patch_dim} values per patch)", param="input")
         if item.offset < end or item.offset + item.length > len(prompt):
             raise InvalidRequest("an image's placeholder tokens overlap another item "
-                                   "or lie outside the prompt", param="input")
+                                 "or lie outside the prompt", param="input")
         token = vision.image_token_id if item.kind == "image" else vision.video_token_id
         if any(tok != token for tok in prompt[item.offset:item.offset + item.length]):
-            raise InvalidRequest(f"the prompt lacks the {item.length} placeholder tokens at {item.offset}", param="input")
+            raise InvalidRequest(
+                f"the prompt lacks the {item.length} placeholder tokens at {item.offset}",
+                param="input")
         end = item.offset + item.length
     placeholders = {vision.image_token_id, vision.video_token_id}
     if sum(tok in placeholders for tok in prompt) != sum(it.length for it in ordered):

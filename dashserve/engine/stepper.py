@@ -24,7 +24,8 @@ class StepPostprocessor:
         self.engine = engine
         tok = engine.tokenizer
         self.think_start_id, self.think_end_id = think_token_ids(tok)
-        self.think_close_ids = tok.encode(FORCED_THINK_CLOSE) if self.think_end_id is not None else []
+        self.think_close_ids = (tok.encode(FORCED_THINK_CLOSE) if self.think_end_id is not None
+                                else [])
 
     def process(self, chunks: list[ScheduledChunk], logits: torch.Tensor) -> list[EngineEvent]:
         items: list[tuple[RequestState, SampleState]] = []

@@ -99,7 +99,8 @@ def grammar_source(spec: StructuredOutputSpec) -> tuple[str, str, str]:
     """(kind, llguidance grammar text, wire parameter to blame on errors) for ``spec``."""
     chosen = (spec.json_schema is not None) + bool(spec.json_object) + (spec.grammar is not None)
     if chosen != 1:
-        raise InvalidRequest("exactly one structured-output kind must be set", param="response_format")
+        raise InvalidRequest("exactly one structured-output kind must be set",
+                             param="response_format")
     if spec.grammar is not None:
         return "grammar", llguidance.LLMatcher.grammar_from_lark(spec.grammar), "tools"
     if spec.json_object:
@@ -107,7 +108,8 @@ def grammar_source(spec: StructuredOutputSpec) -> tuple[str, str, str]:
     else:
         schema = spec.json_schema
         if not isinstance(schema, dict):
-            raise InvalidRequest("json_schema.schema must be a JSON object", param="response_format")
+            raise InvalidRequest("json_schema.schema must be a JSON object",
+                                 param="response_format")
         schema = {k: v for k, v in schema.items() if k != "x-guidance"}
     kind = "json_object" if spec.json_object else "json_schema"
     try:

@@ -318,13 +318,16 @@ def _validate_tool(tool: Any, i: int, seen: set[str]) -> dict[str, Any]:
     if not isinstance(tool, dict):
         raise InvalidRequest(f"{where} must be an object", param="tools")
     if tool.get("type", "function") != "function":
-        raise InvalidRequest(f"{where}.type must be 'function', got {tool.get('type')!r}", param="tools")
+        raise InvalidRequest(f"{where}.type must be 'function', got {tool.get('type')!r}",
+                             param="tools")
     fn = tool.get("function")
     if not isinstance(fn, dict):
         raise InvalidRequest(f"{where}.function must be an object", param="tools")
     name = fn.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise InvalidRequest(f"{where}.function.name must match ^[a-zA-Z0-9_-]{{1,64}}$, got {name!r}", param="tools")
+        raise InvalidRequest(
+            f"{where}.function.name must match ^[a-zA-Z0-9_-]{{1,64}}$, got {name!r}",
+            param="tools")
     if name in seen:
         raise InvalidRequest(f"{where}.function.name {name!r} is used by two tools", param="tools")
     seen.add(name)
@@ -341,7 +344,8 @@ def _parameters(fn: dict[str, Any], where: str) -> dict[str, Any]:
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise InvalidRequest(f"{where}.function.parameters must be a JSON schema object", param="tools")
+        raise InvalidRequest(f"{where}.function.parameters must be a JSON schema object",
+                             param="tools")
     if params.get("type", "object") != "object":
         raise InvalidRequest(f"{where}.function.parameters must have type 'object'", param="tools")
     params = {"type": "object", **params}
@@ -350,7 +354,8 @@ def _parameters(fn: dict[str, Any], where: str) -> dict[str, Any]:
     misplaced = fn.get("required")
     if misplaced is not None and "required" not in params:
         if not isinstance(misplaced, list) or not all(isinstance(r, str) for r in misplaced):
-            raise InvalidRequest(f"{where}.function.required must be an array of strings", param="tools")
+            raise InvalidRequest(f"{where}.function.required must be an array of strings",
+                                 param="tools")
         params["required"] = misplaced
     return params
 

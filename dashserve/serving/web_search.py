@@ -134,7 +134,8 @@ class WebSearch:
                                 seed=1234)
         text: list[str] = []
         output_tokens = 0
-        events = served.engine.submit(EngineRequest(f"{request_id}-search-{round_no}", prompt, params))
+        events = served.engine.submit(
+            EngineRequest(f"{request_id}-search-{round_no}", prompt, params))
         try:
             async for event in events:
                 text.append(event.text)

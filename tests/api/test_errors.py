@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import httpx
@@ -11,6 +12,7 @@ from dashserve.errors import QuotaExhausted
 from tests.api.conftest import CHAT, NATIVE, chat_body, native_body
 from tests.utils.fake_engine import FakeEngine
 from tests.utils.recording_gate import RecordingGate
+from tests.utils.waiting import until
 
 
 def assert_native_error(r: httpx.Response, status: int, code: str) -> dict[str, str]:
@@ -123,10 +125,14 @@ async def test_engine_failure(make_client: Callable[..., httpx.AsyncClient],
 async def test_server_busy(make_client: Callable[..., httpx.AsyncClient]) -> None:
     engine = FakeEngine(first_token_delay_s=5)
     async with make_client({"qwen-plus": engine}, max_inflight_per_model=1) as c:
-        service = c.app.state.service  # type: ignore[attr-defined]
-        service._inflight[id(engine)] = 1  # one request already holds the engine
+        holder = asyncio.create_task(c.post(NATIVE, json=native_body()))
+        await until(lambda: engine.active)  # one request holds the engine
         r = await c.post(NATIVE, json=native_body())
+        holder.cancel()
+        await asyncio.gather(holder, return_exceptions=True)
     assert_native_error(r, 429, "Throttling")
+    assert "already running or queued" in r.json()["message"]
+    assert [s.request_id for s in engine.submissions] == [engine.submissions[0].request_id]
     assert r.headers["retry-after"] == "1"
 
 
