@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from dashserve.contracts.chat_format import THINK_START
 from tests.api.conftest import native_body
 from tests.utils.fake_engine import FakeEngine
 
@@ -55,12 +56,16 @@ async def test_tokenizer_counts_tools_and_thinking_as_generation_bills(
     assert [c["tools"] is not None for c in calls[-3:]] == [False, True, True]
     assert calls[-2]["tools"] == calls[-1]["tools"]  # the tokenizer rendered what was billed
     assert plain.json()["usage"]["input_tokens"] > 0
-    thinking = await client.post("/api/v1/tokenizer", json={
-        "model": "qwen-plus", "input": {"messages": messages},
-        "parameters": {"enable_thinking": True, "result_format": "message",
-                       "incremental_output": True}})
+    thinking_body = {"model": "qwen-plus", "input": {"messages": messages},
+                     "parameters": {"enable_thinking": True, "result_format": "message",
+                                    "incremental_output": True}}
+    thinking = await client.post("/api/v1/tokenizer", json=thinking_body)
     assert thinking.status_code == 200, thinking.text
-    assert "<think>" in thinking.json()["output"]["tokens"]
+    assert thinking.json()["output"]["tokens"][-2:] == [THINK_START, "\n"]  # opened for the model
+    gen = await client.post("/api/v1/services/aigc/text-generation/generation",
+                            json=thinking_body, headers={"X-DashScope-SSE": "enable"})
+    assert gen.status_code == 200
+    assert engine.submissions[-1].prompt_token_ids == thinking.json()["output"]["token_ids"]
 
 
 async def test_tokenizer_needs_a_known_model(client: httpx.AsyncClient) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from dashserve.engine.scheduler import ScheduledChunk
 from dashserve.engine.sequence import Sequence
 from dashserve.errors import InvalidRequest, PromptTooLong
 from dashserve.llm import LLM
+from tests.utils.waiting import until
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
 
@@ -204,14 +204,12 @@ async def test_async_engine_streams_and_aborts(qwen3_tiny_dir: Path) -> None:
     try:
         events = [e async for e in engine.submit(EngineRequest("a", random_ids(8, seed=1), GREEDY))]
         assert events[-1].finished and sum(len(e.token_ids) for e in events) == 12
-        gen = engine.submit(EngineRequest("b", random_ids(8, seed=2), SamplingParams(max_tokens=400, ignore_eos=True)))
+        long = SamplingParams(max_tokens=400, ignore_eos=True)
+        gen = engine.submit(EngineRequest("b", random_ids(8, seed=2), long))
         async for _ in gen:
             break
         await gen.aclose()
-        for _ in range(100):
-            if not engine.engine.has_unfinished():
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: not engine.engine.has_unfinished())  # the abort reached the engine
         bm = engine.engine.block_manager
         assert bm.num_free_blocks == bm.num_blocks
         with pytest.raises(InvalidRequest):
