@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +65,18 @@ class ModelSpec(BaseModel):
     def names(self) -> tuple[str, ...]:
         """Served names; the checkpoint's directory name when none were given."""
         return self.served_model_names or (Path(self.model.rstrip("/")).name,)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """The engine options one model is loaded with (``EngineConfig`` fields of the same
+    names)."""
+
+    dtype: str
+    max_model_len: int | None
+    kv_cache_gb: float | None
+    max_num_seqs: int
+    max_num_batched_tokens: int
 
 
 class _ConfigFileSource(PydanticBaseSettingsSource):
@@ -225,12 +238,12 @@ class Settings(BaseSettings):
             writer=WriterConfig(flush_interval_s=self.usage_flush_s),
         )
 
-    def engine_options(self, spec: ModelSpec) -> dict[str, Any]:
-        """Keyword arguments for ``AsyncEngine.from_pretrained(spec.model, ...)``."""
-        def pick(name: str) -> Any:
-            value = getattr(spec, name)
-            return getattr(self, name) if value is None else value
-
-        return {name: pick(name) for name in
-                ("dtype", "max_model_len", "kv_cache_gb", "max_num_seqs",
-                 "max_num_batched_tokens")}
+    def engine_options(self, spec: ModelSpec) -> EngineOptions:
+        """The engine options of ``spec``: its own, else the server-wide ones."""
+        return EngineOptions(
+            dtype=spec.dtype or self.dtype,
+            max_model_len=spec.max_model_len or self.max_model_len,
+            kv_cache_gb=spec.kv_cache_gb or self.kv_cache_gb,
+            max_num_seqs=spec.max_num_seqs or self.max_num_seqs,
+            max_num_batched_tokens=spec.max_num_batched_tokens or self.max_num_batched_tokens,
+        )

@@ -229,6 +229,7 @@ def load_engines(settings: Settings, registry: ModelRegistry) -> dict[str, Engin
     """Build one engine per model spec (loaded, then warmed up); every served name maps to
     its spec's engine. Native CPU kernels not built yet build in the background."""
     from dashserve.engine.async_engine import AsyncEngine
+    from dashserve.engine.engine import EngineConfig
 
     report = StageReporter(registry)
     if settings.is_demo:
@@ -250,9 +251,12 @@ def load_engines(settings: Settings, registry: ModelRegistry) -> dict[str, Engin
             else:
                 report(prefix + stage)
 
-        engine = AsyncEngine.from_pretrained(spec.model, progress=progress, warm_up=True,
-                                             kernels="background",
-                                             **settings.engine_options(spec))
+        options = settings.engine_options(spec)
+        config = EngineConfig(
+            model=spec.model, dtype=options.dtype, max_model_len=options.max_model_len,
+            kv_cache_gb=options.kv_cache_gb, max_num_seqs=options.max_num_seqs,
+            max_num_batched_tokens=options.max_num_batched_tokens, kernels="background")
+        engine = AsyncEngine.from_config(config, progress=progress, warm_up=True)
         log.info("loaded %s in %.1f s (context %d tokens), served as %s", spec.model,
                  time.monotonic() - started, engine.model_info.max_model_len,
                  ", ".join(spec.names))

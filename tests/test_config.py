@@ -45,8 +45,8 @@ def test_toml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = s.model_specs()
     assert first.names == ("qwen-plus", "q8") and second.names == ("Other",)
     opts = s.engine_options(first)
-    assert opts["max_model_len"] == 8192 and opts["max_num_seqs"] == 8
-    assert opts["dtype"] == "auto"
+    assert opts.max_model_len == 8192 and opts.max_num_seqs == 8
+    assert opts.dtype == "auto"
     monkeypatch.setenv("DASHSERVE_PORT", "9200")
     assert Settings(config_file=path).port == 9200  # env beats the file
     assert Settings(config_file=path, port=9300).port == 9300

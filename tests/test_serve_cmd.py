@@ -34,7 +34,7 @@ def test_flags_to_settings(tmp_path: Path) -> None:
     assert [spec.names for spec in s.models] == [("qwen-plus", "qwen3-8b"), ("B",)]
     assert (s.api_keys, s.port, s.data_dir) == (("k1", "k2"), 9000, tmp_path)
     assert s.max_model_len == 2048 and s.partial_response_timeout_s == 5
-    assert s.engine_options(s.models[0])["max_model_len"] == 2048
+    assert s.engine_options(s.models[0]).max_model_len == 2048
 
 
 def test_names_for_the_demo() -> None:

@@ -89,15 +89,23 @@ class AsyncEngine:
     @classmethod
     def from_pretrained(cls, model: str, *, progress: Callable[[str], None] | None = None,
                         warm_up: bool = False, **options: Any) -> AsyncEngine:
-        """Load ``model`` (directory or hub id); options are EngineConfig fields.
+        """Load ``model`` (directory or hub id); options are EngineConfig fields."""
+        options.pop("log_progress", None)  # loading always logs its progress
+        return cls.from_config(EngineConfig(model=model, **options), progress=progress,
+                               warm_up=warm_up)
+
+    @classmethod
+    def from_config(cls, config: EngineConfig, *,
+                    progress: Callable[[str], None] | None = None,
+                    warm_up: bool = False) -> AsyncEngine:
+        """Load the engine ``config`` describes.
 
         ``progress`` hears each stage ("loading weights n/m", "warming up"); ``warm_up`` runs
         a short generation before returning. With ``kernels="background"`` a kernel build
         still missing runs in a child process and the engine switches to it between steps.
         """
-        options.pop("log_progress", None)  # loading always logs its progress
         report = progress or (lambda stage: None)
-        engine = LLMEngine(EngineConfig(model=model, **options),
+        engine = LLMEngine(config,
                            progress=lambda done, total: report(f"loading weights {done}/{total}"))
         if warm_up:
             report("warming up")
