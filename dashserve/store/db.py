@@ -161,13 +161,3 @@ async def upgrade_to_head(url: str) -> None:
         await upgrade_engine(engine)
     finally:
         await engine.dispose()
-
-
-async def current_revision(store: Store) -> str | None:
-    """The schema revision recorded in the database (None before the first migration)."""
-    from alembic.runtime.migration import MigrationContext
-
-    async with store.engine.connect() as conn:
-        return await conn.run_sync(
-            lambda c: MigrationContext.configure(c).get_current_revision()
-        )

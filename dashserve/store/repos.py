@@ -197,8 +197,3 @@ async def select_records(
     order = usage_records.c.id.desc() if newest_first else usage_records.c.id
     query = select(usage_records).where(*conditions).order_by(order).limit(limit)
     return [dict(r._mapping) for r in (await session.execute(query)).all()]
-
-
-async def count_records(session: AsyncSession) -> int:
-    query = select(func.count()).select_from(usage_records)
-    return int((await session.execute(query)).scalar_one())

@@ -11,9 +11,9 @@ from dashserve.contracts.chat_format import (
     opens_thinking,
     think_token_ids,
 )
-from dashserve.serving.reasoning import split_reasoning
 from dashserve.tokenizer import Tokenizer
 from tests.utils.fake_tokenizer import SPECIAL_IDS, FakeTokenizer
+from tests.utils.reasoning import split_reasoning
 
 
 def test_markers_are_single_qwen_tokens(tokenizer: Tokenizer) -> None:

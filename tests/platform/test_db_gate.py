@@ -28,6 +28,7 @@ from dashserve.platform.metering import UsageWriter, WriterConfig
 from dashserve.platform.metrics import PlatformMetrics
 from dashserve.store import repos
 from dashserve.store.db import Store, open_store
+from tests.utils import store_queries
 from tests.utils.waiting import until
 
 FAST = WriterConfig(flush_interval_s=0.05, retry_initial_s=0.05, retry_max_s=0.2)
@@ -60,7 +61,7 @@ def usage_for(admission: Admission, *, status: int = 200, tokens: int = 7) -> Us
 
 async def count_records(store: Store) -> int:
     async with store.transaction() as s:
-        return await repos.count_records(s)
+        return await store_queries.count_records(s)
 
 
 async def test_static_keys(gate: DbGate) -> None:

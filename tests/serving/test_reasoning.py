@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from dashserve.serving.reasoning import ReasoningSplitter, split_reasoning
+from dashserve.serving.reasoning import ReasoningSplitter
+from tests.utils.reasoning import split_reasoning
 
 
 def run_chunks(chunks: list[str], starts_in_thinking: bool) -> tuple[str, str]:

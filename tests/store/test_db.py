@@ -14,7 +14,6 @@ from dashserve.store.db import (
     DB_FILENAME,
     MIGRATIONS_DIR,
     Store,
-    current_revision,
     default_data_dir,
     open_store,
     redact_url,
@@ -22,6 +21,7 @@ from dashserve.store.db import (
     upgrade_to_head,
 )
 from dashserve.store.tables import api_keys, metadata, usage_records
+from tests.utils.store_queries import current_revision
 
 
 def test_default_is_sqlite_in_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 from dashserve.store import repos
 from dashserve.store.db import Store
 from dashserve.store.repos import KeyRow
+from tests.utils.store_queries import count_records
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 
@@ -99,7 +100,7 @@ async def test_records_filters_and_dedupe(store: Store) -> None:
         await repos.insert_usage(s, rows=rows)
     async with store.transaction() as s:
         assert await repos.existing_record_ids(s, record_ids=["r1", "r3", "x"]) == {"r1", "r3"}
-        assert await repos.count_records(s) == 3
+        assert await count_records(s) == 3
         static = await repos.select_records(s, key_id="static-abcd")
         assert [r["record_id"] for r in static] == ["r2"]
         assert [r["record_id"] for r in await repos.select_records(s, model="m1")] == ["r1", "r2"]
