@@ -260,3 +260,18 @@ def test_invalid_requests_raise_before_anything_is_scheduled() -> None:
         engine.add_request("x", [1, 2], GREEDY)
     assert exc.value.param == "request_id"
     assert engine.stats().num_waiting == 1
+
+
+@pytest.mark.parametrize("module", ["stepper", "scheduler", "request_table", "runner", "config"])
+def test_the_stages_do_not_reach_back_into_the_engine(module: str) -> None:
+    """The engine wires its stages; none of them imports it (not even for type checking)."""
+    import ast
+
+    import dashserve.engine
+
+    path = Path(dashserve.engine.__file__).parent / f"{module}.py"
+    imported = {node.module for node in ast.walk(ast.parse(path.read_text("utf-8")))
+                if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(ast.parse(path.read_text("utf-8")))
+                 if isinstance(node, ast.Import) for alias in node.names}
+    assert not imported & {"dashserve.engine.engine", "dashserve.engine.async_engine"}
