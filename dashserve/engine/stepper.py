@@ -34,7 +34,8 @@ class StepPostprocessor:
         self.copy_blocks = copy_blocks
         self.think_start_id = tokenizer.token_to_id("<think>")
         self.think_end_id = tokenizer.token_to_id("</think>")
-        self.think_close_ids = tokenizer.encode("\n</think>\n\n") if self.think_end_id is not None else []
+        self.think_close_ids = (tokenizer.encode("\n</think>\n\n")
+                                if self.think_end_id is not None else [])
 
     def process(self, chunks: list[ScheduledChunk], logits: torch.Tensor) -> list[EngineEvent]:
         items: list[tuple[RequestState, SampleState]] = []

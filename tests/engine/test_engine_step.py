@@ -90,8 +90,8 @@ class FakeRunner:
 def make_engine(runner: FakeRunner | None = None, **kw: object) -> LLMEngine:
     opts: dict[str, object] = dict(max_num_seqs=8, max_num_batched_tokens=32, block_size=4)
     opts.update(kw)
-    return LLMEngine(EngineConfig(model="fake-model", **opts),  # type: ignore[arg-type]
-                     runner=runner or FakeRunner(), tokenizer=StepTokenizer())  # type: ignore[arg-type]
+    return LLMEngine(EngineConfig(model="fake-model", **opts), runner=runner or FakeRunner(),
+                     tokenizer=StepTokenizer())
 
 
 def drain(engine: LLMEngine) -> list[EngineEvent]:
