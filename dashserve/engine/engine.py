@@ -43,7 +43,6 @@ class StepRunner(Protocol):
     model_dir: Path
     model_config: ModelConfig
     cache: CacheConfig  # block size, number of KV blocks, context length that fits
-    max_model_len: int
     weight_bytes: int  # bytes one decode step reads
     kernels_pending: bool  # native CPU kernels still to come (see ``attach_kernels``)
 
@@ -105,7 +104,7 @@ class LLMEngine:
 
     @property
     def max_model_len(self) -> int:
-        return self.runner.max_model_len
+        return self.runner.cache.max_model_len
 
     @property
     def weight_bytes(self) -> int:

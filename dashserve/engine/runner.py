@@ -72,7 +72,6 @@ class ModelRunner:
         self.model_config: ModelConfig = model.config
         self.model_dir = model_dir or Path(".")
         self.weight_bytes = weight_bytes
-        self.max_model_len = cache.max_model_len
         self.pack_weights = pack_weights
         self.vision = (VisionStep(model, encoder_cache_tokens)
                        if isinstance(model, QwenVLForConditionalGeneration) else None)

@@ -62,7 +62,6 @@ class FakeRunner:
         self.model_dir = Path("fake-model")
         self.model_config = model_config(max_model_len)
         self.cache = CacheConfig(block_size, num_blocks, max_model_len)
-        self.max_model_len = max_model_len
         self.weight_bytes = 0
         self.kernels_pending = False
         self.steps: list[tuple[list[ScheduledChunk], list[ScheduledChunk]]] = []
