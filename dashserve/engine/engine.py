@@ -3,115 +3,125 @@
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
 from dashserve.contracts.outputs import EngineEvent, EngineStats
 from dashserve.contracts.params import SamplingParams, StructuredOutputSpec
 from dashserve.contracts.request import EngineRequest
-from dashserve.engine.block_manager import BlockManager, blocks_for
-from dashserve.engine.detokenize import IncrementalDetokenizer
+from dashserve.engine.block_manager import BlockManager
+from dashserve.engine.config import EngineConfig
 from dashserve.engine.mm_requests import check_mm_inputs, place
-from dashserve.engine.request_state import RequestState, SampleState, sample_seed
+from dashserve.engine.request_state import RequestState
+from dashserve.engine.request_table import RequestTable
 from dashserve.engine.runner import CacheConfig, ModelRunner
 from dashserve.engine.scheduler import ScheduledChunk, Scheduler, SchedulerConfig
 from dashserve.engine.sequence import Sequence, SequenceStatus
 from dashserve.engine.stepper import StepPostprocessor
 from dashserve.errors import InvalidRequest, PromptTooLong
 from dashserve.model.config import ModelConfig
-from dashserve.model.cpu_kernels import all_built
-from dashserve.model.cpu_linear import (
-    attach_native_kernels,
-    pack_linears,
-    packing_available,
-    use_native_ops,
-)
-from dashserve.model.kernel_build import can_build
-from dashserve.model.loader import load_model, pick_dtype, resolve_model_dir
-from dashserve.sampling.sampler import make_generator
 from dashserve.tokenizer import Tokenizer
+
+__all__ = ["EngineConfig", "LLMEngine", "StepRunner"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    """Validated once; derived values (KV blocks, context length) live on the engine."""
+class StepRunner(Protocol):
+    """What the engine needs of a model runner (``ModelRunner``, or a fake in tests)."""
 
-    model: str
-    dtype: str = "auto"
-    device: str = "auto"
-    max_model_len: int | None = None
-    kv_cache_gb: float | None = None  # None: 4 GiB on CPU, most free memory on GPU
-    block_size: int = 16
-    max_num_seqs: int = 64
-    max_num_batched_tokens: int = 512
-    enable_prefix_caching: bool = True
-    pack_weights: bool = True  # CPU bf16: faster decode layers (native kernels or packed oneDNN)
-    encoder_cache_tokens: int = 16384  # vision models: encoder output rows kept for reuse
-    # CPU native kernels not built yet: "wait" builds them first; "background" starts on the
-    # torch path (``kernels_pending``) and switches in ``attach_kernels`` once they are built
-    kernels: str = "wait"
+    model_dir: Path
+    model_config: ModelConfig
+    cache: CacheConfig  # block size, number of KV blocks, context length that fits
+    weight_bytes: int  # bytes one decode step reads
+    kernels_pending: bool  # native CPU kernels still to come (see ``attach_kernels``)
+
+    def execute(
+        self, decodes: list[ScheduledChunk], prefills: list[ScheduledChunk]
+    ) -> torch.Tensor:
+        """Logits [number of chunks that sample, vocab], in chunk order (decodes first)."""
+        ...
+
+    def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
+        """Copy KV blocks src -> dst (copy-on-write of forked samples)."""
+        ...
+
+    def attach_kernels(self) -> int:
+        """Switch to native kernels built since start-up; returns how many modules switched."""
+        ...
 
 
 class LLMEngine:
-    """The synchronous engine. Not thread-safe: one thread calls add/abort/step."""
+    """The synchronous engine. Not thread-safe: one thread calls add/abort/step.
+
+    It wires the stages of a step, each the owner of its own state: the scheduler (sequences
+    and KV blocks), the runner (model and KV cache), the request table (requests, samples,
+    forks) and the step postprocessor (sampling, stops, events).
+    """
 
     def __init__(self, config: EngineConfig,
-                 progress: Callable[[int, int], None] | None = None) -> None:
-        """``progress(done, total)`` follows the weights as they load."""
+                 progress: Callable[[int, int], None] | None = None, *,
+                 runner: StepRunner | None = None, tokenizer: Tokenizer | None = None) -> None:
+        """``progress(done, total)`` follows the weights as they load. ``runner`` replaces
+        loading ``config.model`` (its tokenizer is read from ``runner.model_dir`` unless
+        ``tokenizer`` is given)."""
         self.config = config
-        self.model_dir = resolve_model_dir(config.model)
-        self.model_config = ModelConfig.from_dir(self.model_dir)
-        self.tokenizer = Tokenizer.from_dir(self.model_dir)
-        device = _pick_device(config.device)
-        wait = config.kernels != "background"
-        dtype = pick_dtype(config.dtype, device, wait)
-        model = load_model(self.model_dir, self.model_config, dtype, device, progress)
-        self.weight_bytes = sum(  # bytes one decode step reads (tied weights once)
-            p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values()
-        )
-        if config.pack_weights and packing_available(dtype, device):
-            model.fuse_projections()
-            pack_linears(model, wait=wait)
-            use_native_ops(model, wait=wait)
-        num_blocks, self.max_model_len = _size_cache(config, self.model_config, dtype, device)
-        self.runner = ModelRunner(
-            model, CacheConfig(config.block_size, num_blocks), device,
-            encoder_cache_tokens=config.encoder_cache_tokens, wait_for_kernels=wait,
-        )
-        # native kernels that a background build will bring (see attach_kernels)
-        self.kernels_pending = device.type == "cpu" and not wait and not all_built() \
-            and can_build()
+        self.runner: StepRunner = runner or ModelRunner.load(config, progress)
+        self.tokenizer = tokenizer or Tokenizer.from_dir(self.runner.model_dir)
+        cache = self.runner.cache
         self.block_manager = BlockManager(
-            num_blocks, config.block_size, config.enable_prefix_caching
+            cache.num_blocks, cache.block_size, config.enable_prefix_caching
         )
         self.scheduler = Scheduler(
             SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens),
             self.block_manager,
         )
-        self.requests: dict[str, RequestState] = {}
-        self._seq_ids = itertools.count()
+        self.requests = RequestTable(self.tokenizer, self.model_config.vocab_size)
         self.eos_token_ids = frozenset(
             [*self.model_config.eos_token_ids, *self.tokenizer.stop_token_ids]
         )
-        self.grammar_compiler: Any | None = None  # set lazily on first constrained request
-        self.post = StepPostprocessor(self)
+        self.post = StepPostprocessor(self.requests, self.scheduler, self.tokenizer,
+                                      self.eos_token_ids, self.runner.copy_blocks)
         log.info("engine ready: %s, max_model_len %d", self.model_dir, self.max_model_len)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.runner.model_dir
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.runner.model_config
+
+    @property
+    def max_model_len(self) -> int:
+        return self.runner.cache.max_model_len
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.runner.weight_bytes
+
+    @property
+    def kernels_pending(self) -> bool:
+        """Native CPU kernels that a background build will bring (see attach_kernels)."""
+        return self.runner.kernels_pending
+
+    @kernels_pending.setter
+    def kernels_pending(self, value: bool) -> None:
+        self.runner.kernels_pending = value
+
+    @property
+    def grammar_compiler(self) -> Any | None:
+        return self.requests.grammar_compiler
 
     def attach_kernels(self) -> int:
         """Switch to native kernels built since start-up; only between steps (the engine's
         own thread). Returns how many modules switched."""
         count = self.runner.attach_kernels()
-        if self.config.pack_weights:
-            count += attach_native_kernels(self.runner.model)
-        self.kernels_pending = False
         log.info("native CPU kernels in use from now on (%d modules switched)", count)
         return count
 
@@ -149,21 +159,20 @@ class LLMEngine:
         mrope, delta = place(vision, len(prompt_token_ids), items) if vision else (None, 0)
         state = RequestState(request_id, params, len(prompt_token_ids))
         if params.structured is not None:
-            state.compiled_grammar = self._compile_grammar(params.structured)
+            state.compiled_grammar = self.requests.compile_grammar(params.structured)
         max_total = self.max_model_len
         # In thinking mode max_tokens bounds the answer, not the reasoning (the stepper
         # counts answer tokens); otherwise it bounds every output token.
         if params.max_tokens is not None and not params.starts_in_thinking:
             max_total = min(max_total, len(prompt_token_ids) + params.max_tokens)
         seq = Sequence(
-            seq_id=next(self._seq_ids), request_id=request_id, index=0,
+            seq_id=self.requests.next_seq_id(), request_id=request_id, index=0,
             token_ids=list(prompt_token_ids), num_prompt_tokens=len(prompt_token_ids),
             params=params, max_total_tokens=max_total, arrival_time=time.monotonic(),
             pending_forks=params.n - 1, in_thinking=params.starts_in_thinking,
             mm_inputs=items, mrope_positions=mrope, mrope_delta=delta,
         )
-        state.samples[0] = self._new_sample(state, seq)
-        self.requests[request_id] = state
+        self.requests.add(state, seq)
         self.scheduler.add(seq)
 
     def _validate_prompt(self, prompt: list[int], params: SamplingParams) -> None:
@@ -185,24 +194,6 @@ class LLMEngine:
                 param="max_tokens",
             )
 
-    def _compile_grammar(self, spec: StructuredOutputSpec) -> Any:
-        if self.grammar_compiler is None:
-            from dashserve.sampling.structured import GrammarCompiler
-
-            self.grammar_compiler = GrammarCompiler(self.tokenizer, self.model_config.vocab_size)
-        return self.grammar_compiler.compile(spec)
-
-    def _new_sample(self, state: RequestState, seq: Sequence) -> SampleState:
-        p = state.params
-        skip = self.tokenizer.special_ids if p.skip_special_tokens else frozenset()
-        detok = IncrementalDetokenizer(self.tokenizer.id_to_bytes, skip, p.stop)
-        matcher = None
-        if state.compiled_grammar is not None:
-            assert self.grammar_compiler is not None
-            matcher = self.grammar_compiler.matcher(state.compiled_grammar)
-        gen = make_generator(sample_seed(p.seed, seq.index))
-        return SampleState(seq, detok, gen, matcher)
-
     def abort(self, request_id: str) -> list[EngineEvent]:
         """Finish every sample of the request now and free its KV blocks."""
         state = self.requests.get(request_id)
@@ -223,29 +214,13 @@ class LLMEngine:
     # ----- stepping -------------------------------------------------------------------------
 
     def step(self) -> list[EngineEvent]:
-        if self.block_manager.pins:
-            self.block_manager.expire_pins(time.monotonic())
-        out = self.scheduler.schedule()
+        """Schedule, run the model, settle the step in the scheduler, then sample."""
+        out = self.scheduler.schedule(time.monotonic())
         if out.is_empty:
             return []
         logits = self.runner.execute(out.decodes, out.prefills)
-        sampling: list[ScheduledChunk] = []
-        for chunk in out.chunks:
-            if chunk.samples:
-                sampling.append(chunk)
-            chunk.seq.num_computed_tokens += chunk.num_tokens
-            self.block_manager.register_full_blocks(chunk.seq)
-            if chunk.seq.params.pin_prefix_tokens and chunk.seq.num_pin_created_tokens is None:
-                self._pin_prefix(chunk.seq)
+        sampling = self.scheduler.update_from_output(out, time.monotonic())
         return self.post.process(sampling, logits)
-
-    def _pin_prefix(self, seq: Sequence) -> None:
-        """Pin the explicit-cache prefix once all of it (or the whole prompt) is computed."""
-        want = min(seq.params.pin_prefix_tokens, seq.num_prompt_tokens)
-        if seq.num_computed_tokens >= want:
-            seq.num_pin_created_tokens = self.block_manager.pin_prefix(
-                seq, want, seq.params.pin_ttl_s, time.monotonic()
-            )
 
     def stats(self) -> EngineStats:
         return EngineStats(
@@ -257,36 +232,4 @@ class LLMEngine:
             num_prefix_cache_hits=self.block_manager.num_cached_tokens_served,
             num_kv_blocks_pinned=len(self.block_manager.pins),
         )
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _size_cache(
-    config: EngineConfig, model: ModelConfig, dtype: torch.dtype, device: torch.device
-) -> tuple[int, int]:
-    """Number of KV blocks from the memory budget, and the context length that fits."""
-    max_len = min(config.max_model_len or model.max_position_embeddings,
-                  model.max_position_embeddings)
-    per_token = model.kv_bytes_per_token // 2 * dtype.itemsize
-    if config.kv_cache_gb is not None:
-        budget = config.kv_cache_gb * 2**30
-    elif device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        budget = free * 0.85
-    else:
-        budget = 4 * 2**30
-    bs = config.block_size
-    num_blocks = int(budget // (per_token * bs))
-    useful = blocks_for(max_len, bs) * config.max_num_seqs + 1
-    num_blocks = min(num_blocks, useful)
-    if num_blocks * bs < max_len:
-        log.warning("KV cache holds %d tokens; context limited to that", num_blocks * bs)
-        max_len = num_blocks * bs
-    if num_blocks < 2:
-        raise ValueError("the KV cache budget is too small for even two blocks")
-    return num_blocks, max_len
 

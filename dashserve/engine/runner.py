@@ -1,18 +1,32 @@
-"""ModelRunner: owns the model and its paged KV cache; turns a scheduled step into logits."""
+"""ModelRunner: loads the model and owns it and its paged KV cache; turns a scheduled step
+into logits."""
 
 from __future__ import annotations
 
 import logging
 import math
 import mmap
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from dashserve.engine.block_manager import blocks_for
+from dashserve.engine.config import EngineConfig
 from dashserve.engine.scheduler import ScheduledChunk
 from dashserve.engine.vision_step import MediaSpan, VisionStep, rope_positions
 from dashserve.model.attention import AttentionMetadata, PrefillSegment
-from dashserve.model.cpu_kernels import paged_decode_module
+from dashserve.model.config import ModelConfig
+from dashserve.model.cpu_kernels import all_built, paged_decode_module
+from dashserve.model.cpu_linear import (
+    attach_native_kernels,
+    pack_linears,
+    packing_available,
+    use_native_ops,
+)
+from dashserve.model.kernel_build import can_build
+from dashserve.model.loader import load_model, pick_dtype, resolve_model_dir
 from dashserve.model.qwen import QwenForCausalLM
 from dashserve.model.qwen_vl import QwenVLForConditionalGeneration
 
@@ -21,8 +35,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
+    """The KV cache as sized at load: blocks of ``block_size`` tokens, and the context
+    length that fits (the model's, or less when the cache is smaller)."""
+
     block_size: int
     num_blocks: int
+    max_model_len: int
 
 
 def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -38,16 +56,29 @@ def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
 
 
 class ModelRunner:
+    """Implements the engine's ``StepRunner``: one forward pass per step over the paged cache.
+
+    ``load`` builds one from an ``EngineConfig`` (weights, dtype, packing, cache size);
+    ``weight_bytes`` is what one decode step reads, ``kernels_pending`` says native CPU
+    kernels are still to come from a background build (see ``attach_kernels``).
+    """
+
     def __init__(
-        self, model: QwenForCausalLM, cache: CacheConfig, device: torch.device,
-        use_native_kernels: bool = True, encoder_cache_tokens: int = 16384,
-        wait_for_kernels: bool = True,
+        self, model: QwenForCausalLM, cache: CacheConfig, device: torch.device, *,
+        model_dir: Path | None = None, weight_bytes: int = 0, encoder_cache_tokens: int = 16384,
+        wait_for_kernels: bool = True, pack_weights: bool = False,
     ) -> None:
         self.model = model
+        self.model_config: ModelConfig = model.config
+        self.model_dir = model_dir or Path(".")
+        self.weight_bytes = weight_bytes
+        self.pack_weights = pack_weights
         self.vision = (VisionStep(model, encoder_cache_tokens)
                        if isinstance(model, QwenVLForConditionalGeneration) else None)
         self.decode_kernel = None
-        self._native = use_native_kernels and device.type == "cpu"
+        self._native = device.type == "cpu"
+        self.kernels_pending = self._native and not wait_for_kernels and not all_built() \
+            and can_build()
         if self._native:
             native = paged_decode_module(wait_for_kernels)
             self.decode_kernel = native.paged_decode if native is not None else None
@@ -67,8 +98,41 @@ class ModelRunner:
             2 * len(self.kv_caches) * num_slots * shape[0] * shape[2] * dtype.itemsize / 2**30,
         )
 
+    @classmethod
+    def load(cls, config: EngineConfig,
+             progress: Callable[[int, int], None] | None = None) -> ModelRunner:
+        """Load the checkpoint ``config.model`` names: pick device and dtype, load the weights
+        (``progress(done, total)`` follows them), pack them for the CPU kernels when asked,
+        and size the KV cache from the memory budget."""
+        model_dir = resolve_model_dir(config.model)
+        model_config = ModelConfig.from_dir(model_dir)
+        device = _pick_device(config.device)
+        wait = config.kernels != "background"
+        dtype = pick_dtype(config.dtype, device, wait)
+        model = load_model(model_dir, model_config, dtype, device, progress)
+        weight_bytes = sum(  # bytes one decode step reads (tied weights once)
+            p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values()
+        )
+        if config.pack_weights and packing_available(dtype, device):
+            model.fuse_projections()
+            pack_linears(model, wait=wait)
+            use_native_ops(model, wait=wait)
+        cache = _size_cache(config, model_config, dtype, device)
+        return cls(model, cache, device, model_dir=model_dir, weight_bytes=weight_bytes,
+                   encoder_cache_tokens=config.encoder_cache_tokens, wait_for_kernels=wait,
+                   pack_weights=config.pack_weights)
+
     def attach_kernels(self) -> int:
-        """Take the paged decode kernel if it was built since (between steps only)."""
+        """Switch to native kernels built since start-up (between steps only); returns how
+        many modules switched."""
+        count = self._attach_decode_kernel()
+        if self.pack_weights:
+            count += attach_native_kernels(self.model)
+        self.kernels_pending = False
+        return count
+
+    def _attach_decode_kernel(self) -> int:
+        """Take the paged decode kernel if it was built since."""
         if not self._native or self.decode_kernel is not None:
             return 0
         native = paged_decode_module(wait=False)
@@ -180,3 +244,35 @@ class ModelRunner:
             return torch.empty(0, self.model.config.vocab_size)
         logits = self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])
         return logits.float().cpu()
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _size_cache(
+    config: EngineConfig, model: ModelConfig, dtype: torch.dtype, device: torch.device
+) -> CacheConfig:
+    """Number of KV blocks from the memory budget, and the context length that fits."""
+    max_len = min(config.max_model_len or model.max_position_embeddings,
+                  model.max_position_embeddings)
+    per_token = model.kv_bytes_per_token // 2 * dtype.itemsize
+    if config.kv_cache_gb is not None:
+        budget = config.kv_cache_gb * 2**30
+    elif device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = free * 0.85
+    else:
+        budget = 4 * 2**30
+    bs = config.block_size
+    num_blocks = int(budget // (per_token * bs))
+    useful = blocks_for(max_len, bs) * config.max_num_seqs + 1
+    num_blocks = min(num_blocks, useful)
+    if num_blocks * bs < max_len:
+        log.warning("KV cache holds %d tokens; context limited to that", num_blocks * bs)
+        max_len = num_blocks * bs
+    if num_blocks < 2:
+        raise ValueError("the KV cache budget is too small for even two blocks")
+    return CacheConfig(bs, num_blocks, max_len)

@@ -4,6 +4,10 @@ Each step spends a token budget: first one token for every decoding sequence, th
 chunks of sequences still filling, then newly admitted waiting sequences (FCFS). When the KV
 cache cannot hold the decodes, the most recently admitted sequence is preempted (its blocks
 freed; it is recomputed later, mostly from the prefix cache).
+
+After the forward pass the scheduler settles the step in ``update_from_output``: computed
+tokens, full blocks registered in the prefix cache, explicit-cache pins. Samples forked from
+a request's first sample join through ``add_fork``; ``finish`` ends a sequence.
 """
 
 from __future__ import annotations
@@ -52,6 +56,13 @@ class SchedulerOutput:
 
 
 class Scheduler:
+    """Owns the waiting and running sequences and their KV blocks (through the block manager).
+
+    Called by the engine, once per step and in this order: ``schedule`` (what to compute),
+    then, after the forward pass, ``update_from_output`` (what was computed); between
+    steps ``add``/``add_fork`` bring sequences in and ``finish`` takes them out.
+    """
+
     def __init__(self, config: SchedulerConfig, block_manager: BlockManager) -> None:
         self.config = config
         self.blocks = block_manager
@@ -65,7 +76,10 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
-    def schedule(self) -> SchedulerOutput:
+    def schedule(self, now: float) -> SchedulerOutput:
+        """This step's chunks; pins past their lifetime (``now``, monotonic seconds) go first."""
+        if self.blocks.pins:
+            self.blocks.expire_pins(now)
         out = SchedulerOutput()
         budget = self.config.max_num_batched_tokens
         budget = self._schedule_decodes(out, budget)
@@ -120,6 +134,42 @@ class Scheduler:
         seq.status = SequenceStatus.WAITING
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
+
+    def update_from_output(self, out: SchedulerOutput, now: float) -> list[ScheduledChunk]:
+        """Settle a computed step: advance each chunk's sequence, register its newly full
+        blocks in the prefix cache and pin an explicit-cache prefix once it is computed.
+        Returns the chunks that sample a token, in the logits' row order."""
+        sampling: list[ScheduledChunk] = []
+        for chunk in out.chunks:
+            if chunk.samples:
+                sampling.append(chunk)
+            seq = chunk.seq
+            seq.num_computed_tokens += chunk.num_tokens
+            self.blocks.register_full_blocks(seq)
+            if seq.params.pin_prefix_tokens and seq.num_pin_created_tokens is None:
+                self._pin_prefix(seq, now)
+        return sampling
+
+    def _pin_prefix(self, seq: Sequence, now: float) -> None:
+        """Pin the explicit-cache prefix once all of it (or the whole prompt) is computed."""
+        want = min(seq.params.pin_prefix_tokens, seq.num_prompt_tokens)
+        if seq.num_computed_tokens >= want:
+            seq.num_pin_created_tokens = self.blocks.pin_prefix(
+                seq, want, seq.params.pin_ttl_s, now
+            )
+
+    def add_fork(self, parent: Sequence, child: Sequence) -> tuple[int, int] | None:
+        """Bring in a sample forked from ``parent`` once its prompt is computed: it shares the
+        parent's blocks and runs at once, or, with no free block for the copy-on-write of a
+        partial last block, waits to be recomputed (mostly from the prefix cache). Returns
+        the (src, dst) block the runner must copy before the next step, if any."""
+        needs_copy = parent.num_computed_tokens % self.blocks.block_size != 0
+        if self.blocks.num_free_blocks < int(needs_copy):
+            self.add(child)
+            return None
+        pair = self.blocks.fork(parent, child)
+        self.add_running(child)
+        return pair
 
     def finish(self, seq: Sequence, status: SequenceStatus) -> None:
         """Mark ``seq`` finished and free its blocks at once (running or waiting)."""

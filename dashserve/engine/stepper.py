@@ -2,44 +2,54 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import torch
 
 from dashserve.contracts.chat_format import FORCED_THINK_CLOSE, think_token_ids
 from dashserve.contracts.outputs import EngineEvent, TokenLogprob, TopLogprob
 from dashserve.engine.request_state import RequestState, SampleState
-from dashserve.engine.scheduler import ScheduledChunk
+from dashserve.engine.request_table import RequestTable
+from dashserve.engine.scheduler import ScheduledChunk, Scheduler
 from dashserve.engine.sequence import Sequence, SequenceStatus
 from dashserve.sampling.sampler import NEG_INF, RowInput, RowOutput, sample
+from dashserve.tokenizer import Tokenizer
 
-if TYPE_CHECKING:
-    from dashserve.engine.engine import LLMEngine
+BlockCopier = Callable[[list[tuple[int, int]]], None]  # (src, dst) KV blocks, before next step
 
 
 class StepPostprocessor:
-    """Turns one step's logits into new tokens and EngineEvents for the engine."""
+    """Turns one step's logits into new tokens and EngineEvents.
 
-    def __init__(self, engine: LLMEngine) -> None:
-        self.engine = engine
-        tok = engine.tokenizer
-        self.think_start_id, self.think_end_id = think_token_ids(tok)
-        self.think_close_ids = (tok.encode(FORCED_THINK_CLOSE) if self.think_end_id is not None
-                                else [])
+    It reads and updates the request table (samples, forks, finished requests) and asks the
+    scheduler to admit forks and finish sequences; ``copy_blocks`` copies the KV blocks a
+    fork must not share.
+    """
+
+    def __init__(self, table: RequestTable, scheduler: Scheduler, tokenizer: Tokenizer,
+                 eos_token_ids: frozenset[int], copy_blocks: BlockCopier) -> None:
+        self.table = table
+        self.scheduler = scheduler
+        self.tokenizer = tokenizer
+        self.eos_token_ids = eos_token_ids
+        self.copy_blocks = copy_blocks
+        self.think_start_id, self.think_end_id = think_token_ids(tokenizer)
+        self.think_close_ids = (tokenizer.encode(FORCED_THINK_CLOSE)
+                                if self.think_end_id is not None else [])
 
     def process(self, chunks: list[ScheduledChunk], logits: torch.Tensor) -> list[EngineEvent]:
         items: list[tuple[RequestState, SampleState]] = []
         rows: list[int] = []
         copies: list[tuple[int, int]] = []
         for row, chunk in enumerate(chunks):
-            state = self.engine.requests[chunk.seq.request_id]
+            state = self.table[chunk.seq.request_id]
             items.append((state, state.samples[chunk.seq.index]))
             rows.append(row)
             if chunk.seq.pending_forks:
                 for child in self._fork(state, chunk.seq, copies):
                     items.append((state, child))
                     rows.append(row)
-        self.engine.runner.copy_blocks(copies)
+        self.copy_blocks(copies)
         if not items:
             return []
         batch = logits[torch.tensor(rows)] if len(rows) != logits.shape[0] else logits.clone()
@@ -49,41 +59,26 @@ class StepPostprocessor:
                      s.seq.output_token_ids)
             for _, s in items
         ]
-        outs = sample(batch, row_inputs, self.engine.tokenizer.vocab_size)
+        outs = sample(batch, row_inputs, self.tokenizer.vocab_size)
         return [self._append(state, s, out) for (state, s), out in zip(items, outs, strict=True)]
 
     def _fork(
         self, state: RequestState, parent: Sequence, copies: list[tuple[int, int]]
     ) -> list[SampleState]:
-        engine = self.engine
         children = []
         for index in range(1, parent.pending_forks + 1):
-            child = Sequence(
-                seq_id=next(engine._seq_ids), request_id=parent.request_id, index=index,
-                token_ids=list(parent.token_ids), num_prompt_tokens=parent.num_prompt_tokens,
-                params=parent.params, max_total_tokens=parent.max_total_tokens,
-                arrival_time=parent.arrival_time, in_thinking=parent.params.starts_in_thinking,
-                num_cached_tokens=parent.num_cached_tokens, mm_inputs=parent.mm_inputs,
-                mrope_positions=parent.mrope_positions, mrope_delta=parent.mrope_delta,
-            )
-            needs_copy = parent.num_computed_tokens % engine.block_manager.block_size != 0
-            if engine.block_manager.num_free_blocks >= int(needs_copy):
-                pair = engine.block_manager.fork(parent, child)
-                if pair is not None:
-                    copies.append(pair)
-                engine.scheduler.add_running(child)
-            else:  # no block for copy-on-write: recompute later, mostly from the prefix cache
-                engine.scheduler.add(child)
-            sample_state = engine._new_sample(state, child)
-            state.samples[index] = sample_state
-            children.append(sample_state)
+            child = self.table.fork(state, parent, index)
+            pair = self.scheduler.add_fork(parent, child.seq)
+            if pair is not None:
+                copies.append(pair)
+            children.append(child)
         parent.pending_forks = 0
         return children
 
     def _constrain(self, batch: torch.Tensor, items: list[tuple[RequestState, SampleState]]) -> None:
         """Mask end-of-sequence ids before min_tokens (or always with ignore_eos), and apply
         grammar masks to constrained rows outside a thinking block."""
-        eos = list(self.engine.eos_token_ids)
+        eos = list(self.eos_token_ids)
         grammar_rows, matchers = [], []
         for i, (_, s) in enumerate(items):
             p = s.seq.params
@@ -107,7 +102,7 @@ class StepPostprocessor:
         if s.matcher is not None and not seq.in_thinking and token != self.think_end_id:
             s.matcher.accept_token(token)
         status = None
-        if token in self.engine.eos_token_ids or token in p.stop_token_ids:
+        if token in self.eos_token_ids or token in p.stop_token_ids:
             status = SequenceStatus.FINISHED_STOPPED
         else:
             s.detokenizer.push(token)
@@ -144,7 +139,7 @@ class StepPostprocessor:
             seq.num_answer_tokens += 1
 
     def _logprob(self, token: int, out: RowOutput) -> TokenLogprob:
-        tok = self.engine.tokenizer
+        tok = self.tokenizer
         top = [TopLogprob(t, tok.token_str(t), list(tok.token_bytes(t)), lp) for t, lp in out.top or []]
         lp = out.logprob if out.logprob is not None else 0.0
         return TokenLogprob(token, tok.token_str(token), list(tok.token_bytes(token)), lp, top)
@@ -154,12 +149,12 @@ class StepPostprocessor:
         token_ids: list[int] | None = None, logprobs: list[TokenLogprob] | None = None,
     ) -> EngineEvent:
         """End one sample: free its blocks, flush its text, close the request if it was last."""
-        self.engine.scheduler.finish(s.seq, status)
+        self.scheduler.finish(s.seq, status)
         state.num_finished += 1
         event = self._event(state, s, token_ids or [], s.detokenizer.take(final=True), logprobs)
         if state.is_finished:
             event.finished = True
-            del self.engine.requests[state.request_id]
+            self.table.remove(state.request_id)
         return event
 
     def _event(

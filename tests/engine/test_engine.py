@@ -38,6 +38,14 @@ def run(engine: LLMEngine, prompts: dict[str, tuple[list[int], SamplingParams]])
     return out
 
 
+def assert_idle(engine: LLMEngine) -> None:
+    """Nothing waits or runs and every KV block is free (cached blocks count as free)."""
+    stats = engine.stats()
+    assert not engine.has_unfinished()
+    assert stats.num_waiting == stats.num_running == 0
+    assert stats.num_kv_blocks_free == stats.num_kv_blocks_total
+
+
 def random_ids(n: int, seed: int) -> list[int]:
     return torch.randint(100, 150000, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
 
@@ -99,7 +107,7 @@ def test_n_samples_share_prompt_and_differ(engine: LLMEngine) -> None:
     assert sorted(out) == [0, 1, 2, 3]
     assert all(len(t) == 6 for t in out.values())
     assert len({tuple(t) for t in out.values()}) > 1
-    assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
+    assert_idle(engine)
 
 
 def test_max_tokens_and_counts(engine: LLMEngine) -> None:
@@ -163,7 +171,6 @@ def test_invalid_requests_raise_before_scheduling(engine: LLMEngine) -> None:
 
 def test_thousand_requests_leave_the_cache_empty(qwen3_tiny_dir: Path) -> None:
     engine = make_engine(qwen3_tiny_dir, max_num_seqs=32, max_num_batched_tokens=256)
-    total = engine.block_manager.num_blocks
     for i in range(1000):
         p = SamplingParams(temperature=1.0, max_tokens=1 + i % 3, n=1 + i % 2)
         engine.add_request(EngineRequest(f"k{i}", random_ids(5 + i % 40, seed=i), p))
@@ -173,21 +180,20 @@ def test_thousand_requests_leave_the_cache_empty(qwen3_tiny_dir: Path) -> None:
             engine.abort(f"k{i}")
     while engine.has_unfinished():
         engine.step()
-    assert engine.block_manager.num_free_blocks == total
-    assert all(b.ref_count == 0 for b in engine.block_manager.blocks)
+    assert_idle(engine)
 
 
 def test_preemption_under_a_tiny_cache_completes_everything(qwen3_tiny_dir: Path) -> None:
     engine = make_engine(qwen3_tiny_dir, kv_cache_gb=40 * 16 * 512 / 2**30, max_model_len=256)
-    assert engine.block_manager.num_blocks < 60
+    assert engine.stats().num_kv_blocks_total < 60
     prompts = {f"p{i}": (random_ids(60, seed=i), SamplingParams(temperature=0, max_tokens=60, ignore_eos=True))
                for i in range(8)}
     out = run(engine, prompts)
-    assert engine.scheduler.num_preemptions > 0
+    assert engine.stats().num_preemptions > 0
     assert all(len(v[0]) == 60 for v in out.values())
     alone = run(engine, {"p0": prompts["p0"]})["p0"]
     assert out["p0"] == alone
-    assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
+    assert_idle(engine)
 
 
 def test_offline_llm_api(qwen3_tiny_dir: Path) -> None:
@@ -209,9 +215,9 @@ async def test_async_engine_streams_and_aborts(qwen3_tiny_dir: Path) -> None:
         async for _ in gen:
             break
         await gen.aclose()
-        await until(lambda: not engine.engine.has_unfinished())  # the abort reached the engine
-        bm = engine.engine.block_manager
-        assert bm.num_free_blocks == bm.num_blocks
+        await until(lambda: engine.stats().num_running + engine.stats().num_waiting == 0)
+        stats = engine.stats()
+        assert stats.num_waiting == 0 and stats.num_kv_blocks_free == stats.num_kv_blocks_total
         with pytest.raises(InvalidRequest):
             async for _ in engine.submit(EngineRequest("c", [], GREEDY)):
                 pass

@@ -57,8 +57,8 @@ def test_wait_mode_builds_first(model_dir_factory) -> None:
 def test_warm_up_leaves_the_engine_idle(model_dir_factory) -> None:
     engine = LLMEngine(EngineConfig(model=str(model_dir_factory("qwen3-tiny")), dtype="fp32",
                                     max_model_len=256))
-    free = engine.block_manager.num_free_blocks
     assert engine.warm_up() > 0
-    assert not engine.has_unfinished() and not engine.scheduler.running
+    stats = engine.stats()
+    assert not engine.has_unfinished() and stats.num_running == stats.num_waiting == 0
     assert engine.grammar_compiler is not None  # the grammar library's set-up is paid
-    assert engine.block_manager.num_free_blocks == free  # (cached blocks count as free)
+    assert stats.num_kv_blocks_free == stats.num_kv_blocks_total  # (cached blocks count as free)
