@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from dashserve.engine.audio_requests import check_audio_inputs
 from dashserve.engine.block_manager import BlockManager, blocks_for
 from dashserve.engine.detokenize import IncrementalDetokenizer
 from dashserve.engine.mm_requests import check_mm_inputs, place
@@ -151,7 +152,9 @@ class LLMEngine:
             raise InvalidParameter("request_id", f"request {request_id!r} is already running")
         self._validate_prompt(prompt_token_ids, params)
         vision = self.model_config.vision
-        items = check_mm_inputs(vision, prompt_token_ids, mm_inputs)
+        audio = self.model_config.audio
+        items = (check_audio_inputs(audio, prompt_token_ids, mm_inputs) if audio
+                 else check_mm_inputs(vision, prompt_token_ids, mm_inputs))
         mrope, delta = place(vision, len(prompt_token_ids), items) if vision else (None, 0)
         state = RequestState(request_id, params, len(prompt_token_ids))
         if params.structured is not None:

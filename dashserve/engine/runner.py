@@ -14,6 +14,7 @@ from dashserve.engine.vision_step import MediaSpan, VisionStep, rope_positions
 from dashserve.model.attention import AttentionMetadata, PrefillSegment
 from dashserve.model.cpu_kernels import paged_decode_module
 from dashserve.model.qwen import QwenForCausalLM
+from dashserve.model.qwen_audio import QwenAudioForConditionalGeneration
 from dashserve.model.qwen_vl import QwenVLForConditionalGeneration
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ class ModelRunner:
     ) -> None:
         self.model = model
         self.vision = (VisionStep(model, encoder_cache_tokens)
-                       if isinstance(model, QwenVLForConditionalGeneration) else None)
+                       if isinstance(model, (QwenVLForConditionalGeneration,
+                                             QwenAudioForConditionalGeneration)) else None)
         self.decode_kernel = None
         self._native = use_native_kernels and device.type == "cpu"
         if self._native:

@@ -22,10 +22,14 @@ class MultiModalInput:
     per temporal patch of a video (Qwen2.5-VL's M-RoPE scales time by it), 0 for images.
     """
 
-    kind: Literal["image", "video"]
+    kind: Literal["image", "video", "audio"]
     pixel_values: torch.Tensor
     grid_thw: tuple[int, int, int]
     content_hash: str
     offset: int
     length: int
     second_per_grid_t: float = 0.0
+    # audio (kind "audio"): ``pixel_values`` holds log-mel features [mel bins, frames padded
+    # to whole encoder chunks], of which the first ``audio_frames`` are real; ``grid_thw`` is
+    # (0, 0, 0) and the placeholder token is ``<|audio_pad|>``
+    audio_frames: int = 0
