@@ -15,7 +15,7 @@ from dashserve.multimodal.inputs import MultiModalInput
 # container format, codec, extension
 FORMATS = {
     "wav": ("wav", "pcm_s16le"), "flac": ("flac", "flac"), "mp3": ("mp3", "libmp3lame"),
-    "ogg": ("ogg", "libvorbis"), "m4a": ("ipod", "aac"),
+    "ogg": ("ogg", "libopus"), "m4a": ("ipod", "aac"),
 }
 
 
@@ -32,15 +32,14 @@ def encode(samples: np.ndarray, fmt: str = "wav", rate: int = 16000) -> bytes:
     out = io.BytesIO()
     with av.open(out, "w", format=container_fmt) as container:
         stream = container.add_stream(codec, rate=rate, layout="mono")
-        kind = stream.codec_context.codec.audio_formats[0].name
-        frame_size = stream.codec_context.frame_size or 1024
-        pcm = samples if kind.startswith("flt") else (samples * 32767).astype(np.int16)
-        for start in range(0, pcm.size, frame_size):
-            part = pcm[start:start + frame_size]
-            frame = av.AudioFrame.from_ndarray(part.reshape(1, -1), format=kind.rstrip("p") + (
-                "p" if kind.endswith("p") else ""), layout="mono")
-            frame.sample_rate = rate
-            for packet in stream.encode(frame):
+        ctx = stream.codec_context
+        resampler = av.AudioResampler(format=ctx.format.name, layout="mono", rate=rate,
+                                      frame_size=ctx.frame_size or None)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.float32),
+                                           format="flt", layout="mono")
+        frame.sample_rate = rate
+        for part in [*resampler.resample(frame), *resampler.resample(None)]:
+            for packet in stream.encode(part):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
