@@ -5,7 +5,8 @@ The prompt is Qwen3-ASR's own: the system turn holds the caller's system text as
 context, the user turn the clip (``<|audio_start|>``, one ``<|audio_pad|>`` per encoder row,
 ``<|audio_end|>``), and the assistant turn starts with ``language <Name><asr_text>`` when
 ``asr_options.language`` forces the language. Otherwise the model writes that prefix itself
-and ``parse_answer`` reads the language from it; the prefix never reaches the caller.
+(``ASR_GRAMMAR`` keeps it well formed) and ``parse_answer`` reads the language from it; the
+prefix never reaches the caller.
 ``enable_itn: true`` (inverse text normalisation) is refused: the open model has no switch
 for it and no maintained normaliser is installed.
 """
@@ -39,6 +40,16 @@ LANGUAGES: dict[str, str] = {
     "fa": "Persian", "el": "Greek", "hu": "Hungarian", "mk": "Macedonian", "ro": "Romanian",
 }
 CODES = {name.lower(): code for code, name in LANGUAGES.items()}
+
+
+# Without a forced language the answer must open with "language <Name><asr_text>", as
+# Qwen3-ASR's answers do: the grammar keeps it to that shape (and to a language we can
+# report) whatever the weights; the transcript after it is free.
+ASR_GRAMMAR = (
+    'start: "language " ('
+    + " | ".join(f'"{name}"' for name in LANGUAGES.values())
+    + f') "{ASR_TEXT}" TEXT\nTEXT: /(.|\\n)*/'
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import torch
 
 from dashserve.engine.client_protocol import AudioInfo
+from dashserve.engine.params import StructuredOutputSpec
 from dashserve.errors import (
     DashServeError,
     InvalidRequest,
@@ -38,6 +39,7 @@ from dashserve.platform.gate import Admission, Gate, Principal, UsageRecord
 from dashserve.platform.limits import check_engine_capacity
 from dashserve.search.options import SearchOptions, parse_search_options
 from dashserve.serving.asr import (
+    ASR_GRAMMAR,
     AsrPlan,
     PreparedClip,
     asr_prompt,
@@ -229,6 +231,9 @@ class GenerationService:
         check_input_length(params, profile, len(prompt_ids))
         stop = split_stop(params.stop, served.engine.model_info.vocab_size, tokenizer.decode)
         sampling = sampling_params(params, profile, len(prompt_ids), stop, features)
+        if options.language is None and sampling.structured is None:
+            sampling = dataclasses.replace(
+                sampling, structured=StructuredOutputSpec(grammar=ASR_GRAMMAR))
         return Plan(served, tuple(prompt_ids), sampling, mm_inputs=mm_inputs,
                     asr=AsrPlan(tokens, seconds, context_tokens, options.language))
 
