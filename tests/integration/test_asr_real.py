@@ -175,3 +175,17 @@ def test_bad_audio_is_a_400_and_nothing_is_billed(asr_live: LiveServer, audio_ho
     # the wire usage has exactly the seed's keys (the SDK adds defaults of its own)
     assert set(ok.json()["usage"]) == {"input_tokens_details", "output_tokens_details",
                                        "seconds"}
+
+
+@pytest.mark.parametrize("form", ["path", "file://"])
+def test_sdk_uploads_a_local_recording(asr_live: LiveServer, tmp_path: Any, form: str) -> None:
+    """The SDK's own upload flow: getPolicy, the form POST, then oss:// with the resolve
+    header (seed 001's local-file example)."""
+    path = tmp_path / "welcome.mp3"
+    path.write_bytes(encode(tone(2.5, seed=9), "mp3"))
+    audio = str(path) if form == "path" else f"file://{path}"
+    r = sdk_call(asr_live, seed_messages(audio), asr_options={"language": "en"}, max_tokens=2)
+    assert r.status_code == 200, r
+    assert r.usage["seconds"] == 3
+    assert r.output.choices[0].message.annotations == [{"type": "audio_info",
+                                                        "language": "en"}]
