@@ -211,6 +211,10 @@ class GenerationService:
         params, profile = request.params, served.profile
         tokenizer = served.engine.tokenizer
         options = parse_asr_options(request.asr_options)
+        if request.api != "dashscope":  # the answer's language prefix and annotation
+            raise UnsupportedFeature(   # have no place in a chat completion
+                "speech recognition is available on the native API (MultiModalConversation), "
+                "not in compatible mode", param="model")
         if request.tools:
             raise InvalidRequest("speech recognition models take no tools", param="tools")
         context = context_text(request)

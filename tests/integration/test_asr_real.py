@@ -177,6 +177,17 @@ def test_bad_audio_is_a_400_and_nothing_is_billed(asr_live: LiveServer, audio_ho
                                        "seconds"}
 
 
+def test_compatible_mode_is_refused_for_speech_models(asr_live: LiveServer) -> None:
+    import openai
+
+    client = openai.OpenAI(api_key=API_KEY, base_url=asr_live.compat_url)
+    data = base64.b64encode(encode(tone(1.0), "wav")).decode()
+    with pytest.raises(openai.BadRequestError, match="native API"):
+        client.chat.completions.create(model="qwen3-asr-flash", messages=[
+            {"role": "user", "content": [{"type": "input_audio", "input_audio": {
+                "data": f"data:audio/wav;base64,{data}", "format": "wav"}}]}])
+
+
 @pytest.mark.parametrize("form", ["path", "file://"])
 def test_sdk_uploads_a_local_recording(asr_live: LiveServer, tmp_path: Any, form: str) -> None:
     """The SDK's own upload flow: getPolicy, the form POST, then oss:// with the resolve
