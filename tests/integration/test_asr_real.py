@@ -161,11 +161,14 @@ def post(server: LiveServer, model: str, audio: str) -> httpx.Response:
     ("/audios/empty.wav", "qwen3-asr-flash", "empty"),
     ("/audios/long.wav", "qwen3-asr-flash", "more than the 180 s"),
     (WELCOME, "qwen-plus", "does not accept audio"),
+    ("http://169.254.169.254/latest/meta-data", "qwen3-asr-flash", "link-local"),
+    ("http://10.0.0.8/a.mp3", "qwen3-asr-flash", "private address"),
+    ("ftp://example.com/a.mp3", "qwen3-asr-flash", "unsupported"),
 ])
 def test_bad_audio_is_a_400_and_nothing_is_billed(asr_live: LiveServer, audio_host: MediaServer,
                                                   path: str, model: str, why: str) -> None:
     before = len(asr_live.gate.admissions)
-    r = post(asr_live, model, audio_host.url(path))
+    r = post(asr_live, model, path if "://" in path else audio_host.url(path))
     assert r.status_code == 400, r.text
     body = r.json()
     assert body["code"] == "InvalidParameter" and why in body["message"], body
