@@ -172,16 +172,17 @@ def asr_prompt(encode: Callable[[str], list[int]], encode_plain: Callable[[str],
 
 
 def parse_answer(text: str, forced: str | None, final: bool = True) -> tuple[str, str | None]:
-    """(transcript, language code) of an answer: the transcript follows ``<asr_text>``; the
-    language is the forced one, else the one the model named before ``<asr_text>`` (None
-    when it named none we know). Unfinished (``final`` false), an answer still inside a
-    ``language ...`` prefix shows nothing yet."""
+    """(transcript, language code) of an answer: the transcript follows the first
+    ``<asr_text>`` (a later one is format, not transcript, and is dropped); the language is
+    the forced one, else the one the model named before ``<asr_text>`` (None when it named
+    none we know). Unfinished (``final`` false), an answer still inside a ``language ...``
+    prefix shows nothing yet."""
     if forced is not None:
-        return text, forced
+        return text.replace(ASR_TEXT, ""), forced
     head, sep, rest = text.partition(ASR_TEXT)
     if sep:
         name = head.strip().removeprefix("language").strip().lower()
-        return rest, CODES.get(name)
+        return rest.replace(ASR_TEXT, ""), CODES.get(name)
     if not final and ("language".startswith(text) or text.startswith("language")):
         return "", None
     return text, None

@@ -139,6 +139,21 @@ def test_stream_carries_the_transcript_and_the_annotation(asr_live: LiveServer,
     assert last.usage["seconds"] == 2
 
 
+def test_stream_never_shows_the_language_prefix(asr_live: LiveServer,
+                                                 audio_host: MediaServer) -> None:
+    from dashserve.serving.asr import LANGUAGES
+
+    chunks = sdk_call(asr_live, seed_messages(audio_host.url(WELCOME)), stream=True,
+                      incremental_output=True, max_tokens=8)
+    text = "".join(part.get("text", "") for c in chunks
+                   for part in c.output.choices[0].message.content)
+    assert "<asr_text>" not in text and not text.startswith("language")
+    info = chunks[-1].output.choices[0].message.annotations[0]
+    assert info["type"] == "audio_info" and info["language"] in LANGUAGES
+    whole = sdk_call(asr_live, seed_messages(audio_host.url(WELCOME)), max_tokens=8)
+    assert whole.output.choices[0].message.content == ([{"text": text}] if text else [])
+
+
 @pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "ogg", "m4a"])
 def test_audio_formats_decode_as_data_urls(asr_live: LiveServer, fmt: str) -> None:
     data = base64.b64encode(encode(tone(1.2, seed=3), fmt)).decode()

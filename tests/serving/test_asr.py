@@ -34,6 +34,7 @@ def test_answer_prefix_gives_the_language_and_is_hidden() -> None:
     assert parse_answer("language Chinese<asr_text>欢迎使用阿里云。", None) == (
         "欢迎使用阿里云。", "zh")
     assert parse_answer("language Klingon<asr_text>x", None) == ("x", None)
+    assert parse_answer("language English<asr_text>a<asr_text>b", None) == ("ab", "en")
     assert parse_answer("欢迎", "zh") == ("欢迎", "zh")  # forced: the prompt held the prefix
     assert parse_answer("langu", None, final=False) == ("", None)  # may become the prefix
     assert parse_answer("language Eng", None, final=False) == ("", None)
