@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     # shared contracts: what crosses from serving into the engine and back
     "contracts": {"errors", "tokenizer"},
     # the engine side: tokens and tensors, no HTTP, no database
-    "model": {"tokenizer_build"},
+    "model": {"contracts", "tokenizer_build"},  # contracts: token counts shared with serving
     "sampling": {"contracts", "errors"},
     "engine": {"contracts", "errors", "model", "sampling", "tokenizer"},
     # inputs turned into tensors and bytes

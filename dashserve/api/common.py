@@ -9,7 +9,7 @@ from typing import Any
 
 from dashserve.contracts.outputs import TokenLogprob
 from dashserve.errors import InvalidRequest, UnsupportedFeature
-from dashserve.serving.request import ImagePart, Message, Segment, StopItem, VideoPart
+from dashserve.serving.request import AudioPart, ImagePart, Message, Segment, StopItem, VideoPart
 
 # Content-part keys (native) and types (OpenAI) that carry media we cannot read yet
 # (images are read: see ``image_part``).
@@ -118,13 +118,30 @@ def video_part(part: dict[str, Any], here: str) -> VideoPart | None:
     return VideoPart(source, here, fps, bounds["min_pixels"], bounds["max_pixels"], total)
 
 
+def audio_part(part: dict[str, Any], here: str) -> AudioPart | None:
+    """The clip of a native ``{"audio": ...}`` or OpenAI ``{"type": "input_audio",
+    "input_audio": {"data": ...}}`` part, or None when the part holds no audio."""
+    if part.get("type") == "input_audio" or "input_audio" in part:
+        value = part.get("input_audio")
+        url = value.get("data") if isinstance(value, dict) else value
+    elif "audio" in part and part.get("type", "audio") == "audio":
+        url = part.get("audio")
+    else:
+        return None
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest(f"{here} must give the audio as a non-empty string (a URL, a "
+                             "data URL or an oss:// key)", param=here)
+    return AudioPart(url, here)
+
+
 def content_segments(content: Any, where: str) -> list[Segment]:
     """Text and images of a message's content, in order: a string, or a list of parts.
 
     Native parts look like ``{"text": ...}`` and ``{"image": ...}``, OpenAI parts like
     ``{"type": "text", "text": ...}`` and ``{"type": "image_url", "image_url": {"url": ...}}``;
     video parts are ``{"video": url | [frame urls]}``, ``{"type": "video_url", ...}`` and
-    ``{"type": "video", "video": [...]}``; audio parts are refused.
+    ``{"type": "video", "video": [...]}``; audio parts ``{"audio": url}`` and
+    ``{"type": "input_audio", ...}``.
     """
     if content is None:
         return []
@@ -142,6 +159,10 @@ def content_segments(content: Any, where: str) -> list[Segment]:
         video = video_part(part, here)
         if video is not None:
             segments.append(video)
+            continue
+        clip = audio_part(part, here)
+        if clip is not None:
+            segments.append(clip)
             continue
         kind = str(part.get("type", ""))
         if kind in MEDIA_TYPES:
@@ -162,10 +183,10 @@ def to_message(role: str, content: Any, where: str, *, partial: bool | None,
     if content is None and role in ("user", "system"):
         raise InvalidRequest(f"{where}.content is required for role {role!r}", param=where)
     segments = content_segments(content, f"{where}.content")
-    images = [s for s in segments if isinstance(s, (ImagePart, VideoPart))]
+    images = [s for s in segments if isinstance(s, (ImagePart, VideoPart, AudioPart))]
     if images and role != "user":
-        raise InvalidRequest(f"images and videos may only be sent in user messages, not in "
-                             f"{role!r} ones", param=images[0].where)
+        raise InvalidRequest(f"images, videos and audio may only be sent in user messages, "
+                             f"not in {role!r} ones", param=images[0].where)
     text = "".join(s for s in segments if isinstance(s, str))
     extra = tuple((k, fields[k]) for k in MESSAGE_EXTRAS if fields.get(k) is not None)
     return Message(role=role, content=text, partial=bool(partial), extra=extra,

@@ -29,6 +29,24 @@ class VisionInfo:
     vision_end_token_id: int
 
 
+# ---- speech models (Qwen3-ASR) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInfo:
+    """What serving needs to prepare audio for a speech model."""
+
+    family: str  # "qwen3-asr"
+    num_mel_bins: int  # 128
+    chunk_frames: int  # mel frames per encoder chunk (100: one second)
+    audio_token_id: int  # <|audio_pad|>
+    audio_start_token_id: int
+    audio_end_token_id: int
+
+
+# -------------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
     """What the serving layer needs to know about the loaded model."""
@@ -41,6 +59,7 @@ class ModelInfo:
     # output tokens of a request that sets no max_tokens, where the model asks for a default
     # (demo checkpoints); None: as much as the model's profile allows
     default_max_tokens: int | None = None
+    audio: AudioInfo | None = None  # speech models: their audio encoder's input
 
 
 class EngineClient(Protocol):

@@ -22,10 +22,27 @@ class MultiModalInput:
     per temporal patch of a video (Qwen2.5-VL's M-RoPE scales time by it), 0 for images.
     """
 
-    kind: Literal["image", "video"]
+    kind: Literal["image", "video", "audio"]
     pixel_values: torch.Tensor
     grid_thw: tuple[int, int, int]
     content_hash: str
     offset: int
     length: int
     second_per_grid_t: float = 0.0
+    # audio (kind "audio"): ``pixel_values`` holds log-mel features [mel bins, frames padded
+    # to whole encoder chunks], of which the first ``audio_frames`` are real; ``grid_thw`` is
+    # (0, 0, 0) and the placeholder token is ``<|audio_pad|>``
+    audio_frames: int = 0
+
+
+def post_cnn_length(frames: int) -> int:
+    """Tokens three (kernel 3, stride 2, padding 1) convolutions leave of ``frames`` frames."""
+    for _ in range(3):
+        frames = (frames - 1) // 2 + 1 if frames > 0 else 0
+    return frames
+
+
+def audio_token_count(frames: int, chunk_frames: int = 100) -> int:
+    """Placeholder tokens ``frames`` mel frames become: each chunk convolved on its own."""
+    full, rest = divmod(frames, chunk_frames)
+    return full * post_cnn_length(chunk_frames) + post_cnn_length(rest)

@@ -21,10 +21,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from dashserve.contracts.engine_client import ModelInfo, VisionInfo
+from dashserve.contracts.engine_client import AudioInfo, ModelInfo, VisionInfo
 from dashserve.contracts.outputs import EngineEvent, EngineStats
 from dashserve.contracts.request import EngineRequest
 from dashserve.engine.engine import EngineConfig, LLMEngine
+from dashserve.model.audio_config import AudioConfig
 from dashserve.model.vision_config import VisionConfig
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,16 @@ def vision_info(vision: VisionConfig | None) -> VisionInfo | None:
     )
 
 
+def audio_info(audio: AudioConfig | None) -> AudioInfo | None:
+    if audio is None:
+        return None
+    return AudioInfo(
+        family=audio.family, num_mel_bins=audio.num_mel_bins, chunk_frames=audio.chunk_frames,
+        audio_token_id=audio.audio_token_id, audio_start_token_id=audio.audio_start_token_id,
+        audio_end_token_id=audio.audio_end_token_id,
+    )
+
+
 @dataclass(slots=True)
 class _Call:  # run on the engine thread between steps
     fn: Callable[[], object]
@@ -77,6 +88,7 @@ class AsyncEngine:
             max_model_len=engine.max_model_len, vocab_size=engine.model_config.vocab_size,
             vision=vision_info(engine.model_config.vision),
             default_max_tokens=engine.model_config.demo_max_new_tokens,
+            audio=audio_info(engine.model_config.audio),
         )
         self._commands: queue.Queue[_Add | _Abort | _Call | None] = queue.Queue()
         self._queues: dict[str, asyncio.Queue[EngineEvent | BaseException]] = {}

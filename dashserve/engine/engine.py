@@ -14,6 +14,7 @@ import torch
 from dashserve.contracts.outputs import EngineEvent, EngineStats
 from dashserve.contracts.params import SamplingParams, StructuredOutputSpec
 from dashserve.contracts.request import EngineRequest
+from dashserve.engine.audio_requests import check_audio_inputs
 from dashserve.engine.block_manager import BlockManager
 from dashserve.engine.config import EngineConfig
 from dashserve.engine.mm_requests import check_mm_inputs, place
@@ -155,7 +156,9 @@ class LLMEngine:
             raise InvalidRequest(f"request {request_id!r} is already running", param="request_id")
         self._validate_prompt(prompt_token_ids, params)
         vision = self.model_config.vision
-        items = check_mm_inputs(vision, prompt_token_ids, request.mm_inputs)
+        audio = self.model_config.audio
+        items = (check_audio_inputs(audio, prompt_token_ids, request.mm_inputs) if audio
+                 else check_mm_inputs(vision, prompt_token_ids, request.mm_inputs))
         mrope, delta = place(vision, len(prompt_token_ids), items) if vision else (None, 0)
         state = RequestState(request_id, params, len(prompt_token_ids))
         if params.structured is not None:

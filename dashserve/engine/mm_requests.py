@@ -17,6 +17,8 @@ def check_mm_inputs(
 ) -> tuple[MultiModalInput, ...]:
     """The items sorted by offset; InvalidRequest when one does not fit the model or prompt,
     or when a vision model's prompt holds placeholder tokens no image fills."""
+    if any(it.kind == "audio" for it in items):
+        raise InvalidRequest("the model does not accept audio", param="input")
     if vision is None:
         if items:
             raise InvalidRequest("the model does not accept images", param="input")

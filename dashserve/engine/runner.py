@@ -28,6 +28,7 @@ from dashserve.model.cpu_linear import (
 from dashserve.model.kernel_build import can_build
 from dashserve.model.loader import load_model, pick_dtype, resolve_model_dir
 from dashserve.model.qwen import QwenForCausalLM
+from dashserve.model.qwen_audio import QwenAudioForConditionalGeneration
 from dashserve.model.qwen_vl import QwenVLForConditionalGeneration
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ class ModelRunner:
         self.weight_bytes = weight_bytes
         self.pack_weights = pack_weights
         self.vision = (VisionStep(model, encoder_cache_tokens)
-                       if isinstance(model, QwenVLForConditionalGeneration) else None)
+                       if isinstance(model, (QwenVLForConditionalGeneration,
+                                             QwenAudioForConditionalGeneration)) else None)
         self.decode_kernel = None
         self._native = device.type == "cpu"
         self.kernels_pending = self._native and not wait_for_kernels and not all_built() \

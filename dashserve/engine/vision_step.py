@@ -12,6 +12,7 @@ from dashserve.contracts.multimodal import MultiModalInput
 from dashserve.engine.encoder_cache import Encoded, EncoderCache
 from dashserve.engine.sequence import Sequence
 from dashserve.model.qwen import DeepStack
+from dashserve.model.qwen_audio import QwenAudioForConditionalGeneration
 from dashserve.model.qwen_vl import QwenVLForConditionalGeneration
 
 
@@ -39,9 +40,13 @@ def rope_positions(seq: Sequence, start: int, end: int) -> torch.Tensor:
 
 
 class VisionStep:
-    """Per-runner state for vision models: the encoder cache and a count of encoded items."""
+    """Per-runner state for vision (and speech) models: the encoder cache and a count of
+    encoded items."""
 
-    def __init__(self, model: QwenVLForConditionalGeneration, cache_tokens: int) -> None:
+    def __init__(
+        self, model: QwenVLForConditionalGeneration | QwenAudioForConditionalGeneration,
+        cache_tokens: int,
+    ) -> None:
         self.model = model
         self.cache = EncoderCache(cache_tokens)
         self.num_encoded = 0  # items the vision encoder has run on
@@ -91,8 +96,13 @@ class VisionStep:
                 todo[key] = item
         if todo:
             batch = list(todo.values())
-            outs = self.model.encode([it.pixel_values for it in batch],
-                                     [it.grid_thw for it in batch])
+            outs: list[Encoded]
+            if isinstance(self.model, QwenAudioForConditionalGeneration):
+                outs = [(rows, []) for rows in self.model.encode_audio(
+                    [it.pixel_values for it in batch], [it.audio_frames for it in batch])]
+            else:
+                outs = self.model.encode([it.pixel_values for it in batch],
+                                         [it.grid_thw for it in batch])
             self.num_encoded += len(batch)
             for item, out in zip(batch, outs, strict=True):
                 found[item.content_hash] = out

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dashserve.model.audio_config import AUDIO_ARCHITECTURES, AudioConfig, audio_text_config
 from dashserve.model.vision_config import (
     VL_ARCHITECTURES,
     VisionConfig,
@@ -17,6 +18,7 @@ from dashserve.model.vision_config import (
 
 SUPPORTED_ARCHITECTURES = (
     "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM", *VL_ARCHITECTURES,
+    *AUDIO_ARCHITECTURES,
 )
 
 # generation_config.json key that marks a demo checkpoint (see ModelConfig.demo_max_new_tokens)
@@ -60,6 +62,8 @@ class ModelConfig:
     vision: VisionConfig | None = None
     mrope_section: tuple[int, ...] = ()
     mrope_interleaved: bool = False
+    # speech checkpoints (Qwen3-ASR): the audio encoder
+    audio: AudioConfig | None = None
     # demo checkpoints only (``DEMO_MAX_TOKENS_KEY`` in generation_config.json): the output
     # length of a request that sets none, since random weights never emit an end token
     demo_max_new_tokens: int | None = None
@@ -91,6 +95,9 @@ class ModelConfig:
                 f"unsupported architecture {archs or cfg.get('model_type')!r}; "
                 f"dashserve runs {', '.join(SUPPORTED_ARCHITECTURES)}"
             )
+        if arch in AUDIO_ARCHITECTURES:
+            return replace(cls.from_dict(audio_text_config(cfg, arch)), architecture=arch,
+                           audio=AudioConfig.from_dict(cfg, arch))
         if arch in VL_ARCHITECTURES:
             text = text_config_dict(cfg, arch)
             section, interleaved = mrope_settings(text)

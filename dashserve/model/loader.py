@@ -13,6 +13,7 @@ from safetensors import safe_open
 from dashserve.model.config import ModelConfig
 from dashserve.model.layers import RotaryEmbedding
 from dashserve.model.qwen import QwenForCausalLM
+from dashserve.model.qwen_audio import QwenAudioForConditionalGeneration
 from dashserve.model.qwen_vl import QwenVLForConditionalGeneration, checkpoint_name
 
 log = logging.getLogger(__name__)
@@ -87,11 +88,15 @@ def load_model(
     ``progress(done, total)`` is called as tensors arrive."""
     started = time.monotonic()
     with torch.device("meta"):
-        model = QwenVLForConditionalGeneration(config) if config.vision else QwenForCausalLM(config)
+        model = (QwenVLForConditionalGeneration(config) if config.vision
+                 else QwenAudioForConditionalGeneration(config) if config.audio
+                 else QwenForCausalLM(config))
     model = model.to(dtype).to_empty(device=device)
     if config.tie_word_embeddings:  # to_empty gives each name its own tensor: tie again
         model.lm_head.weight = model.model.embed_tokens.weight
     _reset_rotary(model, config, device)
+    if isinstance(model, QwenAudioForConditionalGeneration):  # a buffer, not in checkpoints
+        model.audio_tower.reset_positions(device)
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded: set[str] = set()
     files = sorted(model_dir.glob("*.safetensors"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import struct
 import sys
 import time
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
-from dashserve.model import demo_weights
+from dashserve.model import demo_weights, make_audio
 from dashserve.model.config import DEMO_MAX_TOKENS_KEY
 from dashserve.model.make_vision import (
     flat_text,
@@ -52,7 +53,7 @@ CHUNK_ELEMENTS = 1 << 23  # random fill granularity, bounds temporary memory
 class TensorSpec(NamedTuple):
     name: str
     shape: tuple[int, ...]
-    init: str  # "normal" | "ones" | "zeros"
+    init: str  # "normal" | "ones" | "zeros" | "fan_in"
 
 
 def _layer_specs(cfg: dict[str, Any], i: int) -> list[TensorSpec]:
@@ -87,6 +88,10 @@ def _mlp_specs(prefix: str, hidden: int, inter: int) -> list[TensorSpec]:
 
 def tensor_specs(cfg: dict[str, Any]) -> list[TensorSpec]:
     """Every tensor of the checkpoint, with Hugging Face names, in file and fill order."""
+    if make_audio.is_audio(cfg):
+        specs = tensor_specs(make_audio.flat_text(cfg)) + [
+            TensorSpec(*s) for s in make_audio.audio_specs(cfg)]
+        return [spec._replace(name=make_audio.published_name(spec.name)) for spec in specs]
     if is_vl(cfg):
         specs = tensor_specs(flat_text(cfg)) + [TensorSpec(*s) for s in vision_specs(cfg)]
         return [spec._replace(name=published_name(cfg, spec.name)) for spec in specs]
@@ -109,10 +114,13 @@ def _make_tensor(spec: TensorSpec, dtype: torch.dtype, gen: torch.Generator) -> 
         return (1.0 + 0.1 * torch.randn(spec.shape, generator=gen)).to(dtype)
     if spec.init == "zeros":
         return (INIT_STD * torch.randn(spec.shape, generator=gen)).to(dtype)
+    # "fan_in": std 1 / sqrt(fan in), for the layers whose input must survive (the audio
+    # encoder's convolutions: at 0.02 a clip's features would vanish under the positions)
+    std = (1.0 / math.sqrt(math.prod(spec.shape[1:])) if spec.init == "fan_in" else INIT_STD)
     t = torch.empty(spec.shape, dtype=dtype)
     flat = t.view(-1)
     for start in range(0, flat.numel(), CHUNK_ELEMENTS):
-        flat[start : start + CHUNK_ELEMENTS].normal_(0.0, INIT_STD, generator=gen)
+        flat[start : start + CHUNK_ELEMENTS].normal_(0.0, std, generator=gen)
     return t
 
 
@@ -155,7 +163,9 @@ def write_weights(cfg: dict[str, Any], path: Path, seed: int, dtype: torch.dtype
 
     specs = tensor_specs(cfg)
     level = logging.INFO if param_count(cfg) > 100_000_000 else logging.DEBUG
-    layers = flat_text(cfg)["num_hidden_layers"] if is_vl(cfg) else cfg["num_hidden_layers"]
+    layers = (flat_text(cfg)["num_hidden_layers"] if is_vl(cfg)
+              else make_audio.flat_text(cfg)["num_hidden_layers"] if make_audio.is_audio(cfg)
+              else cfg["num_hidden_layers"])
     done_layer = -1
     with open(path, "wb") as f:
         _write_header(f, specs, dtype)
@@ -189,12 +199,15 @@ def make_model(preset: str, out_dir: Path, seed: int = 0, dtype: str | None = No
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    gen = vl_generation_config(cfg) if is_vl(cfg) else generation_config(cfg)
+    gen = (vl_generation_config(cfg) if is_vl(cfg)
+           else make_audio.generation_config(cfg) if make_audio.is_audio(cfg)
+           else generation_config(cfg))
     if demo_max_new_tokens is not None:
         gen[DEMO_MAX_TOKENS_KEY] = demo_max_new_tokens
     (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     # vision demos rely on the output cap alone (the circuit is written for text checkpoints)
-    demo = demo_max_new_tokens is not None and not is_vl(cfg) and demo_weights.applies(cfg)
+    demo = (demo_max_new_tokens is not None and not is_vl(cfg) and not make_audio.is_audio(cfg)
+            and demo_weights.applies(cfg))
     write_weights(cfg, out_dir / "model.safetensors", seed, getattr(torch, cfg["torch_dtype"]),
                   progress, demo)
     from dashserve.tokenizer_build import write_tokenizer_files
@@ -202,6 +215,8 @@ def make_model(preset: str, out_dir: Path, seed: int = 0, dtype: str | None = No
     write_tokenizer_files(out_dir)
     if is_vl(cfg):
         write_vl_files(cfg, out_dir)
+    if make_audio.is_audio(cfg):
+        make_audio.write_audio_files(out_dir)
     log.info("made %s (%s, seed %d, %.1fM params) in %s in %.1fs", preset, cfg["torch_dtype"], seed,
              param_count(cfg) / 1e6, out_dir, time.monotonic() - started)
     return out_dir
@@ -221,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
         for name, cfg in PRESETS.items():
             # vision presets: the language model's size (counting the ViT needs torch)
             size = (f"{param_count(flat_text(cfg)) / 1e6:6.1f}M+ViT" if is_vl(cfg)
+                    else f"{param_count(make_audio.flat_text(cfg)) / 1e6:6.1f}M+enc"
+                    if make_audio.is_audio(cfg)
                     else f"{param_count(cfg) / 1e6:8.1f}M")
             line = f"{name:<20} {cfg['torch_dtype']:<9} {size}  {DESCRIPTIONS.get(name, '')}"
             print(line)  # noqa: T201

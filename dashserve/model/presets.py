@@ -11,6 +11,7 @@ import copy
 import math
 from typing import Any
 
+from dashserve.model.presets_audio import AUDIO_DESCRIPTIONS, AUDIO_PRESETS
 from dashserve.model.presets_vl import VL_DESCRIPTIONS, VL_PRESETS
 
 DTYPE_NAMES = {
@@ -104,6 +105,8 @@ DESCRIPTIONS: dict[str, str] = {
 
 PRESETS.update(VL_PRESETS)
 DESCRIPTIONS.update(VL_DESCRIPTIONS)
+PRESETS.update(AUDIO_PRESETS)
+DESCRIPTIONS.update(AUDIO_DESCRIPTIONS)
 
 
 def dtype_name(dtype: str) -> str:
@@ -151,6 +154,11 @@ def param_count(config: dict[str, Any]) -> int:
 
         return param_count(flat_text(config)) + sum(
             math.prod(shape) for _, shape, _ in vision_specs(config))
+    if "audio_config" in config:
+        from dashserve.model import make_audio
+
+        return param_count(make_audio.flat_text(config)) + sum(
+            math.prod(shape) for _, shape, _ in make_audio.audio_specs(config))
     h, v, layers = config["hidden_size"], config["vocab_size"], config["num_hidden_layers"]
     hd, nq, nkv = head_dim(config), config["num_attention_heads"], config["num_key_value_heads"]
     attn = h * hd * nq * 2 + h * hd * nkv * 2

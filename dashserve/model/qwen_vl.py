@@ -15,7 +15,9 @@ from dashserve.model.vision_qwen25 import Qwen25VisionTransformer
 
 # transformers 5 saves the decoder under model.language_model and the encoder under
 # model.visual; the published checkpoints use model.* and visual.*
-WEIGHT_RENAMES = (("model.language_model.", "model."), ("model.visual.", "visual."))
+WEIGHT_RENAMES = (("model.language_model.", "model."), ("model.visual.", "visual."),
+                  ("model.audio_tower.", "audio_tower."),
+                  ("model.multi_modal_projector.", "multi_modal_projector."))
 
 
 def checkpoint_name(name: str) -> str:

@@ -162,10 +162,15 @@ class Usage:
     image_tokens: int = 0  # prompt tokens of images (placeholders and their markers)
     image_hw: tuple[tuple[int, int], ...] | None = None  # vl_enable_image_hw_output
     video_tokens: int = 0  # prompt tokens of videos (placeholders and their markers)
+    # speech recognition: the clip's placeholder tokens, the decoded seconds (usage.seconds)
+    # and the recognition context's tokens (input_tokens_details.text_tokens)
+    audio_tokens: int = 0
+    audio_seconds: int = 0
+    context_tokens: int = 0
 
     @property
     def text_tokens(self) -> int:
-        return self.input_tokens - self.image_tokens - self.video_tokens
+        return self.input_tokens - self.image_tokens - self.video_tokens - self.audio_tokens
     search_count: int = 0  # web searches run for the request
 
     def prompt_tokens_details(self) -> dict[str, Any]:

@@ -25,7 +25,6 @@ SEED_MAX = 2**31 - 1
 # Parameters whose truthy value asks for a feature this server does not have.
 _UNSUPPORTED_EXTRAS: Mapping[str, str] = MappingProxyType({
     "enable_code_interpreter": "the code interpreter is not available on this server",
-    "asr_options": "speech recognition (asr_options) is not available on this server",
     "translation_options": "translation (translation_options) is not available on this server",
     "output_format": "deep-research reports (output_format) are not available on this server",
     "logit_bias": "logit_bias is not supported by this server",

@@ -123,6 +123,11 @@ QWEN25_VL = replace(_profile("qwen2.5-vl", 131_072, 8_192, _s(0.01, 0.001, 20, 1
                              "message", False), pixels=QWEN25_VL_PIXELS, tools=False)
 QVQ = replace(_profile("qvq", 131_072, 8_192, _s(0.5, 0.5, 10, 1.0, 1.5, seed=3407), "message",
                        True), pixels=QWEN25_VL_PIXELS, tools=False)
+# qwen3-asr-flash: seed 003 gives no sampling defaults for speech recognition; near-greedy
+# decoding as for the vision families, messages, no tools; context and output of the
+# open Qwen3-ASR checkpoints
+QWEN3_ASR = replace(_profile("qwen3-asr", 65_536, 8_192, _s(0.01, 0.001, 1, 1.0, 0.0),
+                             "message", False), tools=False)
 QWEN3_SMALL = _profile("qwen3-open", 32_768, 8_192, _s(0.7, 0.8, 20, 1.05, 1.5), "message", True,
                        thinking=_s(0.6, 0.95, 20, 1.05, 1.5))
 QWEN3_OPEN = _profile("qwen3-open", 131_072, 8_192, _s(0.7, 0.8, 20, 1.05, 1.5), "message", True,
@@ -133,6 +138,7 @@ QWEN_OPEN = _profile("qwen-open", 131_072, 8_192, _s(0.7, 0.8, 20, 1.05, 0.0), "
 
 # First match wins; patterns are matched against the lower-cased served name.
 _FAMILIES: tuple[tuple[str, ModelProfile], ...] = (
+    (r"qwen3-asr", QWEN3_ASR),  # speech recognition
     (r"qwen3-vl", QWEN3_VL),  # vision families first
     (r"qwen-vl-ocr", QWEN_VL_OCR),
     (r"qwen-vl-max", QWEN_VL_MAX),
@@ -160,6 +166,8 @@ def profile_for(served_name: str, architecture: str = "") -> ModelProfile:
     for pattern, profile in _FAMILIES:
         if re.match(pattern, name):
             return profile
+    if architecture == "Qwen3ASRForConditionalGeneration":
+        return QWEN3_ASR
     if architecture.startswith("Qwen3"):
         return QWEN3_OPEN
     return QWEN_OPEN

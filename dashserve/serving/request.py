@@ -37,7 +37,15 @@ class VideoPart:
     total_pixels: int | None = None
 
 
-Segment = str | ImagePart | VideoPart
+@dataclass(frozen=True, slots=True)
+class AudioPart:
+    """An audio clip in a message: a URL, a data URL or an ``oss://`` key (``source``)."""
+
+    source: str
+    where: str
+
+
+Segment = str | ImagePart | VideoPart | AudioPart
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +75,10 @@ class Message:
     def videos(self) -> tuple[VideoPart, ...]:
         return tuple(p for p in self.parts if isinstance(p, VideoPart))
 
+    @property
+    def audios(self) -> tuple[AudioPart, ...]:
+        return tuple(p for p in self.parts if isinstance(p, AudioPart))
+
     def to_template(self) -> dict[str, Any]:
         """The dict the chat template expects: VL templates take a list of image and text
         parts (each image becomes ``<|vision_start|><|image_pad|><|vision_end|>``)."""
@@ -74,6 +86,7 @@ class Message:
         if self.parts:
             content = [{"type": "image"} if isinstance(p, ImagePart)
                        else {"type": "video"} if isinstance(p, VideoPart)
+                       else {"type": "audio"} if isinstance(p, AudioPart)
                        else {"type": "text", "text": p} for p in self.parts]
         out: dict[str, Any] = {"role": self.role, "content": content}
         out.update(self.extra)
@@ -131,6 +144,7 @@ class GenerationRequest:
     enable_search: bool = False
     search_options: Any = None  # as sent; checked by ``search.options``
     ocr_options: Any = None  # as sent; checked by ``serving.ocr``
+    asr_options: Any = None  # as sent; checked by ``serving.asr``
     inspection: InspectionRequest = field(default_factory=InspectionRequest)
     documents_expanded: bool = False  # fileid:// documents already put into the messages
 
@@ -141,3 +155,7 @@ class GenerationRequest:
     @property
     def videos(self) -> tuple[VideoPart, ...]:
         return tuple(video for m in self.messages for video in m.videos)
+
+    @property
+    def audios(self) -> tuple[AudioPart, ...]:
+        return tuple(clip for m in self.messages for clip in m.audios)

@@ -24,6 +24,7 @@ from dashserve.contracts.params import SamplingParams
 from dashserve.contracts.request import EngineRequest
 from dashserve.errors import DashServeError, InternalError
 from dashserve.platform.gate import Admission, Gate, UsageRecord
+from dashserve.serving.asr import AsrPlan
 from dashserve.serving.assemble import (
     ChatText,
     ChoiceAssembler,
@@ -59,6 +60,7 @@ class Plan:
     image_tokens: int = 0  # prompt tokens billed as image tokens
     image_hw: tuple[tuple[int, int], ...] | None = None  # resized (h, w), when asked for
     video_tokens: int = 0  # prompt tokens of videos (placeholders and their markers)
+    asr: AsrPlan | None = None  # speech recognition: the clip and the forced language
     search: SearchOutcome | None = None  # what web search did (enable_search)
     output_screen: OutputScreen | None = None  # X-DashScope-DataInspection on the output
 
@@ -113,6 +115,11 @@ class GenerationRun:
                          self.plan.image_tokens if self._input_tokens else 0,
                          self.plan.image_hw,
                          self.plan.video_tokens if self._input_tokens else 0)
+        asr = self.plan.asr
+        if asr is not None:
+            usage = dataclasses.replace(usage, audio_tokens=asr.audio_tokens,
+                                        audio_seconds=asr.seconds,
+                                        context_tokens=asr.context_tokens)
         search = self.plan.search
         if search is None:
             return usage

@@ -22,6 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+import torch
+
+from dashserve.contracts.engine_client import AudioInfo
+from dashserve.contracts.multimodal import MultiModalInput, audio_token_count
+from dashserve.contracts.params import StructuredOutputSpec
 from dashserve.errors import (
     DashServeError,
     InvalidRequest,
@@ -32,8 +37,18 @@ from dashserve.errors import (
 from dashserve.platform.gate import Admission, Gate, Principal, UsageRecord
 from dashserve.platform.limits import check_engine_capacity
 from dashserve.search.options import SearchOptions, parse_search_options
+from dashserve.serving.asr import (
+    ASR_GRAMMAR,
+    AsrPlan,
+    PreparedClip,
+    asr_prompt,
+    check_audio,
+    context_text,
+    parse_asr_options,
+    prepare_audio,
+)
 from dashserve.serving.documents import DocumentSource, expand_documents, has_documents
-from dashserve.serving.features import resolve_features
+from dashserve.serving.features import ChatFeatures, resolve_features
 from dashserve.serving.normalize import (
     check_input_length,
     check_ranges,
@@ -43,7 +58,7 @@ from dashserve.serving.normalize import (
 from dashserve.serving.ocr import with_task_prompt
 from dashserve.serving.profiles import ModelProfile
 from dashserve.serving.prompt import build_prompt, explicit_cache_tokens
-from dashserve.serving.registry import ModelRegistry
+from dashserve.serving.registry import ModelRegistry, ServedModel
 from dashserve.serving.request import GenerationRequest
 from dashserve.serving.run import CLIENT_CLOSED, SHUTDOWN, GenerationRun, Plan, client_error
 from dashserve.serving.screening import Inspector, OutputScreen, checked_request, screen_input
@@ -150,7 +165,11 @@ class GenerationService:
         tokenizer = served.engine.tokenizer
         check_least_length(request, profile, getattr(tokenizer, "max_token_bytes", None))
         vision = served.engine.model_info.vision
+        audio = getattr(served.engine.model_info, "audio", None)
+        check_audio(request, audio)
         images = images or PreparedImages()
+        if audio is not None:
+            return self._asr_plan(request, served, features, images.clips, audio)
         if (request.images or request.videos) and not images.any:  # not prepared yet:
             self.images.check(request, profile, vision)  # refuse what can be
         messages = request.messages
@@ -183,6 +202,44 @@ class GenerationService:
                     video_tokens=images.video_tokens,
                     search=search)
 
+    def _asr_plan(self, request: GenerationRequest, served: ServedModel,
+                  features: ChatFeatures, clips: tuple[PreparedClip, ...],
+                  audio: AudioInfo) -> Plan:
+        """A speech recognition request's plan: Qwen3-ASR's prompt around its clip (before
+        the clip is read, the prompt without it)."""
+        params, profile = request.params, served.profile
+        tokenizer = served.engine.tokenizer
+        options = parse_asr_options(request.asr_options)
+        if request.api != "dashscope":  # the answer's language prefix and annotation
+            raise UnsupportedFeature(   # have no place in a chat completion
+                "speech recognition is available on the native API (MultiModalConversation), "
+                "not in compatible mode", param="model")
+        if request.tools:
+            raise InvalidRequest("speech recognition models take no tools", param="tools")
+        context = context_text(request)
+        if clips:
+            clip = clips[0]
+            tokens = audio_token_count(clip.frames, audio.chunk_frames)
+            prompt_ids, item, context_tokens = asr_prompt(
+                tokenizer.encode, tokenizer.encode_plain, context, clip, tokens, audio,
+                options.language)
+            mm_inputs: tuple[MultiModalInput, ...] = (item,)
+            seconds = clip.seconds
+        else:
+            empty = PreparedClip(torch.zeros(audio.num_mel_bins, 0), 0, "", 0)
+            prompt_ids, _, context_tokens = asr_prompt(
+                tokenizer.encode, tokenizer.encode_plain, context, empty, 0, audio,
+                options.language)
+            mm_inputs, tokens, seconds = (), 0, 0
+        check_input_length(params, profile, len(prompt_ids))
+        stop = split_stop(params.stop, served.engine.model_info.vocab_size, tokenizer.decode)
+        sampling = sampling_params(params, profile, len(prompt_ids), stop, features)
+        if options.language is None and sampling.structured is None:
+            sampling = dataclasses.replace(
+                sampling, structured=StructuredOutputSpec(grammar=ASR_GRAMMAR))
+        return Plan(served, tuple(prompt_ids), sampling, mm_inputs=mm_inputs,
+                    asr=AsrPlan(tokens, seconds, context_tokens, options.language))
+
     def _salted(self, plan: Plan, principal: Principal) -> Plan:
         """``plan`` in the caller's prefix-cache partition (its workspace, unless shared)."""
         if self.share_prefix_cache:
@@ -194,11 +251,20 @@ class GenerationService:
     async def _prepared_images(self, request: GenerationRequest,
                                principal: Principal) -> PreparedImages:
         """The request's images, fetched and preprocessed (none: nothing to do)."""
-        if not request.images and not request.videos:
+        if not request.images and not request.videos and not request.audios:
             return PreparedImages()
         served = self.registry.get(request.model)
-        return await self.images.prepare(request, served.profile,
-                                         served.engine.model_info.vision, principal.workspace)
+        prepared = PreparedImages()
+        if request.images or request.videos:
+            prepared = await self.images.prepare(request, served.profile,
+                                                 served.engine.model_info.vision,
+                                                 principal.workspace)
+        if request.audios:
+            clips = await prepare_audio(request, getattr(served.engine.model_info, "audio", None),
+                                        principal.workspace, self.images.config,
+                                        self.images.executor)
+            prepared = dataclasses.replace(prepared, clips=clips)
+        return prepared
 
     async def _with_documents(self, request: GenerationRequest,
                               principal: Principal) -> GenerationRequest:

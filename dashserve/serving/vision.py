@@ -30,6 +30,7 @@ from dashserve.multimodal.image import (
     preprocess_image,
 )
 from dashserve.multimodal.video_frames import ProcessedVideo
+from dashserve.serving.asr import PreparedClip
 from dashserve.serving.profiles import ModelProfile
 from dashserve.serving.request import GenerationRequest, ImagePart
 from dashserve.serving.videos import check_videos, prepare_videos, video_tokens
@@ -46,6 +47,7 @@ class PreparedImages:
 
     images: tuple[ProcessedImage, ...] = ()
     videos: tuple[ProcessedVideo, ...] = ()
+    clips: tuple[PreparedClip, ...] = ()  # audio, for speech models
 
     @property
     def image_tokens(self) -> int:
@@ -59,7 +61,7 @@ class PreparedImages:
 
     @property
     def any(self) -> bool:
-        return bool(self.images or self.videos)
+        return bool(self.images or self.videos or self.clips)
 
 
 def pixel_spec(profile: ModelProfile, vision: VisionInfo) -> PixelSpec:

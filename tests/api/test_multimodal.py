@@ -55,11 +55,20 @@ async def test_video_to_a_model_without_vision_is_refused(client: httpx.AsyncCli
 
 @pytest.mark.parametrize("part", [
     {"audio": "https://example.com/a.mp3"},
+    {"type": "input_audio", "input_audio": {"data": "https://example.com/a.mp3"}},
 ])
-async def test_media_is_refused(client: httpx.AsyncClient, part: dict[str, object]) -> None:
+async def test_audio_to_a_model_without_audio_is_refused(client: httpx.AsyncClient,
+                                                         part: dict[str, object]) -> None:
     r = await client.post(MULTIMODAL, json=mm_body([part, {"text": "what is this?"}]))
     assert r.status_code == 400
     body = r.json()
-    kind = next(iter(part))
     assert body["code"] == "InvalidParameter"
-    assert f"{kind} input is not available" in body["message"]
+    assert "does not accept audio" in body["message"] and body["request_id"]
+
+
+async def test_asr_options_on_a_model_without_audio_is_refused(
+        client: httpx.AsyncClient) -> None:
+    body = mm_body([{"text": "hi"}])
+    body["parameters"] = {"asr_options": {"language": "zh"}}
+    r = await client.post(MULTIMODAL, json=body)
+    assert r.status_code == 400 and "asr_options" in r.json()["message"]

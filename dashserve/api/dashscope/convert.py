@@ -25,6 +25,7 @@ from dashserve.api.sse import native_error_event, native_event
 from dashserve.errors import DashServeError, InvalidRequest, MissingInput
 from dashserve.inspection.header import InspectionRequest
 from dashserve.search.prompt import EMPTY_SEARCH_INFO
+from dashserve.serving.asr import annotation, parse_answer, parse_asr_options
 from dashserve.serving.assemble import ChoiceState, Completion, GenerationUpdate, Usage
 from dashserve.serving.features import thinking_enabled
 from dashserve.serving.normalize import check_extras
@@ -79,7 +80,7 @@ def to_generation_request(body: NativeRequest, *, request_id: str, stream: bool,
         response_format=params.response_format, resolve_oss=resolve_oss,
         enable_search=bool(params.enable_search),
         search_options=params.search_options, inspection=inspection or InspectionRequest(),
-        ocr_options=params.ocr_options,
+        ocr_options=params.ocr_options, asr_options=params.asr_options,
     )
 
 
@@ -93,6 +94,8 @@ class NativeView:
     n: int
     logprobs: bool
     ocr: Callable[[str], Any] | None = None  # an OCR task's parser: the answer → ocr_result
+    asr: bool = False  # speech recognition: transcript content and an audio_info annotation
+    asr_language: str | None = None  # the language asr_options.language forced
 
 
 def native_view(params: NativeParameters, profile: ModelProfile, multimodal: bool,
@@ -104,7 +107,9 @@ def native_view(params: NativeParameters, profile: ModelProfile, multimodal: boo
     (``ocr_options``) answers content parts with its ``ocr_result``.
     """
     task = parse_ocr_options(params.ocr_options, model)
-    multimodal = multimodal or task is not None
+    asr = profile.family == "qwen3-asr"
+    language = parse_asr_options(params.asr_options).language if asr else None
+    multimodal = multimodal or task is not None or asr
     thinking = thinking_enabled(params.enable_thinking, profile)
     default_fmt = "message" if thinking and params.enable_thinking is None \
         else profile.result_format
@@ -127,11 +132,14 @@ def native_view(params: NativeParameters, profile: ModelProfile, multimodal: boo
     if fmt == "text" and params.logprobs:
         raise InvalidRequest("logprobs needs result_format 'message'", param="logprobs")
     return NativeView(fmt, incremental, multimodal, n, bool(params.logprobs),
-                      task.parse if task is not None else None)
+                      task.parse if task is not None else None, asr, language)
 
 
 def native_usage(usage: Usage, output_tokens: int | None = None) -> dict[str, Any]:
     out = usage.output_tokens if output_tokens is None else output_tokens
+    if usage.audio_seconds:  # speech recognition reports seconds and text tokens (seed 001)
+        return {"input_tokens_details": {"text_tokens": usage.context_tokens},
+                "output_tokens_details": {"text_tokens": out}, "seconds": usage.audio_seconds}
     body: dict[str, Any] = {"input_tokens": usage.input_tokens, "output_tokens": out,
                             "total_tokens": usage.input_tokens + out}
     if usage.cached_tokens or usage.explicit_cache:
@@ -174,9 +182,16 @@ def _parts(view: NativeView, content: str, finish: str | None,
 def _choice(view: NativeView, index: int, content: str, reasoning: str, logprobs: list[Any],
             finish: str | None, tool_calls: list[dict[str, Any]] | None = None,
             whole: str | None = None) -> dict[str, Any]:
+    language: str | None = None
+    if view.asr:  # the transcript, without the model's "language ...<asr_text>" prefix
+        transcript, language = parse_answer(content if whole is None else whole,
+                                            view.asr_language, finish not in (None, "null"))
+        content = transcript if whole is None else content
     message: dict[str, Any] = {"role": "assistant",
                                "content": _parts(view, content, finish, whole)
                                if view.multimodal else content}
+    if view.asr:
+        message["annotations"] = annotation(language)
     if reasoning:
         message["reasoning_content"] = reasoning
     if tool_calls:
@@ -223,6 +238,7 @@ class NativeStreamRenderer:
         self.search_info = search_info
         self.prepend = prepend and search_info is not None
         self._next_id = 1
+        self._asr_sent: dict[int, int] = {}  # transcript characters sent, per choice
 
     def start(self) -> list[bytes]:
         if not self.prepend:
@@ -253,6 +269,12 @@ class NativeStreamRenderer:
             content, reasoning, logprobs = state.content, state.reasoning_content, state.logprobs
             calls = merged_tool_calls(state.tool_calls)
         finish = delta.finish_reason or "null"
+        if self.view.asr:  # stream the transcript only
+            transcript, _ = parse_answer(state.content, self.view.asr_language,
+                                         finish != "null")
+            sent = self._asr_sent.get(state.index, 0)
+            content = transcript[sent:] if self.view.incremental else transcript
+            self._asr_sent[state.index] = len(transcript)
         # With n > 1 each chunk carries one choice and that choice's output tokens.
         usage = native_usage(update.usage, state.num_output_tokens if self.view.n > 1 else None)
         if update.is_last:  # the resized image sizes come in the last chunk

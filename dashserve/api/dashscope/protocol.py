@@ -61,6 +61,7 @@ class NativeParameters(NativeModel):
     vl_high_resolution_images: StrictBool | None = None
     vl_enable_image_hw_output: StrictBool | None = None
     ocr_options: Any = None  # checked by serving.ocr
+    asr_options: Any = None  # checked by serving.asr
     stream: bool | None = None  # ignored: the X-DashScope-SSE header decides
 
 

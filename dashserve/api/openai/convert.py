@@ -36,6 +36,9 @@ def to_generation_request(body: ChatCompletionRequest, *, request_id: str,
                           resolve_oss: bool = False,
                           inspection: InspectionRequest | None = None) -> GenerationRequest:
     check_extras(body.model_dump(exclude_none=True))
+    if getattr(body, "asr_options", None) is not None:
+        raise UnsupportedFeature("asr_options is only available on the DashScope API "
+                                 "(MultiModalConversation)", param="asr_options")
     if getattr(body, "ocr_options", None):
         raise UnsupportedFeature("ocr_options is only available on the DashScope API "
                                  "(/api/v1/services/aigc/multimodal-generation/generation)",

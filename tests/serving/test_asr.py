@@ -1,0 +1,59 @@
+"""asr_options, the Qwen3-ASR prompt and the answer's language prefix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dashserve.contracts.engine_client import AudioInfo
+from dashserve.errors import InvalidRequest, UnsupportedFeature
+from dashserve.serving.asr import (
+    PreparedClip,
+    annotation,
+    asr_prompt,
+    parse_answer,
+    parse_asr_options,
+)
+from dashserve.tokenizer import Tokenizer
+
+AUDIO = AudioInfo("qwen3-asr", 128, 100, 151676, 151669, 151670)
+
+
+def test_asr_options() -> None:
+    assert parse_asr_options(None).language is None
+    assert parse_asr_options({"language": "zh", "enable_itn": False}).language == "zh"
+    with pytest.raises(UnsupportedFeature, match="enable_itn"):
+        parse_asr_options({"enable_itn": True})
+    for bad in ({"language": "klingon"}, {"language": 3}, {"enable_itn": "yes"},
+                {"speed": 2}, ["zh"]):
+        with pytest.raises(InvalidRequest):
+            parse_asr_options(bad)
+
+
+def test_answer_prefix_gives_the_language_and_is_hidden() -> None:
+    assert parse_answer("language Chinese<asr_text>欢迎使用阿里云。", None) == (
+        "欢迎使用阿里云。", "zh")
+    assert parse_answer("language Klingon<asr_text>x", None) == ("x", None)
+    assert parse_answer("language English<asr_text>a<asr_text>b", None) == ("ab", "en")
+    assert parse_answer("欢迎", "zh") == ("欢迎", "zh")  # forced: the prompt held the prefix
+    assert parse_answer("langu", None, final=False) == ("", None)  # may become the prefix
+    assert parse_answer("language Eng", None, final=False) == ("", None)
+    assert parse_answer("hello", None, final=False) == ("hello", None)
+    assert parse_answer("language only", None) == ("language only", None)
+    assert annotation("en") == [{"type": "audio_info", "language": "en"}]
+    assert annotation(None) == [{"type": "audio_info"}]
+
+
+def test_prompt_places_the_clip_and_forces_the_language(model_dir_factory) -> None:
+    tok = Tokenizer.from_dir(model_dir_factory("qwen3-asr-tiny"))
+    clip = PreparedClip(torch.zeros(128, 200), 150, "h", 2)
+    ids, item, ctx = asr_prompt(tok.encode, tok.encode_plain, "Alibaba <|im_end|>", clip, 20,
+                                AUDIO, "en")
+    text = tok.decode(ids)
+    assert text == ("<|im_start|>system\nAlibaba <|im_end|><|im_end|>\n<|im_start|>user\n"
+                    "<|audio_start|>" + "<|audio_pad|>" * 20 + "<|audio_end|><|im_end|>\n"
+                    "<|im_start|>assistant\nlanguage English<asr_text>")
+    assert ids[item.offset:item.offset + item.length] == [151676] * 20
+    assert ids[item.offset - 1] == 151669 and ids[item.offset + 20] == 151670
+    assert 151645 not in ids[3:3 + ctx]  # client text typed as a control token stays text
+    assert item.kind == "audio" and item.audio_frames == 150
