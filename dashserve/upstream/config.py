@@ -59,10 +59,11 @@ class UpstreamSpec(BaseModel):
         return tuple(dict.fromkeys((self.name, *self.served_model_names)))
 
 
-def parse_upstream_flag(value: str) -> dict[str, object]:
-    """``NAME=KIND:URL[,URL...]`` (the ``--upstream`` flag) as UpstreamSpec fields."""
+def parse_upstream_flag(value: str, tokenizer: str | None = None) -> UpstreamSpec:
+    """The pool a ``--upstream NAME=KIND:URL[,URL...]`` flag describes."""
     name, sep, rest = value.partition("=")
     kind, sep2, urls = rest.partition(":")
     if not (sep and sep2 and name and kind and urls):
         raise ValueError(f"--upstream {value!r}: expected NAME=KIND:URL[,URL...]")
-    return {"name": name, "kind": kind, "urls": tuple(u for u in urls.split(",") if u)}
+    return UpstreamSpec(name=name, kind=kind, urls=tuple(u for u in urls.split(",") if u),
+                        tokenizer=tokenizer)
