@@ -130,3 +130,17 @@ async def test_killing_one_upstream_in_a_load_run(
     billed = {r["request_id"]: r for r in rows if r["status_code"] == 200}
     assert set(ok) <= set(billed)  # no 200 without its usage record
     assert all(billed[i]["output_tokens"] == 20 for i in ok)
+
+
+async def test_what_the_kind_cannot_do_is_a_dashscope_400(
+        tmp_path: Path, db_url: str, fake_upstreams: Callable[..., list[FakeUpstream]],
+        make_pool: Callable[..., Pool]) -> None:
+    (up,) = fake_upstreams(1)
+    shown: list[str] = []
+    async with front(tmp_path, db_url, make_pool([up.url], kind="llamacpp"), shown) as (c, _):
+        key = {"Authorization": f"Bearer {shown[0]}"}
+        refused = {**body(), "parameters": {"n": 2, "result_format": "message"}}
+        r = await c.post(NATIVE, headers=key, json=refused)
+        assert r.status_code == 400
+        assert r.json()["code"] == "InvalidParameter" and "llamacpp" in r.json()["message"]
+        assert up.stats()["requests"] == 0  # refused before anything was sent
