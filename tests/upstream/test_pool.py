@@ -189,3 +189,20 @@ async def test_stop_string_ends_the_request_at_the_front_and_closes_the_stream(
         await until(lambda: up.stats()["disconnected"] == 1, timeout_s=5, what="disconnect")
     finally:
         await pool.shutdown()
+
+
+async def test_openai_text_kind_passes_text_and_takes_usage_from_upstream(
+        fake_upstreams: Callable[..., list[FakeUpstream]], make_pool: Callable[..., Pool]) -> None:
+    (up,) = fake_upstreams(1, num_tokens=5)
+    pool = make_pool([up.url], kind="openai")
+    try:
+        events = await run(pool, prefix(1), params=SamplingParams(max_tokens=8, stop=("zz",)))
+    finally:
+        await pool.shutdown()
+    body = up.stats()["bodies"][-1]
+    assert isinstance(body["prompt"], str) and body["stop"] == ["zz"]
+    assert body["prompt"] == pool.tokenizer.decode(prefix(1))
+    last = events[-1]
+    assert last.finished and last.num_output_tokens == 5
+    assert last.num_prompt_tokens == len(body["prompt"])  # the fake's count: upstream usage
+    assert "".join(e.text for e in events).startswith("t1")
