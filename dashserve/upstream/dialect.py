@@ -104,7 +104,7 @@ class Dialect:
             raise self.refuse("n", "n > 1")
         if params.logprobs or params.top_logprobs:
             raise self.refuse("logprobs", "logprobs")
-        if params.thinking_budget is not None:
+        if params.thinking_budget is not None and not self.sends_token_ids:
             raise self.refuse("thinking_budget", "thinking_budget")
         if params.pin_prefix_tokens:
             raise self.refuse("cache_control", "explicit cache (cache_control)")

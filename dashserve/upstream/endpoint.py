@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from dashserve.engine.client_protocol import ModelInfo
-from dashserve.engine.outputs import EngineEvent, EngineStats
+from dashserve.engine.outputs import EngineEvent, EngineStats, FinishReason
 from dashserve.engine.params import SamplingParams
 from dashserve.errors import InvalidRequest, ModelUnavailable, PromptTooLongError, ServerBusy
 from dashserve.multimodal.inputs import MultiModalInput
@@ -95,14 +95,25 @@ class Endpoint:
         self.num_outstanding += 1
         self.num_requests += 1
         try:
-            async with self._http.stream("POST", self.url + self.dialect.path, json=body,
-                                         headers=self._headers) as response:
-                self._open[request_id] = response
-                if response.status_code != 200:
-                    await self._refuse(response)
-                async with contextlib.aclosing(self._events(response, tracker)) as events:
-                    async for event in events:
-                        yield event
+            while True:
+                async with self._http.stream("POST", self.url + self.dialect.path, json=body,
+                                             headers=self._headers) as response:
+                    self._open[request_id] = response
+                    if response.status_code != 200:
+                        await self._refuse(response)
+                    async with contextlib.aclosing(self._events(response, tracker)) as events:
+                        async for event in events:
+                            yield event
+                if not tracker.budget_spent or tracker.local_finish is not None:
+                    break
+                # thinking_budget spent: close the block, then continue in a new request
+                # whose prompt holds everything so far (the upstream's prefix cache has it)
+                yield tracker.close_thinking()
+                prompt = [*prompt_token_ids, *tracker.output_ids]
+                if len(prompt) >= self.model_info.max_model_len:
+                    tracker.local_finish = FinishReason.LENGTH
+                    break
+                body = self.dialect.request_body(self.plan(prompt, params), params)
         except httpx.HTTPError as exc:
             raise UpstreamError(f"{self.url}: {type(exc).__name__}: {exc}",
                                 is_retryable=not tracker.has_output,
@@ -110,9 +121,14 @@ class Endpoint:
         finally:
             self._open.pop(request_id, None)
             self.num_outstanding -= 1
+        if tracker.finish_reason is None:
+            raise UpstreamError(f"{self.url} ended the stream before the request finished",
+                                is_retryable=not tracker.has_output, is_endpoint_fault=True)
+        yield tracker.final()
 
     async def _events(self, response: httpx.Response,
                       tracker: OutputTracker) -> AsyncGenerator[EngineEvent, None]:
+        """The events of one upstream stream, until it ends or the front ends it."""
         async for line in response.aiter_lines():
             try:
                 data = sse_data(line)
@@ -132,12 +148,8 @@ class Endpoint:
             event = tracker.feed(chunk)
             if event is not None:
                 yield event
-            if tracker.local_finish is not None:
-                break  # leaving the stream closes it: the upstream stops generating
-        if tracker.finish_reason is None:
-            raise UpstreamError(f"{self.url} ended the stream before the request finished",
-                                is_retryable=not tracker.has_output, is_endpoint_fault=True)
-        yield tracker.final()
+            if tracker.local_finish is not None or tracker.budget_spent:
+                return  # leaving the stream closes it: the upstream stops generating
 
     async def _refuse(self, response: httpx.Response) -> None:
         """Raise the error for a non-200 answer (read before the stream closes)."""

@@ -2,8 +2,10 @@
 
 With token ids (vLLM, SGLang, llama.cpp) the front does what its own engine does per token:
 detokenize with stop-string hold-back, end on stop token ids, count reasoning and answer
-tokens and end an answer at ``max_tokens`` after a thinking block. Only text (the ``openai``
-kind): the text passes through and the counts come from the upstream's usage.
+tokens, end an answer at ``max_tokens`` after a thinking block, and spot a spent
+``thinking_budget`` (the endpoint then closes the block and continues in a second request).
+Only text (the ``openai`` kind): the text passes through and the counts come from the
+upstream's usage.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ class ThinkIds:
 
     start: int | None
     end: int | None
+    close: tuple[int, ...]  # what the engine forces once thinking_budget is spent
 
     @classmethod
     def of(cls, tokenizer: Tokenizer) -> ThinkIds:
-        return cls(tokenizer.token_to_id("<think>"), tokenizer.token_to_id("</think>"))
+        end = tokenizer.token_to_id("</think>")
+        close = tuple(tokenizer.encode("\n</think>\n\n")) if end is not None else ()
+        return cls(tokenizer.token_to_id("<think>"), end, close)
 
 
 class OutputTracker:
@@ -50,6 +55,9 @@ class OutputTracker:
         self._num_answer_tokens = 0
         self._seen_ids = 0
         self._seen_text = 0
+        self.output_ids: list[int] = []  # every output token so far (continuations resend them)
+        self._leg_base = 0  # output tokens before the current upstream request
+        self.budget_spent = False  # thinking_budget reached inside the block: close it next
         self.upstream_finish: FinishReason | None = None  # what the upstream said
         self.local_finish: FinishReason | None = None  # the front ended it (stop, limit)
         self.has_output = False
@@ -60,7 +68,7 @@ class OutputTracker:
 
     def feed(self, chunk: Chunk) -> EngineEvent | None:
         """The event for this chunk (None when it carries nothing new)."""
-        if chunk.num_cached_tokens is not None:
+        if chunk.num_cached_tokens is not None and self._leg_base == 0:
             self.num_cached_tokens = chunk.num_cached_tokens
         if chunk.finish_reason is not None:
             self.upstream_finish = chunk.finish_reason
@@ -81,15 +89,17 @@ class OutputTracker:
         taken: list[int] = []
         for token in ids:
             taken.append(token)
-            if self._push(token):
+            if self._push(token) or self.budget_spent:
                 break
-        if chunk.num_output_tokens is not None and self.local_finish is None and chunk.is_last:
-            self.num_output_tokens = chunk.num_output_tokens  # the upstream's exact count
+        if (chunk.num_output_tokens is not None and self.local_finish is None and chunk.is_last
+                and not self.budget_spent):
+            self.num_output_tokens = self._leg_base + chunk.num_output_tokens  # upstream's count
         return taken, self._detok.take(final=self.local_finish is not None)
 
     def _push(self, token: int) -> bool:
         """One output token; True once the front ends the request on it."""
         self.num_output_tokens += 1
+        self.output_ids.append(token)
         self._track_thinking(token)
         if token in self._stop_ids:
             self.local_finish = FinishReason.STOP
@@ -106,11 +116,29 @@ class OutputTracker:
             self.num_reasoning_tokens += 1
             if token == self._think.end:
                 self._in_thinking = False
+            elif (self.params.thinking_budget is not None
+                  and self.num_reasoning_tokens >= self.params.thinking_budget):
+                self.budget_spent = True
         elif token == self._think.start and self.num_output_tokens == 1:
             self._in_thinking = True
             self.num_reasoning_tokens += 1
         else:
             self._num_answer_tokens += 1
+
+    def close_thinking(self) -> EngineEvent:
+        """Append the forced end of the thinking block (counted as neither reasoning nor
+        answer, as in the engine) and start counting a new upstream request."""
+        close_ids = list(self._think.close)
+        for token in close_ids:
+            self.num_output_tokens += 1
+            self.output_ids.append(token)
+            if token == self._think.end:
+                self._in_thinking = False
+            self._detok.push(token)
+        self.budget_spent = False
+        self._leg_base = self.num_output_tokens
+        self._seen_ids = self._seen_text = 0
+        return self._event(close_ids, self._detok.take())
 
     def _feed_text(self, chunk: Chunk) -> tuple[list[int], str]:
         text = chunk.text

@@ -132,7 +132,7 @@ def test_openai_text_kind_sends_the_rendered_prompt_and_stop_strings() -> None:
 @pytest.mark.parametrize(("dialect", "params", "param"), [
     (VllmCompletions(), {"n": 2}, "n"),
     (SglangGenerate(), {"logprobs": True}, "logprobs"),
-    (LlamaCppCompletion(), {"thinking_budget": 10, "starts_in_thinking": True}, "thinking_budget"),
+    (OpenAICompletions(), {"thinking_budget": 10, "starts_in_thinking": True}, "thinking_budget"),
     (LlamaCppCompletion(), {"min_tokens": 3}, "min_tokens"),
     (OpenAICompletions(), {"stop_token_ids": (5,)}, "stop"),
     (VllmCompletions(), {"pin_prefix_tokens": 16}, "cache_control"),

@@ -206,3 +206,27 @@ async def test_openai_text_kind_passes_text_and_takes_usage_from_upstream(
     assert last.finished and last.num_output_tokens == 5
     assert last.num_prompt_tokens == len(body["prompt"])  # the fake's count: upstream usage
     assert "".join(e.text for e in events).startswith("t1")
+
+
+@pytest.mark.parametrize("kind", ["llamacpp", "vllm"])
+async def test_thinking_budget_closes_the_block_and_continues_like_the_engine(
+        fake_upstreams: Callable[..., list[FakeUpstream]], make_pool: Callable[..., Pool],
+        kind: str) -> None:
+    (up,) = fake_upstreams(1, num_tokens=20, token_delay_ms=5)
+    pool = make_pool([up.url], kind=kind)
+    params = SamplingParams(max_tokens=4, thinking_budget=3, starts_in_thinking=True)
+    try:
+        events = await run(pool, prefix(5), params=params)
+    finally:
+        await pool.shutdown()
+    close = list(pool.tokenizer.encode("\n</think>\n\n"))
+    ids = [t for e in events for t in e.token_ids]
+    assert ids[3:3 + len(close)] == close  # forced right after the budget's 3rd token
+    last = events[-1]
+    assert last.num_reasoning_tokens == 3 and last.finish_reason is FinishReason.LENGTH
+    assert last.num_output_tokens == 3 + len(close) + 4 == len(ids)
+    assert last.num_prompt_tokens == 40  # the continuation's longer prompt is not billed
+    first, second = up.stats()["bodies"][-2:]
+    assert second["prompt"] == prefix(5) + ids[:3 + len(close)]
+    assert "</think>" in "".join(e.text for e in events)
+    await until(lambda: up.stats()["disconnected"] == 2, timeout_s=5, what="both legs closed")
