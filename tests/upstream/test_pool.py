@@ -10,7 +10,7 @@ import pytest
 
 from dashserve.engine.outputs import EngineEvent, FinishReason
 from dashserve.engine.params import SamplingParams
-from dashserve.errors import ModelUnavailable
+from dashserve.errors import ModelUnavailable, ServerBusy
 from dashserve.upstream.pool import Pool
 from tests.upstream.conftest import FakeUpstream, until
 
@@ -230,3 +230,19 @@ async def test_thinking_budget_closes_the_block_and_continues_like_the_engine(
     assert second["prompt"] == prefix(5) + ids[:3 + len(close)]
     assert "</think>" in "".join(e.text for e in events)
     await until(lambda: up.stats()["disconnected"] == 2, timeout_s=5, what="both legs closed")
+
+
+async def test_busy_upstreams_give_429_and_stay_in_rotation(
+        fake_upstreams: Callable[..., list[FakeUpstream]], make_pool: Callable[..., Pool]) -> None:
+    ups = fake_upstreams(2)
+    for u in ups:
+        u.mode(fail=429)
+    pool = make_pool([u.url for u in ups])
+    try:
+        with pytest.raises(ServerBusy) as info:
+            await run(pool, prefix(1))
+        assert info.value.status_code == 429
+        assert [u.stats()["requests"] for u in ups] == [1, 1]  # each tried once
+        assert all(e.is_healthy for e in pool.endpoints)
+    finally:
+        await pool.shutdown()
