@@ -86,6 +86,10 @@ class Dialect:
     path = "/v1/completions"  # where generation requests go
     health_path = "/health"  # answers 200 while the server takes requests
     sends_token_ids = True  # False: the prompt goes as text and only text comes back
+    # Prometheus endpoint and the gauges whose sum is the requests running and queued there
+    # (from every front, not just this one); None: the kind exposes none we read
+    metrics_path: str | None = None
+    load_metrics: tuple[str, ...] = ()
 
     def request_body(self, plan: RequestPlan, params: SamplingParams) -> dict[str, Any]:
         raise NotImplementedError
@@ -110,6 +114,17 @@ class Dialect:
             raise self.refuse("cache_control", "explicit cache (cache_control)")
         if params.structured is not None and params.structured.grammar is not None:
             raise self.refuse("tool_choice", "a forced tool call (grammar)")
+
+
+def metrics_load(text: str, names: tuple[str, ...]) -> int:
+    """The sum of the named gauges (every label set) in a Prometheus text exposition."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(names):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in names:
+                total += float(line.rsplit(" ", 1)[-1])
+    return int(total)
 
 
 def usage_counts(usage: Any) -> tuple[int | None, int | None, int | None]:

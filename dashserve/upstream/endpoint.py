@@ -28,7 +28,7 @@ from dashserve.engine.params import SamplingParams
 from dashserve.errors import InvalidRequest, ModelUnavailable, PromptTooLongError, ServerBusy
 from dashserve.multimodal.inputs import MultiModalInput
 from dashserve.tokenizer import Tokenizer
-from dashserve.upstream.dialect import Dialect, RequestPlan, sse_data
+from dashserve.upstream.dialect import Dialect, RequestPlan, metrics_load, sse_data
 from dashserve.upstream.tracker import OutputTracker, ThinkIds
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ class Endpoint:
         self._headers = headers or {}
         self._think = ThinkIds.of(tokenizer)
         self._open: dict[str, httpx.Response] = {}
-        self.num_outstanding = 0  # requests sent and not finished (the router's load)
+        self.num_outstanding = 0  # requests this front sent and that have not finished
+        self.num_external = 0  # requests other fronts have there (from its metrics)
         self.num_requests = 0
         self.is_healthy = True  # False: taken out of rotation until a probe succeeds
         self.ejected_at: float | None = None
@@ -173,6 +174,25 @@ class Endpoint:
         except httpx.HTTPError:
             return False
         return r.status_code == 200
+
+    @property
+    def load(self) -> int:
+        """Requests running or queued there, ours and other fronts' (the router's measure)."""
+        return self.num_outstanding + self.num_external
+
+    async def scrape(self, timeout_s: float = 2.0) -> None:
+        """Read the upstream's load gauges; requests beyond ours are other fronts'."""
+        if self.dialect.metrics_path is None:
+            return
+        try:
+            r = await self._http.get(self.url + self.dialect.metrics_path, headers=self._headers,
+                                     timeout=timeout_s)
+            if r.status_code != 200:
+                return
+            total = metrics_load(r.text, self.dialect.load_metrics)
+        except (httpx.HTTPError, ValueError):
+            return  # no metrics is no fault: health probes and requests decide that
+        self.num_external = max(0, total - self.num_outstanding)
 
     def eject(self) -> None:
         if self.is_healthy:

@@ -23,6 +23,8 @@ class LlamaCppCompletion(Dialect):
     kind = "llamacpp"
     path = "/completion"
     health_path = "/health"
+    metrics_path = "/metrics"  # served with --metrics
+    load_metrics = ("llamacpp:requests_processing", "llamacpp:requests_deferred")
 
     def request_body(self, plan: RequestPlan, params: SamplingParams) -> dict[str, Any]:
         self.check_common(params)

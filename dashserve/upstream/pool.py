@@ -5,8 +5,9 @@ handed on (nothing has reached the client yet), a failed or busy endpoint is ski
 the next one tried, up to ``max_attempts``; after that a failure ends the request with 503.
 An endpoint that fails (refused or cut connection, 5xx) is taken out of rotation; the
 pool's probe task asks its health endpoint every ``probe_interval_s`` and puts it back once
-it answers 200. The probe task belongs to the pool: started by the first request, ended by
-``shutdown``.
+it answers 200; meanwhile it reads the healthy endpoints' load gauges from their metrics, so
+the router sees the requests other front processes put there. The probe task belongs to the
+pool: started by the first request, ended by ``shutdown``.
 """
 
 from __future__ import annotations
@@ -104,19 +105,20 @@ class Pool:
 
     def _ensure_prober(self) -> None:
         if self._prober is None or self._prober.done():
-            if any(not e.is_healthy for e in self.endpoints):
-                self._prober = asyncio.get_running_loop().create_task(
-                    self._probe_loop(), name=f"upstream-probe-{self.name}")
+            self._prober = asyncio.get_running_loop().create_task(
+                self._probe_loop(), name=f"upstream-probe-{self.name}")
 
     async def _probe_loop(self) -> None:
-        """Probe taken-out endpoints until every one is back."""
+        """Every ``probe_interval_s``: probe taken-out endpoints (back in rotation once
+        healthy) and read the others' load from their metrics."""
         while True:
-            down = [e for e in self.endpoints if not e.is_healthy]
-            if not down:
-                return
             await asyncio.sleep(self.policy.probe_interval_s)
-            results = await asyncio.gather(*(e.probe(self.policy.probe_timeout_s) for e in down))
-            for endpoint, ok in zip(down, results, strict=True):
+            down = [e for e in self.endpoints if not e.is_healthy]
+            up = [e for e in self.endpoints if e.is_healthy]
+            timeout = self.policy.probe_timeout_s
+            results = await asyncio.gather(*(e.probe(timeout) for e in down),
+                                           *(e.scrape(timeout) for e in up))
+            for endpoint, ok in zip(down, results, strict=False):
                 if ok:
                     endpoint.restore()
 

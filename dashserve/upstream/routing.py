@@ -5,8 +5,9 @@ The router remembers, per endpoint, the prompts it recently sent there as chaine
 of ``block_tokens``-token blocks (the way a prefix cache keys its KV blocks). A new prompt
 goes to the endpoint holding its longest cached prefix (at least one block), so requests
 sharing a prefix land on one endpoint and its prefix cache stays warm. Affinity yields to
-load: an endpoint takes the request only while its outstanding requests stay within
-``load_factor`` times the pool's mean (consistent hashing with bounded loads). Otherwise,
+load: an endpoint takes the request only while its load (requests outstanding from this
+front, plus those its metrics show from other fronts) stays within ``load_factor`` times the
+pool's mean (consistent hashing with bounded loads). Otherwise,
 and for prompts nobody has seen, the least outstanding endpoint takes it; ties are broken
 by a hash of the prompt's first block, so distinct prompts spread over an idle pool.
 
@@ -29,8 +30,10 @@ from typing import Protocol, TypeVar
 
 class Routable(Protocol):
     url: str
-    num_outstanding: int
     is_healthy: bool
+
+    @property
+    def load(self) -> int: ...
 
 
 E = TypeVar("E", bound=Routable)
@@ -88,16 +91,16 @@ class Router:
         if not candidates:
             return None
         hashes = block_hashes(prompt_token_ids, self.policy.block_tokens)
-        total = sum(e.num_outstanding for e in candidates)
+        total = sum(e.load for e in candidates)
         bound = math.ceil(self.policy.load_factor * (total + 1) / len(candidates))
         best: E | None = None
         best_match = 0
         for endpoint in candidates:
             match = self._matched(endpoint.url, hashes)
-            if match > best_match and endpoint.num_outstanding + 1 <= bound:
+            if match > best_match and endpoint.load + 1 <= bound:
                 best, best_match = endpoint, match
         if best is None:
-            best = min(candidates, key=lambda e: (e.num_outstanding,
+            best = min(candidates, key=lambda e: (e.load,
                                                   _tie(hashes, prompt_token_ids, e.url)))
         self._remember(best.url, hashes)
         return best

@@ -19,6 +19,8 @@ class SglangGenerate(Dialect):
     kind = "sglang"
     path = "/generate"
     health_path = "/health"
+    metrics_path = "/metrics"  # served with --enable-metrics
+    load_metrics = ("sglang:num_running_reqs", "sglang:num_queue_reqs")
 
     def request_body(self, plan: RequestPlan, params: SamplingParams) -> dict[str, Any]:
         self.check_common(params)

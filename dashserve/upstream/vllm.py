@@ -85,6 +85,8 @@ class VllmCompletions(OpenAICompletions):
     kind = "vllm"
     health_path = "/health"
     sends_token_ids = True
+    metrics_path = "/metrics"
+    load_metrics = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 
     def request_body(self, plan: RequestPlan, params: SamplingParams) -> dict[str, Any]:
         self.check_common(params)

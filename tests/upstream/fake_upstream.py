@@ -3,7 +3,8 @@
 
 It generates ``--num-tokens`` deterministic ordinary tokens at ``--token-delay-ms`` each,
 reports a prefix cache (prompt tokens shared with an earlier prompt it saw), and counts
-requests, open streams and client disconnects at ``GET /_stats``. ``POST /_mode`` with
+requests, open streams and client disconnects at ``GET /_stats`` (open streams also as
+vLLM's and llama.cpp's load gauges at ``GET /metrics``). ``POST /_mode`` with
 ``{"fail": 500}`` makes it answer that status; ``{"hold": true}`` holds every stream
 before its first token until ``{"hold": false}``.
 
@@ -115,6 +116,15 @@ def make_app(state: State) -> Starlette:
                              "disconnected": state.disconnected, "completed": state.completed,
                              "bodies": state.bodies})
 
+    async def metrics(request: Request) -> Response:
+        lines = [
+            "# TYPE vllm:num_requests_running gauge",
+            f'vllm:num_requests_running{{model_name="fake"}} {float(state.active)}',
+            'vllm:num_requests_waiting{model_name="fake"} 0.0',
+            f"llamacpp:requests_processing {state.active}", "llamacpp:requests_deferred 0",
+        ]
+        return Response("\n".join(lines) + "\n", media_type="text/plain")
+
     async def mode(request: Request) -> Response:
         body = await request.json()
         if "fail" in body:
@@ -127,7 +137,7 @@ def make_app(state: State) -> Starlette:
         Route("/completion", completion, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/health", health), Route("/v1/models", health), Route("/_stats", stats),
-        Route("/_mode", mode, methods=["POST"]),
+        Route("/_mode", mode, methods=["POST"]), Route("/metrics", metrics),
     ])
 
 

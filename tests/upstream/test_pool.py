@@ -246,3 +246,24 @@ async def test_busy_upstreams_give_429_and_stay_in_rotation(
         assert all(e.is_healthy for e in pool.endpoints)
     finally:
         await pool.shutdown()
+
+
+async def test_load_other_fronts_put_on_an_upstream_is_read_from_its_metrics(
+        fake_upstreams: Callable[..., list[FakeUpstream]], make_pool: Callable[..., Pool]) -> None:
+    busy, idle = fake_upstreams(2)
+    busy.mode(hold=True)
+    other_front = make_pool([busy.url])
+    pool = make_pool([busy.url, idle.url])
+    try:
+        held = [asyncio.create_task(run(other_front, [5, 6, 7], f"o{i}")) for i in range(4)]
+        await until(lambda: busy.stats()["active"] == 4, what="4 requests of the other front")
+        await pool.check_health()  # starts the probe task, which reads the metrics
+        await until(lambda: pool.endpoints[0].num_external == 4, what="scraped load")
+        for i in range(3):  # this front has nothing outstanding anywhere, yet avoids `busy`
+            await run(pool, [8, 9, 10 + i], f"r{i}")
+        assert idle.stats()["requests"] == 3
+        busy.mode(hold=False)
+        await asyncio.gather(*held)
+    finally:
+        await other_front.shutdown()
+        await pool.shutdown()
