@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import httpx
 
@@ -26,10 +27,41 @@ from dashserve.engine.params import SamplingParams
 from dashserve.errors import DashServeError, ModelUnavailable
 from dashserve.multimodal.inputs import MultiModalInput
 from dashserve.tokenizer import Tokenizer
-from dashserve.upstream.endpoint import Endpoint, UpstreamBusy, UpstreamError
+from dashserve.upstream.endpoint import UpstreamBusy, UpstreamError
 from dashserve.upstream.routing import Router, RoutingPolicy
 
 log = logging.getLogger(__name__)
+
+
+class Member(Protocol):
+    """What a pool needs of each endpoint (``endpoint.Endpoint``; other transports to an
+    engine can join a pool by providing the same). ``submit`` raises ``UpstreamError`` /
+    ``UpstreamBusy`` so the pool knows whether to retry elsewhere and whether to eject."""
+
+    url: str
+    is_healthy: bool
+    num_outstanding: int
+
+    @property
+    def load(self) -> int: ...
+
+    def check(self, prompt_token_ids: list[int], params: SamplingParams,
+              mm_inputs: Sequence[MultiModalInput] = ()) -> Any: ...
+
+    def submit(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
+               mm_inputs: Sequence[MultiModalInput] = ()) -> AsyncGenerator[EngineEvent, None]: ...
+
+    async def probe(self, timeout_s: float = 2.0) -> bool: ...
+
+    async def scrape(self, timeout_s: float = 2.0) -> None: ...
+
+    def eject(self) -> None: ...
+
+    def restore(self) -> None: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    async def shutdown(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +76,7 @@ class PoolPolicy:
 class Pool:
     """Implements EngineClient over ``endpoints`` (all serving the same model)."""
 
-    def __init__(self, name: str, endpoints: Sequence[Endpoint], tokenizer: Tokenizer,
+    def __init__(self, name: str, endpoints: Sequence[Member], tokenizer: Tokenizer,
                  model_info: ModelInfo, *, routing: RoutingPolicy | None = None,
                  policy: PoolPolicy | None = None, http: httpx.AsyncClient | None = None) -> None:
         if not endpoints:
@@ -57,10 +89,10 @@ class Pool:
         self.policy = policy or PoolPolicy()
         self._http = http  # closed by shutdown (the endpoints share it)
         self._prober: asyncio.Task[None] | None = None
-        self._where: dict[str, Endpoint] = {}
+        self._where: dict[str, Member] = {}
 
     @property
-    def healthy(self) -> list[Endpoint]:
+    def healthy(self) -> list[Member]:
         return [e for e in self.endpoints if e.is_healthy]
 
     async def submit(
@@ -69,7 +101,7 @@ class Pool:
     ) -> AsyncIterator[EngineEvent]:
         self.endpoints[0].check(prompt_token_ids, params, mm_inputs)  # 400s before routing
         self._ensure_prober()
-        tried: list[Endpoint] = []
+        tried: list[Member] = []
         last: DashServeError | None = None
         for _ in range(self.policy.max_attempts):
             endpoint = self.router.pick(self.endpoints, prompt_token_ids, tried)
