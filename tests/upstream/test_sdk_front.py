@@ -1,13 +1,16 @@
-"""The SDKs through the front against a live llama.cpp ``llama-server`` (token ids both ways).
+"""The SDKs through a live front over an upstream pool: two fake llama-servers, and a real
+llama.cpp ``llama-server`` (token ids both ways).
 
-Needs the C++ server built by ``python bench/peers/llamacpp.py build`` (cmake, several
-minutes); skipped until then. The model is the random-weight ``qwen3-tiny`` checkpoint,
-converted to GGUF once (cached beside the build).
+The real server needs the C++ build of ``python bench/peers/llamacpp.py build`` (cmake,
+several minutes); its cases are skipped until then. Its model is the random-weight
+``qwen3-tiny`` checkpoint, converted to GGUF once (cached beside the build).
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import pytest
 from dashserve.upstream.build import build_pool
 from dashserve.upstream.config import UpstreamSpec
 from tests.integration.conftest import API_KEY, LiveServer, free_port, start_server
+from tests.upstream.conftest import ROOT, FakeUpstream, wait_until
 
 STAMP = Path.home() / ".cache" / "dashserve" / "peers" / "llamacpp" / "build.json"
 
@@ -29,29 +33,52 @@ def _built() -> bool:
     return info.get("server_kind") == "cpp" and Path(info["server"]).exists()
 
 
-pytestmark = pytest.mark.skipif(
-    not _built(), reason="llama-server is not built: run `python bench/peers/llamacpp.py build`")
+NOT_BUILT = "llama-server is not built: run `python bench/peers/llamacpp.py build`"
 MESSAGES = [{"role": "system", "content": "You are a helpful assistant. " * 6},
             {"role": "user", "content": "Tell me about the sea."}]
 
 
-@pytest.fixture(scope="module")
-def front() -> Iterator[LiveServer]:
+@pytest.fixture(scope="module", params=["fake", "llamacpp"])
+def front(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
     from bench.checkpoints import bench_checkpoint
-    from bench.peers import llamacpp
 
     ckpt = bench_checkpoint("qwen3-tiny")
+    if request.param == "fake":
+        yield from _over_fakes(ckpt)
+        return
+    if not _built():
+        pytest.skip(NOT_BUILT)
+    from bench.peers import llamacpp
+
     gguf = llamacpp.ensure_gguf(ckpt)
     port = free_port()
     with llamacpp.start_llama_server(gguf, port, slots=2, threads=1, ctx_per_slot=1024):
-        spec = UpstreamSpec(name="qwen-plus", kind="llamacpp", urls=(f"http://127.0.0.1:{port}",),
-                            max_model_len=1024)
-        pool = build_pool(spec, ckpt)
-        server = start_server({"qwen-plus": pool})  # type: ignore[dict-item]
-        try:
-            yield server
-        finally:
-            server.stop()
+        yield from _serve([f"http://127.0.0.1:{port}"], ckpt)
+
+
+def _over_fakes(ckpt: Path) -> Iterator[LiveServer]:
+    fakes = []
+    for _ in range(2):
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "tests.upstream.fake_upstream",
+                                 "--port", str(port), "--num-tokens", "64"], cwd=ROOT)
+        fakes.append(FakeUpstream(f"http://127.0.0.1:{port}", proc))
+    try:
+        for fake in fakes:
+            wait_until(fake.is_up, what="fake upstream")
+        yield from _serve([f.url for f in fakes], ckpt)
+    finally:
+        for fake in fakes:
+            fake.kill()
+
+
+def _serve(urls: list[str], ckpt: Path) -> Iterator[LiveServer]:
+    spec = UpstreamSpec(name="qwen-plus", kind="llamacpp", urls=tuple(urls), max_model_len=1024)
+    server = start_server({"qwen-plus": build_pool(spec, ckpt)})  # type: ignore[dict-item]
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
