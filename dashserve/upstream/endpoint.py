@@ -37,8 +37,10 @@ log = logging.getLogger(__name__)
 class UpstreamError(ModelUnavailable):
     """An upstream could not serve the request (503 unless a retry elsewhere succeeds)."""
 
-    def __init__(self, message: str, *, is_retryable: bool, is_endpoint_fault: bool) -> None:
-        super().__init__(f"Model is unavailable, please try again later ({message}).")
+    def __init__(self, detail: str, *, is_retryable: bool, is_endpoint_fault: bool) -> None:
+        # the client hears no upstream address; ``detail`` is for the logs
+        super().__init__("Model is unavailable, please try again later (its upstream failed).")
+        self.detail = detail
         self.is_retryable = is_retryable
         self.is_endpoint_fault = is_endpoint_fault
 
@@ -158,7 +160,8 @@ class Endpoint:
         status = response.status_code
         message = _error_message(raw)
         if status == 429:
-            raise UpstreamBusy(f"Requests throttling triggered (upstream busy: {message}).")
+            log.info("upstream %s busy (429): %s", self.url, message)
+            raise UpstreamBusy("Requests throttling triggered (the model's upstreams are busy).")
         if 400 <= status < 500 and status not in (404, 408):
             if "context" in message.lower() or "too long" in message.lower():
                 raise PromptTooLongError(message, param="input")
@@ -194,9 +197,9 @@ class Endpoint:
             return  # no metrics is no fault: health probes and requests decide that
         self.num_external = max(0, total - self.num_outstanding)
 
-    def eject(self) -> None:
+    def eject(self, reason: str = "") -> None:
         if self.is_healthy:
-            log.warning("upstream %s taken out of rotation", self.url)
+            log.warning("upstream %s taken out of rotation: %s", self.url, reason or "failed")
         self.is_healthy = False
         self.ejected_at = time.monotonic()
 

@@ -55,7 +55,7 @@ class Member(Protocol):
 
     async def scrape(self, timeout_s: float = 2.0) -> None: ...
 
-    def eject(self) -> None: ...
+    def eject(self, reason: str = "") -> None: ...
 
     def restore(self) -> None: ...
 
@@ -119,11 +119,12 @@ class Pool:
                 return
             except UpstreamError as exc:
                 if exc.is_endpoint_fault:
-                    endpoint.eject()
+                    endpoint.eject(exc.detail)
                     self._ensure_prober()
                 if started or not exc.is_retryable:
+                    log.error("request %s failed on its upstream: %s", request_id, exc.detail)
                     raise
-                log.warning("request %s: %s; trying another endpoint", request_id, exc.message)
+                log.warning("request %s: %s; trying another endpoint", request_id, exc.detail)
                 last = exc
             except UpstreamBusy as exc:
                 if started:
@@ -162,7 +163,7 @@ class Pool:
             if ok:
                 endpoint.restore()
             else:
-                endpoint.eject()
+                endpoint.eject("health probe failed")
         self._ensure_prober()
 
     async def abort(self, request_id: str) -> None:
