@@ -37,10 +37,18 @@ def model_info(spec: UpstreamSpec, tokenizer_dir: Path, tokenizer: Tokenizer) ->
                      vocab_size=int(cfg.get("vocab_size") or tokenizer.vocab_size))
 
 
-def build_pool(spec: UpstreamSpec, tokenizer_dir: Path) -> Pool:
-    """One pool over ``spec.urls``; the endpoints share one HTTP client."""
+def load_tokenizer(tokenizer_dir: Path) -> Tokenizer:
+    """The tokenizer in ``tokenizer_dir``, ready for serving (seconds: share it)."""
     tokenizer = Tokenizer.from_dir(tokenizer_dir)
     tokenizer.prepare_plain()
+    return tokenizer
+
+
+def build_pool(spec: UpstreamSpec, tokenizer_dir: Path,
+               tokenizer: Tokenizer | None = None) -> Pool:
+    """One pool over ``spec.urls``; the endpoints share one HTTP client. ``tokenizer``:
+    the one loaded from ``tokenizer_dir`` already (loaded here when None)."""
+    tokenizer = tokenizer or load_tokenizer(tokenizer_dir)
     info = model_info(spec, tokenizer_dir, tokenizer)
     timeout = httpx.Timeout(connect=spec.connect_timeout_s, read=spec.read_timeout_s,
                             write=spec.connect_timeout_s, pool=spec.connect_timeout_s)
@@ -62,11 +70,14 @@ def build_pools(specs: Sequence[UpstreamSpec], default_tokenizer: Path | None = 
                 ) -> dict[str, EngineClient]:
     """Served name → pool for every spec (aliases share their pool)."""
     engines: dict[str, EngineClient] = {}
+    tokenizers: dict[Path, Tokenizer] = {}  # pools of one model share its tokenizer
     for spec in specs:
         tokenizer_dir = Path(spec.tokenizer) if spec.tokenizer else default_tokenizer
         if tokenizer_dir is None:
             raise ValueError(f"upstream {spec.name!r} names no tokenizer directory")
-        pool = build_pool(spec, tokenizer_dir)
+        if tokenizer_dir not in tokenizers:
+            tokenizers[tokenizer_dir] = load_tokenizer(tokenizer_dir)
+        pool = build_pool(spec, tokenizer_dir, tokenizers[tokenizer_dir])
         for name in spec.names:
             engines[name] = pool
     return engines

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from dashserve.upstream.build import build_pool
+from dashserve.tokenizer import Tokenizer
+from dashserve.upstream.build import build_pool, load_tokenizer
 from dashserve.upstream.config import UpstreamSpec
 from dashserve.upstream.pool import Pool
 
@@ -91,14 +92,20 @@ def fake_upstreams() -> Iterator[Callable[..., list[FakeUpstream]]]:
         up.kill()
 
 
+@pytest.fixture(scope="session")
+def served_tokenizer(qwen3_tiny_dir: Path) -> Tokenizer:
+    """The tiny model's tokenizer, prepared for serving once (it takes seconds)."""
+    return load_tokenizer(qwen3_tiny_dir)
+
+
 @pytest.fixture
-def make_pool(qwen3_tiny_dir: Path) -> Callable[..., Pool]:
+def make_pool(qwen3_tiny_dir: Path, served_tokenizer: Tokenizer) -> Callable[..., Pool]:
     """``make_pool(urls, kind="llamacpp", **spec_fields)``: a pool with fast health probes."""
 
     def factory(urls: list[str], kind: str = "llamacpp", **fields: Any) -> Pool:
         spec = UpstreamSpec(name="qwen-plus", kind=kind, urls=tuple(urls),
                             probe_interval_s=fields.pop("probe_interval_s", 0.05), **fields)
-        return build_pool(spec, qwen3_tiny_dir)
+        return build_pool(spec, qwen3_tiny_dir, served_tokenizer)
 
     return factory
 
