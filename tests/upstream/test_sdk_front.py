@@ -61,12 +61,15 @@ def _over_fakes(ckpt: Path) -> Iterator[LiveServer]:
     for _ in range(2):
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "tests.upstream.fake_upstream",
-                                 "--port", str(port), "--num-tokens", "64"], cwd=ROOT)
+                                 "--port", str(port), "--num-tokens", "64",
+                                 "--token-delay-ms", "5"], cwd=ROOT)
         fakes.append(FakeUpstream(f"http://127.0.0.1:{port}", proc))
     try:
         for fake in fakes:
             wait_until(fake.is_up, what="fake upstream")
-        yield from _serve([f.url for f in fakes], ckpt)
+        for server in _serve([f.url for f in fakes], ckpt):
+            server.fakes = fakes  # type: ignore[attr-defined]
+            yield server
     finally:
         for fake in fakes:
             fake.kill()
@@ -132,3 +135,23 @@ def test_stop_string_is_matched_at_the_front(dashscope_sdk: Any) -> None:
     cut = dashscope_sdk.Generation.call(**args, stop=[stop])
     assert cut.output.choices[0].message.content == text[:text.index(stop)]
     assert cut.output.choices[0].finish_reason == "stop"
+
+
+def test_a_client_that_disconnects_closes_the_upstream_stream(front: LiveServer) -> None:
+    import httpx
+
+    fakes: list[FakeUpstream] | None = getattr(front, "fakes", None)
+    if fakes is None:
+        pytest.skip("counts disconnects on the fake upstreams")
+    before = sum(f.stats()["disconnected"] for f in fakes)
+    body = {"model": "qwen-plus", "stream": True, "max_tokens": 64,
+            "messages": [{"role": "user", "content": "a long answer please"}]}
+    with httpx.Client(timeout=30) as c, c.stream(
+            "POST", front.compat_url + "/chat/completions", json=body,
+            headers={"Authorization": f"Bearer {API_KEY}"}) as r:
+        for line in r.iter_lines():
+            if '"content"' in line:
+                break  # leave after the first token: the connection closes
+    wait_until(lambda: sum(f.stats()["disconnected"] for f in fakes) == before + 1,
+               timeout_s=10, what="the upstream stream closed")
+    assert all(f.stats()["active"] == 0 for f in fakes)
