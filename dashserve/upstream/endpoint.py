@@ -75,8 +75,10 @@ class Endpoint:
 
     def plan(self, prompt_token_ids: list[int], params: SamplingParams) -> RequestPlan:
         room = self.model_info.max_model_len - len(prompt_token_ids)
-        # with a thinking block the answer limit is enforced here; the upstream gets the room
-        ask = room if params.starts_in_thinking or params.max_tokens is None else min(
+        # with a thinking block the answer limit is enforced here (token ids needed), so the
+        # upstream gets the room; text kinds can only bound reasoning and answer together
+        answer_limit_here = params.starts_in_thinking and self.dialect.sends_token_ids
+        ask = room if answer_limit_here or params.max_tokens is None else min(
             params.max_tokens, room)
         text = "" if self.dialect.sends_token_ids else self.tokenizer.decode(prompt_token_ids)
         return RequestPlan(self.upstream_model, list(prompt_token_ids), max(1, ask), text)

@@ -144,3 +144,12 @@ def test_what_a_kind_cannot_do_is_refused_with_400(dialect: Dialect, params: dic
         body(dialect, **params)
     assert info.value.status_code == 400 and info.value.param == param
     assert dialect.kind in info.value.message
+
+
+def test_answer_limit_in_thinking_mode_needs_token_ids(make_pool: Any) -> None:
+    params = SamplingParams(max_tokens=5, starts_in_thinking=True)
+    ids = PROMPT
+    room = make_pool(["http://127.0.0.1:9"], kind="vllm").endpoints[0]
+    assert room.check(ids, params)["max_tokens"] == room.model_info.max_model_len - len(ids)
+    text = make_pool(["http://127.0.0.1:9"], kind="openai").endpoints[0]
+    assert text.check(ids, params)["max_tokens"] == 5  # reasoning and answer together
