@@ -12,6 +12,11 @@ the upstream's ``/completion`` with the same token ids the front sends, then N s
 the front's compatible mode. Per request: time to first token (TTFT) and the mean gap
 between tokens after the first. Prints p50/p99 TTFT and the per-token mean for both, and
 what the front adds.
+
+``--scale-out`` instead measures aggregate throughput through the front with one upstream
+and then with two in its pool, each upstream capped at ``--capacity`` tokens/s over all its
+streams (as an engine is), ``--streams`` streams at once: the ratio shows how far a pool
+scales before the front's own CPU is the limit.
 """
 
 from __future__ import annotations
@@ -158,6 +163,60 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+async def throughput(front: str, streams: int, n: int, seconds: float) -> float:
+    """Output tokens a second through the front with ``streams`` clients for ``seconds``."""
+    stop_at = time.perf_counter() + seconds
+    done = 0
+
+    async def client(c: httpx.AsyncClient, i: int) -> None:
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            body = {"model": "qwen-plus", "stream": True, "max_tokens": n, "temperature": 0.0,
+                    "stream_options": {"include_usage": True},
+                    "messages": [{"role": "user", "content": f"{QUESTION} ({i}, {time.time()})"}]}
+            async with c.stream("POST", front + "/compatible-mode/v1/chat/completions", json=body,
+                                headers={"Authorization": f"Bearer {API_KEY}"}) as r:
+                async for line in r.aiter_lines():
+                    if '"usage"' in line and '"completion_tokens"' in line:
+                        usage = json.loads(line[5:]).get("usage") or {}
+                        done += int(usage.get("completion_tokens") or 0)
+
+    limits = httpx.Limits(max_connections=streams + 8)
+    async with httpx.AsyncClient(timeout=300, limits=limits, trust_env=False) as c:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(c, i) for i in range(streams)))
+        return done / (time.perf_counter() - t0)
+
+
+def scale_out(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str, Any]:
+    """Aggregate tokens/s through one front over 1, then 2 capacity-capped upstreams."""
+    ports = [free_port(), free_port()]
+    ups = [f"http://127.0.0.1:{p}" for p in ports]
+    result: dict[str, Any] = {"capacity_tok_s": args.capacity, "streams": args.streams}
+    with contextlib.ExitStack() as stack:
+        for port, url in zip(ports, ups, strict=True):
+            stack.enter_context(process(
+                [sys.executable, "-m", "tests.upstream.fake_upstream", "--port", str(port),
+                 "--num-tokens", str(args.num_tokens), "--tokens-per-s", str(args.capacity)],
+                url + "/health", work / f"upstream-{port}.log"))
+        for k in (1, 2):
+            front_port = free_port()
+            front = f"http://127.0.0.1:{front_port}"
+            cmd = [sys.executable, "-m", "dashserve", "serve", "--port", str(front_port),
+                   "--data-dir", str(work / f"front{k}"), "--api-key", API_KEY, "--no-console",
+                   "--log-level", "warning", "--upstream-tokenizer", str(model_dir),
+                   "--upstream", f"qwen-plus=llamacpp:{','.join(ups[:k])}"]
+            with process(cmd, front + "/health", work / f"front{k}.log"):
+                rate = asyncio.run(throughput(front, args.streams, args.num_tokens, args.seconds))
+            result[f"{k}_upstream_tok_s"] = rate
+            log.info("%d upstream(s): %.0f tokens/s", k, rate)
+    result["ratio"] = result["2_upstream_tok_s"] / result["1_upstream_tok_s"]
+    sys.stdout.write(f"scale-out: 1 upstream {result['1_upstream_tok_s']:.0f} tok/s, 2 upstreams "
+                     f"{result['2_upstream_tok_s']:.0f} tok/s, ratio {result['ratio']:.2f}x "
+                     f"(each capped at {args.capacity:.0f} tok/s)\n")
+    return result
+
+
 def prompt_ids(model_dir: Path) -> list[int]:
     """The ids the front sends for QUESTION (Qwen3 template, thinking off)."""
     tok = Tokenizer.from_dir(model_dir)
@@ -174,12 +233,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gguf", type=Path, help="serve this GGUF with the built llama-server")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--scale-out", action="store_true",
+                        help="aggregate throughput over 1 and 2 capacity-capped upstreams")
+    parser.add_argument("--capacity", type=float, default=400.0, help="tokens/s per upstream")
+    parser.add_argument("--streams", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     model_dir = bench_checkpoint("qwen3-tiny")
-    ids = prompt_ids(model_dir)
     work = Path(tempfile.mkdtemp(prefix="bench-upstream-"))
+    if args.scale_out:
+        result = scale_out(args, model_dir, work)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return 0
+    ids = prompt_ids(model_dir)
     up_port, front_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}"
     front = f"http://127.0.0.1:{front_port}"

@@ -1,7 +1,8 @@
 """A stand-in upstream speaking llama.cpp's ``/completion`` and OpenAI's ``/v1/completions``
 (token-id output as vLLM's ``return_token_ids``), run as its own process on loopback.
 
-It generates ``--num-tokens`` deterministic ordinary tokens at ``--token-delay-ms`` each,
+It generates ``--num-tokens`` deterministic ordinary tokens at ``--token-delay-ms`` each
+(and, like an engine, at most ``--tokens-per-s`` over all its streams together),
 reports a prefix cache (prompt tokens shared with an earlier prompt it saw), and counts
 requests, open streams and client disconnects at ``GET /_stats`` (open streams also as
 vLLM's and llama.cpp's load gauges at ``GET /metrics``). ``POST /_mode`` with
@@ -30,9 +31,12 @@ SPAN = 500
 
 
 class State:
-    def __init__(self, num_tokens: int, delay_s: float) -> None:
+    def __init__(self, num_tokens: int, delay_s: float, tokens_per_s: float = 0.0) -> None:
         self.num_tokens = num_tokens
         self.delay_s = delay_s
+        # an engine's capacity: all streams together get at most this many tokens a second
+        self.token_interval_s = 1.0 / tokens_per_s if tokens_per_s else 0.0
+        self.next_free = 0.0
         self.requests = 0
         self.active = 0
         self.disconnected = 0
@@ -54,6 +58,18 @@ class State:
             best = max(best, n)
         self.prompts.append(prompt)
         return min(best, len(prompt) - 1)
+
+    async def pace(self) -> None:
+        """Wait for this stream's next token under the per-token delay and the capacity."""
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.token_interval_s:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            slot = max(now, self.next_free)
+            self.next_free = slot + self.token_interval_s
+            if slot > now:
+                await asyncio.sleep(slot - now)
 
     def output(self, prompt: list[int], max_tokens: int) -> list[int]:
         seed = sum(prompt)
@@ -77,8 +93,7 @@ def make_app(state: State) -> Starlette:
         try:
             await state.released.wait()
             for i, token in enumerate(ids):
-                if state.delay_s:
-                    await asyncio.sleep(state.delay_s)
+                await state.pace()
                 yield _line(_partial(fmt, token, len(prompt), cached, i + 1))
             reason = "length" if len(ids) == max_tokens else "stop"
             for obj in _final(fmt, reason, len(prompt), cached, len(ids)):
@@ -181,8 +196,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--num-tokens", type=int, default=8)
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
+    parser.add_argument("--tokens-per-s", type=float, default=0.0,
+                        help="capacity: tokens a second over all streams (0: unlimited)")
     args = parser.parse_args()
-    state = State(args.num_tokens, args.token_delay_ms / 1000)
+    state = State(args.num_tokens, args.token_delay_ms / 1000, args.tokens_per_s)
     uvicorn.run(make_app(state), host="127.0.0.1", port=args.port, log_level="warning")
 
 
