@@ -1,5 +1,6 @@
-"""A stand-in upstream speaking llama.cpp's ``/completion`` and OpenAI's ``/v1/completions``
-(token-id output as vLLM's ``return_token_ids``), run as its own process on loopback.
+"""A stand-in upstream speaking llama.cpp's ``/completion``, OpenAI's ``/v1/completions``
+(token-id output as vLLM's ``return_token_ids``) and SGLang's ``/generate``, run as its own
+process on loopback.
 
 It generates ``--num-tokens`` deterministic ordinary tokens at ``--token-delay-ms`` each
 (and, like an engine, at most ``--tokens-per-s`` over all its streams together),
@@ -84,8 +85,10 @@ def prompt_ids(prompt: Any) -> list[int]:
 
 def make_app(state: State) -> Starlette:
     async def stream(body: dict[str, Any], fmt: str) -> AsyncIterator[bytes]:
-        prompt = prompt_ids(body.get("prompt"))
-        max_tokens = int(body.get("n_predict") or body.get("max_tokens") or 16)
+        prompt = prompt_ids(body.get("prompt", body.get("input_ids")))
+        sampling = body.get("sampling_params") or {}
+        max_tokens = int(body.get("n_predict") or body.get("max_tokens")
+                         or sampling.get("max_new_tokens") or 16)
         cached = state.cached(prompt)
         ids = state.output(prompt, max_tokens)
         state.active += 1
@@ -94,11 +97,17 @@ def make_app(state: State) -> Starlette:
             await state.released.wait()
             for i, token in enumerate(ids):
                 await state.pace()
+                if fmt == "sglang":  # cumulative output, SGLang's default
+                    yield _line(_sglang(ids[:i + 1], len(prompt), cached, None))
+                    continue
                 yield _line(_partial(fmt, token, len(prompt), cached, i + 1))
             reason = "length" if len(ids) == max_tokens else "stop"
-            for obj in _final(fmt, reason, len(prompt), cached, len(ids)):
-                yield _line(obj)
-            if fmt == "openai":
+            if fmt == "sglang":
+                yield _line(_sglang(ids, len(prompt), cached, reason))
+            else:
+                for obj in _final(fmt, reason, len(prompt), cached, len(ids)):
+                    yield _line(obj)
+            if fmt in ("openai", "sglang"):
                 yield b"data: [DONE]\n\n"
             finished = True
             state.completed += 1
@@ -112,6 +121,9 @@ def make_app(state: State) -> Starlette:
 
     async def completions(request: Request) -> Response:
         return await _serve(request, "openai")
+
+    async def generate(request: Request) -> Response:
+        return await _serve(request, "sglang")
 
     async def _serve(request: Request, fmt: str) -> Response:
         body = await request.json()
@@ -151,6 +163,7 @@ def make_app(state: State) -> Starlette:
     return Starlette(routes=[
         Route("/completion", completion, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
+        Route("/generate", generate, methods=["POST"]),
         Route("/health", health), Route("/v1/models", health), Route("/_stats", stats),
         Route("/_mode", mode, methods=["POST"]), Route("/metrics", metrics),
     ])
@@ -170,6 +183,13 @@ def _partial(fmt: str, token: int, n_prompt: int, cached: int, n_out: int) -> di
             "choices": [{"index": 0, "text": f"t{token} ", "token_ids": [token],
                          "logprobs": None, "finish_reason": None, "stop_reason": None}],
             "usage": None}
+
+
+def _sglang(ids: list[int], n_prompt: int, cached: int, reason: str | None) -> dict[str, Any]:
+    finish = None if reason is None else {"type": reason}
+    return {"text": "".join(f"t{t} " for t in ids), "output_ids": ids, "index": 0,
+            "meta_info": {"id": "fake", "finish_reason": finish, "prompt_tokens": n_prompt,
+                          "completion_tokens": len(ids), "cached_tokens": cached}}
 
 
 def _final(fmt: str, reason: str, n_prompt: int, cached: int, n_out: int) -> list[dict[str, Any]]:
