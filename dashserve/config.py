@@ -9,6 +9,15 @@ the same keys as ``Settings``; several models go in a ``models`` list::
     model = "/models/Qwen3-8B"
     served_model_names = ["qwen-plus", "qwen3-8b"]
     max_model_len = 32768
+
+Pools of upstream servers (vLLM, SGLang, llama.cpp, any OpenAI-compatible server) go in
+``upstreams`` (fields in ``dashserve.upstream.config.UpstreamSpec``)::
+
+    [[upstreams]]
+    name = "qwen3-8b"
+    kind = "vllm"
+    urls = ["http://gpu1:8000", "http://gpu2:8000"]
+    tokenizer = "/models/Qwen3-8B"
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from dashserve.platform.limits import LimitPolicy
 from dashserve.platform.metering import WriterConfig
 from dashserve.platform.state import PlatformSettings
 from dashserve.search.config import SearchConfig
+from dashserve.upstream.config import UpstreamSpec
 
 # Names the demo model answers to: the model names the DashScope docs use in examples.
 DEMO_NAMES: tuple[str, ...] = (
@@ -121,6 +131,8 @@ class Settings(BaseSettings):
     api_keys: tuple[str, ...] = ()
     data_dir: Path = Field(default_factory=default_data_dir)
     models: tuple[ModelSpec, ...] = ()
+    # Served names answered by pools of upstream servers instead of a local engine.
+    upstreams: tuple[UpstreamSpec, ...] = ()
     demo_preset: str = "qwen3-0.6b"
     # Engine options for models that do not set their own.
     dtype: str = "auto"
@@ -196,12 +208,18 @@ class Settings(BaseSettings):
                     raise ValueError(f"served model name {name!r} is given to both "
                                      f"{seen[name]!r} and {spec.model!r}")
                 seen[name] = spec.model
+        for upstream in self.upstreams:
+            for name in upstream.names:
+                if name in seen:
+                    raise ValueError(f"served model name {name!r} is given to both "
+                                     f"{seen[name]!r} and the upstream pool {upstream.name!r}")
+                seen[name] = f"upstream {upstream.name}"
         return self
 
     @property
     def is_demo(self) -> bool:
-        """No model configured: serve the random-weight demo model."""
-        return not self.models
+        """No model and no upstream configured: serve the random-weight demo model."""
+        return not self.models and not self.upstreams
 
     @property
     def files_path(self) -> Path:
@@ -221,8 +239,8 @@ class Settings(BaseSettings):
         return tuple(demos)
 
     def model_specs(self) -> tuple[ModelSpec, ...]:
-        """The models to load; the demo models when none is configured."""
-        if self.models:
+        """The models to load; the demo models when none (and no upstream) is configured."""
+        if not self.is_demo:
             return self.models
         return tuple(ModelSpec(model=str(out), served_model_names=names)
                      for _, out, names in self.demo_models())

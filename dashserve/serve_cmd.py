@@ -36,6 +36,7 @@ from dashserve.platform.logs import configure_logging
 from dashserve.platform.state import add_platform_arguments, prepare_platform
 from dashserve.serving.registry import ModelRegistry, ServerState
 from dashserve.store.db import Store
+from dashserve.upstream.config import UpstreamSpec, parse_upstream_flag
 
 log = logging.getLogger("dashserve.serve")
 
@@ -140,6 +141,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--log-format", choices=("text", "json"),
         help="text lines (default) or JSON lines (env DASHSERVE_LOG_FORMAT)")
     add_platform_arguments(parser)
+    add_upstream_arguments(parser)
+
+
+def add_upstream_arguments(parser: argparse.ArgumentParser) -> None:
+    """Upstream pools from flags (the config file's ``[[upstreams]]`` has every option)."""
+    parser.add_argument("--upstream", action="append", dest="upstreams",
+                        metavar="NAME=KIND:URL[,URL...]",
+                        help="serve NAME from a pool of upstream servers of KIND (openai, vllm, "
+                             "sglang, llamacpp), e.g. qwen3-8b=vllm:http://gpu1:8000,"
+                             "http://gpu2:8000 (repeatable)")
+    parser.add_argument("--upstream-tokenizer", metavar="DIR",
+                        help="checkpoint or tokenizer directory of the --upstream models "
+                             "(default: the demo model's Qwen3 tokenizer)")
+
+
+def upstreams_from_args(args: argparse.Namespace) -> list[UpstreamSpec]:
+    tokenizer = getattr(args, "upstream_tokenizer", None)
+    return [parse_upstream_flag(flag, tokenizer) for flag in getattr(args, "upstreams", None) or []]
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -152,6 +171,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         values["admin_keys"] = args.admin_keys
     if getattr(args, "models", None):
         values["models"] = [ModelSpec(**m) for m in args.models]
+    if getattr(args, "upstreams", None):
+        values["upstreams"] = upstreams_from_args(args)
     if getattr(args, "demo_names", None) and not getattr(args, "models", None):
         values["demo_names"] = args.demo_names
     search = {field: getattr(args, dest) for dest, field in (
@@ -264,7 +285,25 @@ def load_engines(settings: Settings, registry: ModelRegistry) -> dict[str, Engin
             engines[name] = engine
     if settings.is_demo:
         log.warning("demo model ready: its answers are gibberish by design")
+    if settings.upstreams:
+        engines.update(load_upstreams(settings, report))
     return engines
+
+
+def load_upstreams(settings: Settings, report: StageReporter) -> dict[str, EngineClient]:
+    """One pool per ``[[upstreams]]`` entry; the demo tokenizer for those naming none."""
+    from dashserve.upstream.build import build_pools
+
+    default = None
+    if any(spec.tokenizer is None for spec in settings.upstreams):
+        report("making the demo model (its tokenizer serves the upstreams)")
+        _ensure_demo(settings.demo_preset, settings.demo_dir, None)
+        default = settings.demo_dir
+    pools = build_pools(settings.upstreams, default)
+    for spec in settings.upstreams:
+        log.info("upstream pool %s: %s x%d (%s), served as %s", spec.name, spec.kind,
+                 len(spec.urls), ", ".join(spec.urls), ", ".join(spec.names))
+    return pools
 
 
 def demo_banner(settings: Settings) -> str:

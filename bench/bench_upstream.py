@@ -1,0 +1,283 @@
+"""The DashScope front's added latency over an upstream, against calling the upstream directly.
+
+Usage: python bench/bench_upstream.py [--concurrency 1 64] [--num-tokens 32]
+                                      [--token-delay-ms 20] [--rounds 3] [--json PATH]
+                                      [--gguf FILE]   # a live llama-server instead of the fake
+
+One run starts the upstream (the fake llama-server of tests/upstream, streaming
+``--num-tokens`` tokens at one per ``--token-delay-ms``; or a real ``llama-server`` on a GGUF)
+and a ``dashserve serve --upstream qwen-plus=llamacpp:URL`` front with its platform (keys,
+limits, metering in SQLite). For each concurrency it alternates rounds: N streams straight to
+the upstream's ``/completion`` with the same token ids the front sends, then N streams through
+the front's compatible mode. Per request: time to first token (TTFT) and the mean gap
+between tokens after the first. Prints p50/p99 TTFT and the per-token mean for both, and
+what the front adds.
+
+``--scale-out`` instead measures aggregate throughput through the front with one upstream
+and then with two in its pool, each upstream capped at ``--capacity`` tokens/s over all its
+streams (as an engine is), ``--streams`` streams at once: the ratio shows how far a pool
+scales before the front's own CPU is the limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.checkpoints import bench_checkpoint  # noqa: E402
+from dashserve.tokenizer import Tokenizer  # noqa: E402
+
+log = logging.getLogger("bench_upstream")
+API_KEY = "sk-bench-upstream"
+QUESTION = "Explain in one paragraph why the sky is blue."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_health(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not healthy after {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], health_url: str, log_path: Path) -> Iterator[None]:
+    with open(log_path, "wb") as sink:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            wait_health(health_url, proc)
+            yield
+        finally:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(15)
+            if proc.poll() is None:
+                proc.kill()
+
+
+async def direct_stream(c: httpx.AsyncClient, url: str, ids: list[int],
+                        n: int) -> tuple[float, list[float]]:
+    body = {"prompt": ids, "n_predict": n, "stream": True, "return_tokens": True,
+            "cache_prompt": True, "temperature": 0.0, "top_k": 0, "min_p": 0.0,
+            "ignore_eos": True, "timings_per_token": True}
+    return await _timed(c, url + "/completion", body, {}, lambda d: bool(d.get("tokens")))
+
+
+async def front_stream(c: httpx.AsyncClient, url: str, n: int) -> tuple[float, list[float]]:
+    body = {"model": "qwen-plus", "stream": True, "max_tokens": n, "temperature": 0.0,
+            "messages": [{"role": "user", "content": QUESTION}], "enable_thinking": False}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+
+    def has_text(d: dict[str, Any]) -> bool:
+        choices = d.get("choices") or []
+        return bool(choices and (choices[0].get("delta") or {}).get("content"))
+
+    return await _timed(c, url + "/compatible-mode/v1/chat/completions", body, headers, has_text)
+
+
+async def _timed(c: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str],
+                 is_token: Any) -> tuple[float, list[float]]:
+    """(TTFT, arrival times of the token chunks after the first) of one streamed request."""
+    t0 = time.perf_counter()
+    times: list[float] = []
+    async with c.stream("POST", url, json=body, headers=headers) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            if is_token(json.loads(line[5:])):
+                times.append(time.perf_counter())
+    if not times:
+        raise RuntimeError(f"{url}: no token came back")
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    return times[0] - t0, gaps
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+async def measure(upstream: str, front: str, ids: list[int], concurrency: int, n: int,
+                  rounds: int) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=concurrency * 2 + 8)
+    out: dict[str, dict[str, list[float]]] = {s: {"ttft": [], "gap": []} for s in ("direct", "front")}
+    async with httpx.AsyncClient(timeout=300, limits=limits, trust_env=False) as c:
+        await front_stream(c, front, n)  # warm both paths (connections, caches)
+        await direct_stream(c, upstream, ids, n)
+        for _ in range(rounds):
+            for side in ("direct", "front"):
+                if side == "direct":
+                    results = await asyncio.gather(*(direct_stream(c, upstream, ids, n)
+                                                     for _ in range(concurrency)))
+                else:
+                    results = await asyncio.gather(*(front_stream(c, front, n)
+                                                     for _ in range(concurrency)))
+                for ttft, gaps in results:
+                    out[side]["ttft"].append(ttft)
+                    out[side]["gap"].extend(gaps)
+    row: dict[str, Any] = {"concurrency": concurrency, "requests": concurrency * rounds}
+    for side, v in out.items():
+        row[side] = {"ttft_p50_ms": pct(v["ttft"], 0.5) * 1e3, "ttft_p99_ms": pct(v["ttft"], 0.99) * 1e3,
+                     "per_token_ms": statistics.fmean(v["gap"]) * 1e3}
+    row["added"] = {k: row["front"][k] - row["direct"][k] for k in row["front"]}
+    return row
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = f"{'streams':>7} {'side':>7} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'ms/token':>9}"
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        for side in ("direct", "front", "added"):
+            v = row[side]
+            lines.append(f"{row['concurrency']:>7} {side:>7} {v['ttft_p50_ms']:>12.2f} "
+                         f"{v['ttft_p99_ms']:>12.2f} {v['per_token_ms']:>9.3f}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+async def throughput(front: str, streams: int, n: int, seconds: float) -> float:
+    """Output tokens a second through the front with ``streams`` clients for ``seconds``."""
+    stop_at = time.perf_counter() + seconds
+    done = 0
+
+    async def client(c: httpx.AsyncClient, i: int) -> None:
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            body = {"model": "qwen-plus", "stream": True, "max_tokens": n, "temperature": 0.0,
+                    "stream_options": {"include_usage": True},
+                    "messages": [{"role": "user", "content": f"{QUESTION} ({i}, {time.time()})"}]}
+            async with c.stream("POST", front + "/compatible-mode/v1/chat/completions", json=body,
+                                headers={"Authorization": f"Bearer {API_KEY}"}) as r:
+                async for line in r.aiter_lines():
+                    if '"usage"' in line and '"completion_tokens"' in line:
+                        usage = json.loads(line[5:]).get("usage") or {}
+                        done += int(usage.get("completion_tokens") or 0)
+
+    limits = httpx.Limits(max_connections=streams + 8)
+    async with httpx.AsyncClient(timeout=300, limits=limits, trust_env=False) as c:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(c, i) for i in range(streams)))
+        return done / (time.perf_counter() - t0)
+
+
+def scale_out(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str, Any]:
+    """Aggregate tokens/s through one front over 1, then 2 capacity-capped upstreams."""
+    ports = [free_port(), free_port()]
+    ups = [f"http://127.0.0.1:{p}" for p in ports]
+    result: dict[str, Any] = {"capacity_tok_s": args.capacity, "streams": args.streams}
+    with contextlib.ExitStack() as stack:
+        for port, url in zip(ports, ups, strict=True):
+            stack.enter_context(process(
+                [sys.executable, "-m", "tests.upstream.fake_upstream", "--port", str(port),
+                 "--num-tokens", str(args.num_tokens), "--tokens-per-s", str(args.capacity)],
+                url + "/health", work / f"upstream-{port}.log"))
+        for k in (1, 2):
+            front_port = free_port()
+            front = f"http://127.0.0.1:{front_port}"
+            cmd = [sys.executable, "-m", "dashserve", "serve", "--port", str(front_port),
+                   "--data-dir", str(work / f"front{k}"), "--api-key", API_KEY, "--no-console",
+                   "--log-level", "warning", "--upstream-tokenizer", str(model_dir),
+                   "--upstream", f"qwen-plus=llamacpp:{','.join(ups[:k])}"]
+            with process(cmd, front + "/health", work / f"front{k}.log"):
+                rate = asyncio.run(throughput(front, args.streams, args.num_tokens, args.seconds))
+            result[f"{k}_upstream_tok_s"] = rate
+            log.info("%d upstream(s): %.0f tokens/s", k, rate)
+    result["ratio"] = result["2_upstream_tok_s"] / result["1_upstream_tok_s"]
+    sys.stdout.write(f"scale-out: 1 upstream {result['1_upstream_tok_s']:.0f} tok/s, 2 upstreams "
+                     f"{result['2_upstream_tok_s']:.0f} tok/s, ratio {result['ratio']:.2f}x "
+                     f"(each capped at {args.capacity:.0f} tok/s)\n")
+    return result
+
+
+def prompt_ids(model_dir: Path) -> list[int]:
+    """The ids the front sends for QUESTION (Qwen3 template, thinking off)."""
+    tok = Tokenizer.from_dir(model_dir)
+    text = tok.apply_chat_template([{"role": "user", "content": QUESTION}],
+                                   add_generation_prompt=True, enable_thinking=False)
+    return tok.encode(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--num-tokens", type=int, default=32)
+    parser.add_argument("--token-delay-ms", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gguf", type=Path, help="serve this GGUF with the built llama-server")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--scale-out", action="store_true",
+                        help="aggregate throughput over 1 and 2 capacity-capped upstreams")
+    parser.add_argument("--capacity", type=float, default=400.0, help="tokens/s per upstream")
+    parser.add_argument("--streams", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    model_dir = bench_checkpoint("qwen3-tiny")
+    work = Path(tempfile.mkdtemp(prefix="bench-upstream-"))
+    if args.scale_out:
+        result = scale_out(args, model_dir, work)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return 0
+    ids = prompt_ids(model_dir)
+    up_port, front_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{up_port}"
+    front = f"http://127.0.0.1:{front_port}"
+    if args.gguf:
+        from bench.peers import llamacpp
+
+        server = llamacpp.ensure_llama_server()
+        up_cmd = llamacpp.server_command(server, args.gguf, up_port, slots=max(args.concurrency),
+                                         threads=1, ctx_per_slot=512)
+    else:
+        up_cmd = [sys.executable, "-m", "tests.upstream.fake_upstream", "--port", str(up_port),
+                  "--num-tokens", str(args.num_tokens), "--token-delay-ms", str(args.token_delay_ms)]
+    front_cmd = [sys.executable, "-m", "dashserve", "serve", "--port", str(front_port),
+                 "--data-dir", str(work), "--api-key", API_KEY, "--no-console",
+                 "--log-level", "warning", "--upstream-tokenizer", str(model_dir),
+                 "--upstream", f"qwen-plus=llamacpp:{upstream}"]
+    env_note = {"cpus": os.cpu_count(), "upstream": "llama-server" if args.gguf else "fake",
+                "num_tokens": args.num_tokens, "token_delay_ms": args.token_delay_ms}
+    rows = []
+    with process(up_cmd, upstream + "/health", work / "upstream.log"), \
+            process(front_cmd, front + "/health", work / "front.log"):
+        for n in args.concurrency:
+            log.info("%d concurrent streams x %d rounds", n, args.rounds)
+            rows.append(asyncio.run(measure(upstream, front, ids, n, args.num_tokens, args.rounds)))
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps({"setup": env_note, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Upstream engine pools: DashScope's front over OpenAI-compatible and token-id servers."""

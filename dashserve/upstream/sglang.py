@@ -1,0 +1,63 @@
+"""SGLang's native ``/generate`` with ``input_ids``: token ids in, token ids and usage out.
+
+Follows the stream of SGLang 0.4/0.5: each ``data:`` object has ``text``, ``output_ids``
+and ``meta_info`` (``prompt_tokens``, ``completion_tokens``, ``cached_tokens``,
+``finish_reason`` as ``{"type": "stop"|"length", ...}``). Output is cumulative by default
+and incremental with ``--incremental-streaming-output``; both are read.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dashserve.engine.params import SamplingParams
+from dashserve.upstream.dialect import Chunk, Dialect, RequestPlan, finish_reason
+
+
+class SglangGenerate(Dialect):
+    kind = "sglang"
+    path = "/generate"
+    health_path = "/health"
+    metrics_path = "/metrics"  # served with --enable-metrics
+    load_metrics = ("sglang:num_running_reqs", "sglang:num_queue_reqs")
+
+    def request_body(self, plan: RequestPlan, params: SamplingParams) -> dict[str, Any]:
+        self.check_common(params)
+        sampling: dict[str, Any] = {
+            "max_new_tokens": plan.max_tokens, "temperature": params.temperature,
+            "top_p": params.top_p, "top_k": params.effective_top_k or -1, "min_p": params.min_p,
+            "repetition_penalty": params.repetition_penalty,
+            "presence_penalty": params.presence_penalty,
+            "frequency_penalty": params.frequency_penalty,
+            "skip_special_tokens": False, "no_stop_trim": True,
+        }
+        if params.min_tokens:
+            sampling["min_new_tokens"] = params.min_tokens
+        if params.ignore_eos:
+            sampling["ignore_eos"] = True
+        if params.stop_token_ids:
+            sampling["stop_token_ids"] = list(params.stop_token_ids)
+        if params.seed is not None:
+            sampling["sampling_seed"] = params.seed
+        spec = params.structured
+        if spec is not None and spec.json_schema is not None:
+            sampling["json_schema"] = json.dumps(spec.json_schema)
+        elif spec is not None and spec.json_object:
+            sampling["json_schema"] = json.dumps({"type": "object"})
+        return {"input_ids": plan.prompt_token_ids, "sampling_params": sampling, "stream": True}
+
+    def parse(self, data: dict[str, Any]) -> Chunk | None:
+        meta = data.get("meta_info")
+        if not isinstance(meta, dict):
+            return None
+        ids = data.get("output_ids")
+        completion = meta.get("completion_tokens")
+        ids = list(ids) if isinstance(ids, list) else None
+        # cumulative when it holds every output token so far (the default)
+        cumulative = ids is not None and completion is not None and len(ids) == completion
+        reason = finish_reason(meta.get("finish_reason"))
+        return Chunk(text=data.get("text") or "", token_ids=ids, finish_reason=reason,
+                     num_prompt_tokens=meta.get("prompt_tokens"), num_output_tokens=completion,
+                     num_cached_tokens=meta.get("cached_tokens"), is_last=reason is not None,
+                     is_cumulative=cumulative)

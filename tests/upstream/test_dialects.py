@@ -1,0 +1,155 @@
+"""Each upstream kind's request mapping, and its recorded stream bodies (fixtures/README.md
+names the server versions) replayed through the dialect and the output tracker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashserve.engine.outputs import EngineEvent, FinishReason
+from dashserve.engine.params import SamplingParams, StructuredOutputSpec
+from dashserve.errors import UnsupportedFeature
+from dashserve.tokenizer import Tokenizer
+from dashserve.upstream.dialect import Dialect, RequestPlan, sse_data
+from dashserve.upstream.llamacpp import LlamaCppCompletion
+from dashserve.upstream.sglang import SglangGenerate
+from dashserve.upstream.tracker import OutputTracker, ThinkIds
+from dashserve.upstream.vllm import OpenAICompletions, VllmCompletions
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PROMPT = [151644, 872, 198, 6023, 151645, 198, 151644, 77091, 198]
+PLAN = RequestPlan("Qwen/Qwen3-8B", PROMPT, 100, "<|im_start|>user\nhi")
+
+
+def replay(name: str, dialect: Dialect, tokenizer: Tokenizer,
+           params: SamplingParams) -> list[EngineEvent]:
+    tracker = OutputTracker("r", tokenizer, params, len(PROMPT), ThinkIds.of(tokenizer))
+    events = []
+    for line in (FIXTURES / name).read_text("utf-8").splitlines():
+        data = sse_data(line)
+        chunk = dialect.parse(data) if data is not None else None
+        if chunk is None:
+            continue
+        event = tracker.feed(chunk)
+        if event is not None:
+            events.append(event)
+        if tracker.local_finish is not None:
+            break
+    assert tracker.finish_reason is not None
+    return [*events, tracker.final()]
+
+
+def text_of(events: list[EngineEvent]) -> str:
+    return "".join(e.text for e in events)
+
+
+@pytest.mark.parametrize(("name", "dialect"), [
+    ("vllm-0.10.2-completions-stream.txt", VllmCompletions()),
+    ("llamacpp-b6xxx-completion-stream.txt", LlamaCppCompletion()),
+    ("openai-text-completions-stream.txt", OpenAICompletions()),
+])
+def test_recorded_streams_give_text_and_exact_usage(name: str, dialect: Dialect,
+                                                    tokenizer: Tokenizer) -> None:
+    events = replay(name, dialect, tokenizer, SamplingParams(max_tokens=100))
+    assert text_of(events) == "Hello! How can I help you today?"
+    last = events[-1]
+    assert last.finished and last.finish_reason is FinishReason.STOP
+    assert (last.num_prompt_tokens, last.num_output_tokens) == (9, 10)
+    assert last.num_cached_tokens == (0 if dialect.kind == "vllm" else 4)
+    assert all(not e.finished and e.finish_reason is None for e in events[:-1])
+
+
+def test_token_id_streams_stop_at_stop_strings_held_back_like_the_engine(
+        tokenizer: Tokenizer) -> None:
+    params = SamplingParams(max_tokens=100, stop=("you",))
+    for name, dialect in (("vllm-0.10.2-completions-stream.txt", VllmCompletions()),
+                          ("llamacpp-b6xxx-completion-stream.txt", LlamaCppCompletion())):
+        events = replay(name, dialect, tokenizer, params)
+        assert text_of(events) == "Hello! How can I help "
+        assert events[-1].finish_reason is FinishReason.STOP
+        assert events[-1].num_output_tokens == 7  # the front ended it on " you"
+
+
+def test_sglang_cumulative_stream_counts_reasoning_like_the_engine(tokenizer: Tokenizer) -> None:
+    events = replay("sglang-0.4.6-generate-stream.txt", SglangGenerate(), tokenizer,
+                    SamplingParams(max_tokens=100))
+    assert text_of(events) == "<think>\nThe user greets.\n</think>\n\nHi there! 你好"
+    last = events[-1]
+    assert [t for e in events for t in e.token_ids][-1] == 151645  # each id exactly once
+    assert (last.num_output_tokens, last.num_reasoning_tokens) == (15, 8)
+
+
+def test_answer_limit_after_thinking_is_enforced_at_the_front(tokenizer: Tokenizer) -> None:
+    params = SamplingParams(max_tokens=3, starts_in_thinking=False)
+    # without a thinking prompt max_tokens is the upstream's business: the stream runs out
+    assert replay("sglang-0.4.6-generate-stream.txt", SglangGenerate(), tokenizer,
+                  params)[-1].num_output_tokens == 15
+    params = SamplingParams(max_tokens=3, starts_in_thinking=True)
+    events = replay("sglang-0.4.6-generate-stream.txt", SglangGenerate(), tokenizer, params)
+    assert events[-1].finish_reason is FinishReason.LENGTH
+
+
+def body(dialect: Dialect, **params: Any) -> dict[str, Any]:
+    return dialect.request_body(PLAN, SamplingParams(**params))
+
+
+def test_vllm_mapping() -> None:
+    b = body(VllmCompletions(), temperature=0.7, top_k=20, repetition_penalty=1.05, seed=3,
+             stop_token_ids=(151643,), cache_salt="ws1", stop=("x",),
+             structured=StructuredOutputSpec(json_schema={"type": "object"}))
+    assert b["prompt"] == PROMPT and b["return_token_ids"] and b["max_tokens"] == 100
+    assert (b["top_k"], b["repetition_penalty"], b["seed"]) == (20, 1.05, 3)
+    assert b["stop_token_ids"] == [151643] and b["cache_salt"] == "ws1"
+    assert b["guided_json"] == {"type": "object"} and "response_format" not in b
+    assert "stop" not in b  # stop strings are matched at the front, with hold-back
+    assert body(VllmCompletions())["top_k"] == -1  # no top-k
+
+
+def test_llamacpp_mapping_turns_off_its_default_samplers() -> None:
+    b = body(LlamaCppCompletion())
+    assert (b["top_k"], b["min_p"], b["seed"], b["n_predict"]) == (0, 0.0, -1, 100)
+    assert b["return_tokens"] and b["prompt"] == PROMPT and b["repeat_last_n"] == -1
+    b = body(LlamaCppCompletion(), structured=StructuredOutputSpec(json_object=True), seed=7)
+    assert b["json_schema"] == {"type": "object"} and b["seed"] == 7
+
+
+def test_sglang_mapping() -> None:
+    b = body(SglangGenerate(), top_k=50, min_tokens=2, seed=1,
+             structured=StructuredOutputSpec(json_schema={"type": "object"}))
+    s = b["sampling_params"]
+    assert b["input_ids"] == PROMPT and b["stream"]
+    assert (s["top_k"], s["min_new_tokens"], s["sampling_seed"]) == (50, 2, 1)
+    assert s["json_schema"] == '{"type": "object"}' and s["max_new_tokens"] == 100
+
+
+def test_openai_text_kind_sends_the_rendered_prompt_and_stop_strings() -> None:
+    b = body(OpenAICompletions(), stop=("END",))
+    assert b["prompt"] == PLAN.prompt_text and b["stop"] == ["END"]
+
+
+@pytest.mark.parametrize(("dialect", "params", "param"), [
+    (VllmCompletions(), {"n": 2}, "n"),
+    (SglangGenerate(), {"logprobs": True}, "logprobs"),
+    (OpenAICompletions(), {"thinking_budget": 10, "starts_in_thinking": True}, "thinking_budget"),
+    (LlamaCppCompletion(), {"min_tokens": 3}, "min_tokens"),
+    (OpenAICompletions(), {"stop_token_ids": (5,)}, "stop"),
+    (VllmCompletions(), {"pin_prefix_tokens": 16}, "cache_control"),
+    (VllmCompletions(), {"structured": StructuredOutputSpec(grammar="start: x")}, "tool_choice"),
+])
+def test_what_a_kind_cannot_do_is_refused_with_400(dialect: Dialect, params: dict[str, Any],
+                                                  param: str) -> None:
+    with pytest.raises(UnsupportedFeature) as info:
+        body(dialect, **params)
+    assert info.value.status_code == 400 and info.value.param == param
+    assert dialect.kind in info.value.message
+
+
+def test_answer_limit_in_thinking_mode_needs_token_ids(make_pool: Any) -> None:
+    params = SamplingParams(max_tokens=5, starts_in_thinking=True)
+    ids = PROMPT
+    room = make_pool(["http://127.0.0.1:9"], kind="vllm").endpoints[0]
+    assert room.check(ids, params)["max_tokens"] == room.model_info.max_model_len - len(ids)
+    text = make_pool(["http://127.0.0.1:9"], kind="openai").endpoints[0]
+    assert text.check(ids, params)["max_tokens"] == 5  # reasoning and answer together
