@@ -45,7 +45,9 @@ ALLOWED: dict[str, set[str]] = {
                 "sampling", "search", "tokenizer"},
     # the guard model runs prompts through serving's registry and prompt builder
     "inspection": {"contracts", "errors", "inspection.header", "inspection.rules", "serving"},
-    "config": {"inspection", "platform", "search"},
+    # the front's clients of engines elsewhere: other processes, upstream servers, replicas
+    "upstream": {"contracts", "engine", "errors", "tokenizer"},
+    "config": {"inspection", "platform", "search", "upstream"},
     # HTTP adapters over serving (the files API shows file rows as the store keeps them)
     "api": {"config", "contracts", "errors", "inspection.header", "inspection.rules", "media",
             "platform", "search", "serving", "store"},
@@ -56,7 +58,7 @@ ALLOWED: dict[str, set[str]] = {
     "llm": {"contracts", "engine"},
     "benchmark": {"tokenizer", "tokenizer_build"},
     "serve_cmd": {"api", "app", "config", "contracts", "engine", "model", "platform",
-                  "serving", "store"},
+                  "serving", "store", "upstream"},
     "cli": set(),  # imports each subcommand by name, at run time
     "__main__": {"cli"},
     "__init__": {"contracts", "llm"},

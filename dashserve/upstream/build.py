@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from dashserve.engine.client_protocol import EngineClient, ModelInfo
+from dashserve.contracts.engine_client import EngineClient, ModelInfo
 from dashserve.tokenizer import Tokenizer
 from dashserve.upstream.config import UpstreamSpec
 from dashserve.upstream.dialect import Dialect

@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from dashserve.engine.outputs import FinishReason
-from dashserve.engine.params import SamplingParams
+from dashserve.contracts.outputs import FinishReason
+from dashserve.contracts.params import SamplingParams
 from dashserve.errors import UnsupportedFeature
 
 

@@ -22,11 +22,12 @@ from typing import Any
 
 import httpx
 
-from dashserve.engine.client_protocol import ModelInfo
-from dashserve.engine.outputs import EngineEvent, EngineStats, FinishReason
-from dashserve.engine.params import SamplingParams
-from dashserve.errors import InvalidRequest, ModelUnavailable, PromptTooLongError, ServerBusy
-from dashserve.multimodal.inputs import MultiModalInput
+from dashserve.contracts.engine_client import ModelInfo
+from dashserve.contracts.multimodal import MultiModalInput
+from dashserve.contracts.outputs import EngineEvent, EngineStats, FinishReason
+from dashserve.contracts.params import SamplingParams
+from dashserve.contracts.request import EngineRequest
+from dashserve.errors import InvalidRequest, ModelUnavailable, PromptTooLong, ServerBusy
 from dashserve.tokenizer import Tokenizer
 from dashserve.upstream.dialect import Dialect, RequestPlan, metrics_load, sse_data
 from dashserve.upstream.tracker import OutputTracker, ThinkIds
@@ -90,10 +91,9 @@ class Endpoint:
             raise self.dialect.refuse("input", "image and video input")
         return self.dialect.request_body(self.plan(prompt_token_ids, params), params)
 
-    async def submit(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
-        mm_inputs: Sequence[MultiModalInput] = (),
-    ) -> AsyncGenerator[EngineEvent, None]:
+    async def submit(self, request: EngineRequest) -> AsyncGenerator[EngineEvent, None]:
+        request_id, prompt_token_ids = request.request_id, request.prompt_token_ids
+        params, mm_inputs = request.params, request.mm_inputs
         body = self.check(prompt_token_ids, params, mm_inputs)
         tracker = OutputTracker(request_id, self.tokenizer, params, len(prompt_token_ids),
                                 self._think)
@@ -166,7 +166,7 @@ class Endpoint:
             raise UpstreamBusy("Requests throttling triggered (the model's upstreams are busy).")
         if 400 <= status < 500 and status not in (404, 408):
             if "context" in message.lower() or "too long" in message.lower():
-                raise PromptTooLongError(message, param="input")
+                raise PromptTooLong(message, param="input")
             raise InvalidRequest(message)
         raise UpstreamError(f"{self.url} answered {status}: {message}", is_retryable=True,
                             is_endpoint_fault=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashserve.engine.outputs import FinishReason
-from dashserve.engine.params import SamplingParams
+from dashserve.contracts.outputs import FinishReason
+from dashserve.contracts.params import SamplingParams
 from dashserve.upstream.dialect import Chunk, Dialect, RequestPlan
 
 _STOP_TYPES = {"eos": FinishReason.STOP, "word": FinishReason.STOP, "limit": FinishReason.LENGTH}

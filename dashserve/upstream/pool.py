@@ -21,11 +21,12 @@ from typing import Any, Protocol
 
 import httpx
 
-from dashserve.engine.client_protocol import ModelInfo
-from dashserve.engine.outputs import EngineEvent, EngineStats
-from dashserve.engine.params import SamplingParams
+from dashserve.contracts.engine_client import ModelInfo
+from dashserve.contracts.multimodal import MultiModalInput
+from dashserve.contracts.outputs import EngineEvent, EngineStats
+from dashserve.contracts.params import SamplingParams
+from dashserve.contracts.request import EngineRequest
 from dashserve.errors import DashServeError, ModelUnavailable
-from dashserve.multimodal.inputs import MultiModalInput
 from dashserve.tokenizer import Tokenizer
 from dashserve.upstream.endpoint import UpstreamBusy, UpstreamError
 from dashserve.upstream.routing import Router, RoutingPolicy
@@ -48,8 +49,7 @@ class Member(Protocol):
     def check(self, prompt_token_ids: list[int], params: SamplingParams,
               mm_inputs: Sequence[MultiModalInput] = ()) -> Any: ...
 
-    def submit(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
-               mm_inputs: Sequence[MultiModalInput] = ()) -> AsyncGenerator[EngineEvent, None]: ...
+    def submit(self, request: EngineRequest) -> AsyncGenerator[EngineEvent, None]: ...
 
     async def probe(self, timeout_s: float = 2.0) -> bool: ...
 
@@ -95,10 +95,9 @@ class Pool:
     def healthy(self) -> list[Member]:
         return [e for e in self.endpoints if e.is_healthy]
 
-    async def submit(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
-        mm_inputs: Sequence[MultiModalInput] = (),
-    ) -> AsyncIterator[EngineEvent]:
+    async def submit(self, request: EngineRequest) -> AsyncIterator[EngineEvent]:
+        request_id, prompt_token_ids = request.request_id, request.prompt_token_ids
+        params, mm_inputs = request.params, request.mm_inputs
         self.endpoints[0].check(prompt_token_ids, params, mm_inputs)  # 400s before routing
         self._ensure_prober()
         tried: list[Member] = []
@@ -111,8 +110,7 @@ class Pool:
             started = False
             self._where[request_id] = endpoint
             try:
-                async with contextlib.aclosing(endpoint.submit(
-                        request_id, prompt_token_ids, params, mm_inputs)) as events:
+                async with contextlib.aclosing(endpoint.submit(request)) as events:
                     async for event in events:
                         started = True
                         yield event

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dashserve.engine.params import SamplingParams
+from dashserve.contracts.params import SamplingParams
 from dashserve.upstream.dialect import Chunk, Dialect, RequestPlan, finish_reason
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dashserve.contracts.outputs import EngineEvent, FinishReason
+from dashserve.contracts.params import SamplingParams
 from dashserve.engine.detokenize import IncrementalDetokenizer
-from dashserve.engine.outputs import EngineEvent, FinishReason
-from dashserve.engine.params import SamplingParams
 from dashserve.tokenizer import Tokenizer
 from dashserve.upstream.dialect import Chunk
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from dashserve.engine.outputs import EngineEvent, FinishReason
-from dashserve.engine.params import SamplingParams, StructuredOutputSpec
+from dashserve.contracts.outputs import EngineEvent, FinishReason
+from dashserve.contracts.params import SamplingParams, StructuredOutputSpec
 from dashserve.errors import UnsupportedFeature
 from dashserve.tokenizer import Tokenizer
 from dashserve.upstream.dialect import Dialect, RequestPlan, sse_data

@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from dashserve.engine.outputs import EngineEvent, FinishReason
-from dashserve.engine.params import SamplingParams
+from dashserve.contracts.outputs import EngineEvent, FinishReason
+from dashserve.contracts.params import SamplingParams
+from dashserve.contracts.request import EngineRequest
 from dashserve.errors import ModelUnavailable, ServerBusy
 from dashserve.upstream.pool import Pool
 from tests.upstream.conftest import FakeUpstream, until
@@ -19,7 +20,7 @@ PARAMS = SamplingParams(max_tokens=8, temperature=0.0)
 
 async def run(pool: Pool, prompt: list[int], request_id: str = "r",
               params: SamplingParams = PARAMS) -> list[EngineEvent]:
-    return [e async for e in pool.submit(request_id, prompt, params)]
+    return [e async for e in pool.submit(EngineRequest(request_id, prompt, params))]
 
 
 def prefix(seed: int, n: int = 40) -> list[int]:
@@ -127,7 +128,7 @@ async def test_no_retry_once_the_first_event_was_handed_on(
     ups = fake_upstreams(2, num_tokens=200, token_delay_ms=20)
     pool = make_pool([u.url for u in ups])
     try:
-        events = pool.submit("r", prefix(9), SamplingParams(max_tokens=200))
+        events = pool.submit(EngineRequest("r", prefix(9), SamplingParams(max_tokens=200)))
         first = await events.__anext__()
         assert first.token_ids
         serving = next(u for u in ups if u.stats()["active"] == 1)
@@ -163,7 +164,7 @@ async def test_leaving_the_stream_closes_the_upstream_request(
     (up,) = fake_upstreams(1, num_tokens=500, token_delay_ms=20)
     pool = make_pool([up.url])
     try:
-        events = pool.submit("r", prefix(2), SamplingParams(max_tokens=500))
+        events = pool.submit(EngineRequest("r", prefix(2), SamplingParams(max_tokens=500)))
         await events.__anext__()
         await events.aclose()  # what serving does when the client goes away
         await until(lambda: up.stats()["disconnected"] == 1, timeout_s=5, what="disconnect")
