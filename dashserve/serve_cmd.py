@@ -142,6 +142,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--log-format", choices=("text", "json"),
         help="text lines (default) or JSON lines (env DASHSERVE_LOG_FORMAT)")
     add_platform_arguments(parser)
+    add_ray_arguments(parser)
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ray``: engine replicas as Ray Serve deployments (the ``[ray]`` config section)."""
+    add = parser.add_argument
+    add("--ray", dest="ray_enabled", action="store_true", default=None,
+        help="run the engines as Ray Serve replicas (needs the 'ray' extra)")
+    add("--replicas", dest="ray_replicas", type=int, metavar="N",
+        help="engine replicas of each model with --ray (default 2)")
+    add("--ray-address", metavar="ADDRESS",
+        help="an existing Ray cluster (default: a local Ray instance)")
+
+
+def _ray_values(args: argparse.Namespace) -> dict[str, Any]:
+    return {field: getattr(args, dest) for dest, field in (
+        ("ray_enabled", "enabled"), ("ray_replicas", "replicas"), ("ray_address", "address"))
+        if getattr(args, dest, None) is not None}
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -161,6 +179,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ("searxng_url", "searxng_url")) if getattr(args, dest, None) is not None}
     if search:
         values["search"] = search
+    ray = _ray_values(args)
+    if ray:  # flags over the config file's [ray] section
+        file_ray = Settings(**values).ray.model_dump()
+        values["ray"] = {**file_ray, **ray}
     return Settings(**values)
 
 
@@ -304,8 +326,9 @@ def serve(settings: Settings) -> int:
             server.should_exit = True
 
     platform = prepare_platform(settings, on_bootstrap_key=_print_bootstrap_key)
-    app = create_app(settings, None, platform.gate,
-                     loader=lambda registry: load_engines(settings, registry), on_fatal=on_fatal,
+    loader = (ray_loader(settings) if settings.ray.enabled
+              else lambda registry: load_engines(settings, registry))
+    app = create_app(settings, None, platform.gate, loader=loader, on_fatal=on_fatal,
                      files=file_service(settings, platform.store))
     app.state.platform = platform
     app.include_router(admin_router())
@@ -318,8 +341,25 @@ def serve(settings: Settings) -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             log_level=settings.log_level, timeout_graceful_shutdown=grace)
     server = DrainingServer(config, app.state.registry, app.state.service)
-    server.run()
+    try:
+        server.run()
+    finally:
+        if settings.ray.enabled:
+            from dashserve.upstream.ray_serve import teardown
+
+            teardown(settings)
     return 1 if failures else 0
+
+
+def ray_loader(settings: Settings) -> Callable[[ModelRegistry], dict[str, EngineClient]]:
+    """Engines as Ray Serve replicas, deployed once the server is up."""
+    def load(registry: ModelRegistry) -> dict[str, EngineClient]:
+        from dashserve.upstream.ray_serve import load_ray_engines
+
+        registry.detail = f"deploying {settings.ray.replicas} Ray Serve replicas per model"
+        return load_ray_engines(settings)
+
+    return load
 
 
 def file_service(settings: Settings, store: Store) -> FileService:

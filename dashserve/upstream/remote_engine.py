@@ -1,0 +1,209 @@
+"""RemoteEngineClient: an EngineClient whose engine runs in another process (``engine-serve``).
+
+The front renders prompts with the engine's own tokenizer files (fetched at connect time),
+so ``input_tokens`` and ``cached_tokens`` are the engine's exact counts. A lost connection
+is a 503 (``ModelUnavailable``) for the request; leaving the event iterator closes the
+stream, which aborts the request in the engine process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from dashserve.engine.client_protocol import ModelInfo
+from dashserve.engine.outputs import EngineEvent, EngineStats
+from dashserve.engine.params import SamplingParams
+from dashserve.errors import ModelUnavailable, UnsupportedFeature
+from dashserve.multimodal.inputs import MultiModalInput
+from dashserve.tokenizer import Tokenizer
+from dashserve.upstream import token_wire as wire
+
+log = logging.getLogger(__name__)
+
+
+class EngineMismatch(RuntimeError):
+    """The engine process speaks another wire version or has another tokenizer."""
+
+
+def _tokenizer_from_files(files: dict[str, str], vocab_size: int) -> Tokenizer:
+    with tempfile.TemporaryDirectory(prefix="dashserve-tokenizer-") as tmp:
+        root = Path(tmp)
+        for name, text in files.items():
+            if name in wire.TOKENIZER_FILES:
+                (root / name).write_text(text, "utf-8")
+        (root / "config.json").write_text(f'{{"vocab_size": {int(vocab_size)}}}', "utf-8")
+        tokenizer = Tokenizer.from_dir(root)
+    tokenizer.prepare_plain()
+    return tokenizer
+
+
+class RemoteEngineClient:
+    """Implements EngineClient over the token-id wire to one engine process at ``url``.
+
+    Build it with ``await RemoteEngineClient.connect(url)``. Its HTTP client and its stats
+    poller belong to the event loop that first uses it (connect may run on another loop).
+    """
+
+    def __init__(self, url: str, tokenizer: Tokenizer, model_info: ModelInfo,
+                 tokenizer_id: str, stats: EngineStats, *, secret: str | None = None,
+                 connect_timeout_s: float = 5.0, stats_interval_s: float = 0.5) -> None:
+        self.url = url.rstrip("/")
+        self.tokenizer = tokenizer
+        self.model_info = model_info
+        self.tokenizer_id = tokenizer_id
+        self._stats = stats
+        self._headers = {"authorization": f"Bearer {secret}"} if secret else {}
+        self._timeout = httpx.Timeout(connect_timeout_s, read=None)
+        self.stats_interval_s = stats_interval_s
+        self._http: httpx.AsyncClient | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._alive = True
+        self._closed = False
+
+    @classmethod
+    async def connect(cls, url: str, *, secret: str | None = None,
+                      tokenizer_id: str | None = None, timeout_s: float = 10.0,
+                      stats_interval_s: float = 0.5) -> RemoteEngineClient:
+        """Ask the engine process at ``url`` for its model, tokenizer and stats. Raises
+        ``EngineMismatch`` when it speaks another wire version or (with ``tokenizer_id``)
+        has another tokenizer, and ``httpx.HTTPError`` when it cannot be reached."""
+        headers = {"authorization": f"Bearer {secret}"} if secret else {}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout_s) as http:
+            info = await _get_json(http, "/v1/info")
+            if info.get("wire") != wire.WIRE_VERSION:
+                raise EngineMismatch(f"{url} speaks wire {info.get('wire')!r}, "
+                                     f"this front speaks {wire.WIRE_VERSION}")
+            if tokenizer_id is not None and info["tokenizer_id"] != tokenizer_id:
+                raise EngineMismatch(f"{url} has another tokenizer ({info['tokenizer_id'][:12]}"
+                                     f" is not {tokenizer_id[:12]})")
+            files = (await _get_json(http, "/v1/tokenizer"))["files"]
+            stats = wire.stats_from_wire(await _get_json(http, "/v1/stats"))
+        model_info = wire.model_info_from_wire(info["model"])
+        # images would need their pixels on the wire: this front serves the model as text-only
+        model_info = ModelInfo(name=model_info.name, architecture=model_info.architecture,
+                               max_model_len=model_info.max_model_len,
+                               vocab_size=model_info.vocab_size,
+                               default_max_tokens=model_info.default_max_tokens)
+        tokenizer = await asyncio.to_thread(_tokenizer_from_files, files, model_info.vocab_size)
+        if wire.tokenizer_id(files) != info["tokenizer_id"]:
+            raise EngineMismatch(f"{url} sent tokenizer files that do not match their id")
+        return cls(url, tokenizer, model_info, info["tokenizer_id"], stats, secret=secret,
+                   stats_interval_s=stats_interval_s)
+
+    # ----- EngineClient -----------------------------------------------------------------------
+
+    @property
+    def is_alive(self) -> bool:
+        """False from a lost connection until the stats poller reaches the process again."""
+        return self._alive and not self._closed
+
+    async def submit(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
+        mm_inputs: Sequence[MultiModalInput] = (),
+    ) -> AsyncIterator[EngineEvent]:
+        if mm_inputs:
+            raise UnsupportedFeature("Images and videos are not supported by this model's "
+                                     "remote engine.", param="messages")
+        http = self._client()
+        body = {"request_id": request_id, "prompt_token_ids": list(prompt_token_ids),
+                "params": wire.params_to_wire(params)}
+        try:
+            async with http.stream("POST", "/v1/generate", json=body) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _refusal(response)
+                async for line in response.aiter_lines():
+                    if not line:
+                        continue
+                    message = wire.decode_line(line)
+                    if "error" in message:
+                        raise wire.error_from_wire(message["error"])
+                    event = wire.event_from_wire(message["event"])
+                    yield event
+                    if event.finished:
+                        return
+        except httpx.HTTPError as exc:
+            self._alive = False
+            log.warning("engine process %s lost during %s: %s", self.url, request_id, exc)
+            raise ModelUnavailable("Model is unavailable, please try again later (its engine "
+                                   "process could not be reached).") from exc
+        raise ModelUnavailable("Model is unavailable, please try again later (its engine "
+                               "process ended the request early).")
+
+    async def abort(self, request_id: str) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            await self._client().post("/v1/abort", json={"request_id": request_id})
+
+    def stats(self) -> EngineStats:
+        """The latest snapshot (refreshed every ``stats_interval_s`` while a loop runs)."""
+        with contextlib.suppress(RuntimeError):  # no running loop: the last snapshot
+            self._client()
+        return self._stats
+
+    async def shutdown(self) -> None:
+        """Close this client (the engine process keeps running)."""
+        self._closed = True
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        if self._http is not None:
+            await self._http.aclose()
+
+    # ----- internals ------------------------------------------------------------------------
+
+    def _client(self) -> httpx.AsyncClient:
+        """The HTTP client of the running loop (made, with its stats poller, on first use)."""
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._loop is not loop:
+            self._loop = loop
+            self._http = httpx.AsyncClient(
+                base_url=self.url, headers=self._headers, timeout=self._timeout,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+            self._poller = loop.create_task(self._poll_stats(self._http),
+                                            name=f"engine-stats {self.url}")
+        return self._http
+
+    async def _poll_stats(self, http: httpx.AsyncClient) -> None:
+        while not self._closed:
+            try:
+                self._stats = wire.stats_from_wire(await _get_json(http, "/v1/stats"))
+                if not self._alive:
+                    log.info("engine process %s is reachable again", self.url)
+                self._alive = True
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                if self._alive:
+                    log.warning("engine process %s unreachable: %s", self.url, exc)
+                self._alive = False
+            await asyncio.sleep(self.stats_interval_s)
+
+
+async def _get_json(http: httpx.AsyncClient, path: str) -> dict[str, Any]:
+    response = await http.get(path)
+    response.raise_for_status()
+    data = response.json()
+    if not isinstance(data, dict):
+        raise wire.WireError(f"{path}: expected a JSON object")
+    return data
+
+
+def _refusal(response: httpx.Response) -> Exception:
+    """The exception for a generate request the engine process refused before streaming."""
+    try:
+        error = response.json().get("error") or {}
+    except ValueError:
+        error = {}
+    if response.status_code == 400 and error.get("kind") in ("invalid_parameter",
+                                                             "prompt_too_long"):
+        return wire.error_from_wire(error)
+    return wire.RemoteEngineFailure(f"engine process answered {response.status_code}: "
+                                    f"{error.get('message') or response.text[:200]}")
