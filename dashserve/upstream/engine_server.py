@@ -61,6 +61,7 @@ class EngineServer:
         self.tokenizer_id = wire.tokenizer_id(self.files)
         self.secret = secret
         self.num_streams = 0  # generate streams open now (tests poll it through /v1/stats)
+        self.num_requests = 0  # generate requests taken since start
 
     def app(self, *, owns_engine: bool = False) -> Starlette:
         """The ASGI app; with ``owns_engine`` its shutdown shuts the engine down too."""
@@ -107,6 +108,7 @@ class EngineServer:
             return refused
         data = wire.stats_to_wire(self.engine.stats())
         data["num_streams"] = self.num_streams
+        data["num_requests"] = self.num_requests
         return JSONResponse(data)
 
     async def abort(self, request: Request) -> Response:
@@ -140,6 +142,7 @@ class EngineServer:
     async def _lines(self, request_id: str, prompt: list[int],
                      params: SamplingParams) -> AsyncIterator[bytes]:
         self.num_streams += 1
+        self.num_requests += 1
         events = self.engine.submit(request_id, prompt, params)
         try:
             async for event in events:

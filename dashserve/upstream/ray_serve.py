@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import re
 import secrets
 import threading
@@ -202,13 +203,15 @@ def _node_ip() -> str:
 
 def load_ray_engines(settings: Settings) -> dict[str, EngineClient]:
     """Deploy every configured model's replicas and connect the front to them: served name
-    -> one pool of the model's replicas. (The demo serves its text model only.)"""
+    -> one pool of the model's replicas. (The demo serves its text model only.) The wire's
+    secret is ``DASHSERVE_ENGINE_SECRET`` when set, else a fresh one."""
     from dashserve.serve_cmd import ensure_demo_model
+    from dashserve.upstream.engine_serve_cmd import SECRET_ENV
     from dashserve.upstream.remote_engine import RemoteEngineClient
 
     if settings.is_demo:
         ensure_demo_model(settings)
-    secret = secrets.token_urlsafe(24)
+    secret = os.environ.get(SECRET_ENV) or secrets.token_urlsafe(24)
     engines: dict[str, EngineClient] = {}
     specs = settings.model_specs()[:1] if settings.is_demo else settings.model_specs()
     for spec in specs:
