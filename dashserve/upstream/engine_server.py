@@ -62,6 +62,7 @@ class EngineServer:
         self.secret = secret
         self.num_streams = 0  # generate streams open now (tests poll it through /v1/stats)
         self.num_requests = 0  # generate requests taken since start
+        self.num_aborted = 0  # of which ended before their last event (front left, failure)
 
     def app(self, *, owns_engine: bool = False) -> Starlette:
         """The ASGI app; with ``owns_engine`` its shutdown shuts the engine down too."""
@@ -109,6 +110,7 @@ class EngineServer:
         data = wire.stats_to_wire(self.engine.stats())
         data["num_streams"] = self.num_streams
         data["num_requests"] = self.num_requests
+        data["num_aborted"] = self.num_aborted
         return JSONResponse(data)
 
     async def abort(self, request: Request) -> Response:
@@ -144,8 +146,10 @@ class EngineServer:
         self.num_streams += 1
         self.num_requests += 1
         events = self.engine.submit(request_id, prompt, params)
+        finished = False
         try:
             async for event in events:
+                finished = event.finished
                 yield wire.encode_line({"event": wire.event_to_wire(event)})
         except Exception as exc:  # the front raises the same error a local engine would
             if not isinstance(exc, InvalidParameter):
@@ -153,6 +157,7 @@ class EngineServer:
             yield wire.encode_line({"error": wire.error_to_wire(exc)})
         finally:
             self.num_streams -= 1
+            self.num_aborted += not finished
             close = getattr(events, "aclose", None)
             if close is not None:
                 await close()
