@@ -20,7 +20,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -201,10 +201,42 @@ def _node_ip() -> str:
     return str(util.get_node_ip_address())
 
 
+class RayReplicaSet:
+    """The Ray Serve replicas of one model as one EngineClient: the pool routes across
+    them; shutting the set down (the server's shutdown does) deletes them."""
+
+    def __init__(self, pool: EngineClient, on_close: Callable[[], None]) -> None:
+        self.pool = pool
+        self.tokenizer = pool.tokenizer
+        self.model_info = pool.model_info
+        self._on_close = on_close
+
+    @property
+    def is_alive(self) -> bool:
+        return bool(getattr(self.pool, "is_alive", True))
+
+    def submit(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
+        mm_inputs: Sequence[MultiModalInput] = (),
+    ) -> AsyncIterator[EngineEvent]:
+        return self.pool.submit(request_id, prompt_token_ids, params, mm_inputs)
+
+    async def abort(self, request_id: str) -> None:
+        await self.pool.abort(request_id)
+
+    def stats(self) -> EngineStats:
+        return self.pool.stats()
+
+    async def shutdown(self) -> None:
+        await self.pool.shutdown()
+        await asyncio.to_thread(self._on_close)
+
+
 def load_ray_engines(settings: Settings) -> dict[str, EngineClient]:
     """Deploy every configured model's replicas and connect the front to them: served name
-    -> one pool of the model's replicas. (The demo serves its text model only.) The wire's
-    secret is ``DASHSERVE_ENGINE_SECRET`` when set, else a fresh one."""
+    -> the model's replica set. (The demo serves its text model only.) The wire's secret is
+    ``DASHSERVE_ENGINE_SECRET`` when set, else a fresh one. Once every set is shut down,
+    the replicas are deleted (and a local Ray instance stopped)."""
     from dashserve.serve_cmd import ensure_demo_model
     from dashserve.upstream.engine_serve_cmd import SECRET_ENV
     from dashserve.upstream.remote_engine import RemoteEngineClient
@@ -212,15 +244,25 @@ def load_ray_engines(settings: Settings) -> dict[str, EngineClient]:
     if settings.is_demo:
         ensure_demo_model(settings)
     secret = os.environ.get(SECRET_ENV) or secrets.token_urlsafe(24)
-    engines: dict[str, EngineClient] = {}
     specs = settings.model_specs()[:1] if settings.is_demo else settings.model_specs()
+    open_sets = [len(specs)]
+    lock = threading.Lock()
+
+    def closed() -> None:
+        with lock:
+            open_sets[0] -= 1
+            last = open_sets[0] == 0
+        if last:
+            teardown(settings)
+
+    engines: dict[str, EngineClient] = {}
     for spec in specs:
         urls = deploy_replicas(settings, spec, secret)
         log.info("%s: %d Ray Serve replicas at %s", spec.model, len(urls), ", ".join(urls))
         members = [asyncio.run(RemoteEngineClient.connect(url, secret=secret)) for url in urls]
-        pool = make_pool(members)
+        replica_set = RayReplicaSet(make_pool(members), closed)
         for name in spec.names:
-            engines[name] = pool
+            engines[name] = replica_set
     return engines
 
 
@@ -229,6 +271,7 @@ def teardown(settings: Settings) -> None:
     ray: Any = importlib.import_module("ray")
     if not ray.is_initialized():
         return
+    log.info("deleting the Ray Serve replicas")
     serve: Any = importlib.import_module("ray.serve")
     if settings.ray.address is None:
         serve.shutdown()

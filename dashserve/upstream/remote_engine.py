@@ -29,6 +29,14 @@ from dashserve.upstream import token_wire as wire
 log = logging.getLogger(__name__)
 
 
+class _QuietPolls(logging.Filter):
+    """Keeps httpx's per-request log lines of the stats polls out of the server's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(isinstance(a, httpx.URL) and a.path == "/v1/stats"
+                       for a in (record.args if isinstance(record.args, tuple) else ()))
+
+
 class EngineMismatch(RuntimeError):
     """The engine process speaks another wire version or has another tokenizer."""
 
@@ -169,6 +177,9 @@ class RemoteEngineClient:
             self._http = httpx.AsyncClient(
                 base_url=self.url, headers=self._headers, timeout=self._timeout,
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+            httpx_log = logging.getLogger("httpx")
+            if not any(isinstance(f, _QuietPolls) for f in httpx_log.filters):
+                httpx_log.addFilter(_QuietPolls())
             self._poller = loop.create_task(self._poll_stats(self._http),
                                             name=f"engine-stats {self.url}")
         return self._http
