@@ -147,6 +147,12 @@ class EngineReplica:
     def url(self) -> str:
         return self._url
 
+    def __del__(self) -> None:
+        """Serve's shutdown of this replica: stop its wire server."""
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.should_exit = True
+
     def check_health(self) -> None:
         """Serve restarts a replica whose engine or wire server stopped."""
         if not self.thread.is_alive() or not self.engine.is_alive:
@@ -186,8 +192,8 @@ def deploy_replicas(settings: Settings, spec: ModelSpec, secret: str) -> list[st
     """Deploy ``settings.ray.replicas`` engine replicas of ``spec``; their wire URLs."""
     serve = _start_ray(settings)
     host = "127.0.0.1" if settings.ray.address is None else _node_ip()
-    replica = serve.deployment(EngineReplica, ray_actor_options={
-        "num_cpus": settings.ray.num_cpus_per_replica})
+    replica = serve.deployment(EngineReplica, graceful_shutdown_timeout_s=5,
+                               ray_actor_options={"num_cpus": settings.ray.num_cpus_per_replica})
     index = serve.deployment(ReplicaIndex, ray_actor_options={"num_cpus": 0})
     engines = [replica.options(name=f"engine-{i}").bind(
         spec.model, settings.engine_options(spec), secret, host)
@@ -272,10 +278,9 @@ def teardown(settings: Settings) -> None:
     if not ray.is_initialized():
         return
     log.info("deleting the Ray Serve replicas")
-    serve: Any = importlib.import_module("ray.serve")
-    if settings.ray.address is None:
-        serve.shutdown()
-    else:
+    if settings.ray.address is not None:  # a local instance goes with everything on it
+        serve: Any = importlib.import_module("ray.serve")
         for spec in settings.model_specs():
             serve.delete(app_name(spec))
     ray.shutdown()
+    log.info("Ray Serve replicas deleted")
