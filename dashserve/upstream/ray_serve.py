@@ -177,8 +177,11 @@ def app_name(spec: ModelSpec) -> str:
 
 
 def _start_ray(settings: Settings) -> Any:
-    ray: Any = importlib.import_module("ray")
-    serve: Any = importlib.import_module("ray.serve")
+    try:
+        ray: Any = importlib.import_module("ray")
+        serve: Any = importlib.import_module("ray.serve")
+    except ImportError as exc:
+        raise RuntimeError("--ray needs Ray Serve: pip install 'dashserve[ray]'") from exc
     # replicas import the same dashserve as this process, wherever it is installed
     package_root = str(Path(__file__).resolve().parents[2])
     ray.init(address=settings.ray.address, ignore_reinit_error=True, include_dashboard=False,
@@ -274,7 +277,10 @@ def load_ray_engines(settings: Settings) -> dict[str, EngineClient]:
 
 def teardown(settings: Settings) -> None:
     """Delete the replicas this front deployed (a local Ray instance stops with them)."""
-    ray: Any = importlib.import_module("ray")
+    try:
+        ray: Any = importlib.import_module("ray")
+    except ImportError:
+        return
     if not ray.is_initialized():
         return
     log.info("deleting the Ray Serve replicas")
