@@ -347,12 +347,17 @@ def serve(settings: Settings) -> int:
         if settings.ray.enabled:
             from dashserve.upstream.ray_serve import teardown
 
-            teardown(settings)
+            teardown([])  # Ray still joined after a failed start
     return 1 if failures else 0
 
 
 def ray_loader(settings: Settings) -> Callable[[ModelRegistry], dict[str, EngineClient]]:
-    """Engines as Ray Serve replicas, deployed once the server is up."""
+    """Engines as Ray Serve replicas, deployed once the server is up (Ray itself starts
+    here, on the main thread, whose life its local processes share)."""
+    from dashserve.upstream.ray_serve import start_ray
+
+    start_ray(settings)
+
     def load(registry: ModelRegistry) -> dict[str, EngineClient]:
         from dashserve.upstream.ray_serve import load_ray_engines
 

@@ -176,7 +176,11 @@ def app_name(spec: ModelSpec) -> str:
     return "dashserve-" + re.sub(r"[^A-Za-z0-9_-]+", "-", spec.names[0]).strip("-")
 
 
-def _start_ray(settings: Settings) -> Any:
+def start_ray(settings: Settings) -> Any:
+    """Join the cluster (or start the local instance) and Serve on it; the Serve module.
+
+    Call it first from a thread that lives as long as the server (its main thread): the
+    processes of a local instance end with the thread that started them."""
     try:
         ray: Any = importlib.import_module("ray")
         serve: Any = importlib.import_module("ray.serve")
@@ -184,16 +188,16 @@ def _start_ray(settings: Settings) -> Any:
         raise RuntimeError("--ray needs Ray Serve: pip install 'dashserve[ray]'") from exc
     # replicas import the same dashserve as this process, wherever it is installed
     package_root = str(Path(__file__).resolve().parents[2])
-    ray.init(address=settings.ray.address, ignore_reinit_error=True, include_dashboard=False,
-             runtime_env={"env_vars": {"PYTHONPATH": package_root}},
-             log_to_driver=False)
-    serve.start(proxy_location="Disabled")
+    if not ray.is_initialized():
+        ray.init(address=settings.ray.address, include_dashboard=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": package_root}}, log_to_driver=False)
+        serve.start(proxy_location="Disabled")
     return serve
 
 
 def deploy_replicas(settings: Settings, spec: ModelSpec, secret: str) -> list[str]:
     """Deploy ``settings.ray.replicas`` engine replicas of ``spec``; their wire URLs."""
-    serve = _start_ray(settings)
+    serve = start_ray(settings)
     host = "127.0.0.1" if settings.ray.address is None else _node_ip()
     replica = serve.deployment(EngineReplica, graceful_shutdown_timeout_s=5,
                                ray_actor_options={"num_cpus": settings.ray.num_cpus_per_replica})
@@ -262,7 +266,7 @@ def load_ray_engines(settings: Settings) -> dict[str, EngineClient]:
             open_sets[0] -= 1
             last = open_sets[0] == 0
         if last:
-            teardown(settings)
+            teardown([app_name(spec) for spec in specs])
 
     engines: dict[str, EngineClient] = {}
     for spec in specs:
@@ -275,18 +279,19 @@ def load_ray_engines(settings: Settings) -> dict[str, EngineClient]:
     return engines
 
 
-def teardown(settings: Settings) -> None:
-    """Delete the replicas this front deployed (a local Ray instance stops with them)."""
+def teardown(app_names: Sequence[str]) -> None:
+    """Delete the replicas this front deployed, then leave Ray (a local instance stops)."""
     try:
         ray: Any = importlib.import_module("ray")
+        serve: Any = importlib.import_module("ray.serve")
     except ImportError:
         return
     if not ray.is_initialized():
         return
+    started = time.monotonic()
     log.info("deleting the Ray Serve replicas")
-    if settings.ray.address is not None:  # a local instance goes with everything on it
-        serve: Any = importlib.import_module("ray.serve")
-        for spec in settings.model_specs():
-            serve.delete(app_name(spec))
+    for name in app_names:  # deleting first lets the replicas stop at once
+        serve.delete(name)
+    log.info("Ray Serve replicas deleted in %.1f s", time.monotonic() - started)
     ray.shutdown()
-    log.info("Ray Serve replicas deleted")
+    log.info("left Ray after %.1f s", time.monotonic() - started)
