@@ -118,6 +118,16 @@ def test_two_replicas_answer_the_sdks(ray_front: RayFront) -> None:
     assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
 
 
+def test_the_local_ray_instance_outlives_the_start(ray_front: RayFront) -> None:
+    # the replicas are deployed on a loader thread that has ended by now: the instance must
+    # not have gone with it (Serve could then neither check nor delete the replicas)
+    code = ("import ray; from ray import serve; ray.init(address='auto', log_to_driver=False); "
+            "print(sorted(serve.status().applications))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=180, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert "dashserve-qwen-plus" in out.stdout, out.stderr[-3000:]
+
+
 def test_stopping_the_front_deletes_the_replicas(ray_front: RayFront) -> None:
     urls = ray_front.replica_urls()
     ray_front.proc.send_signal(signal.SIGINT)
