@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from dashserve.engine.client_protocol import EngineClient
 from dashserve.engine.params import InvalidParameter, SamplingParams
+from dashserve.multimodal.inputs import MultiModalInput
 from dashserve.upstream import token_wire as wire
 
 log = logging.getLogger(__name__)
@@ -134,18 +135,20 @@ class EngineServer:
             request_id = str(body["request_id"])
             prompt = [int(i) for i in body["prompt_token_ids"]]
             params = wire.params_from_wire(body.get("params") or {})
+            mm_inputs = [wire.mm_input_from_wire(m) for m in body.get("mm_inputs") or ()]
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, InvalidParameter):  # checked values: the client's error
                 return JSONResponse({"error": wire.error_to_wire(exc)}, 400)
             return _bad(f"malformed generate request: {exc}")
-        return _DisconnectAwareStream(self._lines(request_id, prompt, params),
+        return _DisconnectAwareStream(self._lines(request_id, prompt, params, mm_inputs),
                                       media_type="application/x-ndjson")
 
-    async def _lines(self, request_id: str, prompt: list[int],
-                     params: SamplingParams) -> AsyncIterator[bytes]:
+    async def _lines(self, request_id: str, prompt: list[int], params: SamplingParams,
+                     mm_inputs: list[MultiModalInput]) -> AsyncIterator[bytes]:
         self.num_streams += 1
         self.num_requests += 1
-        events = self.engine.submit(request_id, prompt, params)
+        events = (self.engine.submit(request_id, prompt, params, mm_inputs) if mm_inputs
+                  else self.engine.submit(request_id, prompt, params))
         finished = False
         try:
             async for event in events:

@@ -1,7 +1,8 @@
 """RemoteEngineClient: an EngineClient whose engine runs in another process (``engine-serve``).
 
 The front renders prompts with the engine's own tokenizer files (fetched at connect time),
-so ``input_tokens`` and ``cached_tokens`` are the engine's exact counts. A lost connection
+so ``input_tokens`` and ``cached_tokens`` are the engine's exact counts; images and videos
+are preprocessed here and sent as their patch tensors. A lost connection
 is a 503 (``ModelUnavailable``) for the request; leaving the event iterator closes the
 stream, which aborts the request in the engine process.
 """
@@ -21,7 +22,7 @@ import httpx
 from dashserve.engine.client_protocol import ModelInfo
 from dashserve.engine.outputs import EngineEvent, EngineStats
 from dashserve.engine.params import SamplingParams
-from dashserve.errors import ModelUnavailable, UnsupportedFeature
+from dashserve.errors import ModelUnavailable
 from dashserve.multimodal.inputs import MultiModalInput
 from dashserve.tokenizer import Tokenizer
 from dashserve.upstream import token_wire as wire
@@ -96,11 +97,6 @@ class RemoteEngineClient:
             files = (await _get_json(http, "/v1/tokenizer"))["files"]
             stats = wire.stats_from_wire(await _get_json(http, "/v1/stats"))
         model_info = wire.model_info_from_wire(info["model"])
-        # images would need their pixels on the wire: this front serves the model as text-only
-        model_info = ModelInfo(name=model_info.name, architecture=model_info.architecture,
-                               max_model_len=model_info.max_model_len,
-                               vocab_size=model_info.vocab_size,
-                               default_max_tokens=model_info.default_max_tokens)
         tokenizer = await asyncio.to_thread(_tokenizer_from_files, files, model_info.vocab_size)
         if wire.tokenizer_id(files) != info["tokenizer_id"]:
             raise EngineMismatch(f"{url} sent tokenizer files that do not match their id")
@@ -118,12 +114,13 @@ class RemoteEngineClient:
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
         mm_inputs: Sequence[MultiModalInput] = (),
     ) -> AsyncIterator[EngineEvent]:
-        if mm_inputs:
-            raise UnsupportedFeature("Images and videos are not supported by this model's "
-                                     "remote engine.", param="messages")
         http = self._client()
-        body = {"request_id": request_id, "prompt_token_ids": list(prompt_token_ids),
-                "params": wire.params_to_wire(params)}
+        body: dict[str, Any] = {"request_id": request_id,
+                                "prompt_token_ids": list(prompt_token_ids),
+                                "params": wire.params_to_wire(params)}
+        if mm_inputs:  # preprocessed here, encoded there
+            body["mm_inputs"] = await asyncio.to_thread(
+                lambda: [wire.mm_input_to_wire(m) for m in mm_inputs])
         try:
             async with http.stream("POST", "/v1/generate", json=body) as response:
                 if response.status_code != 200:

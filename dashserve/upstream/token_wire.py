@@ -5,7 +5,8 @@ An engine process (``dashserve engine-serve``) answers over HTTP on these paths:
     GET  /v1/info          {"wire": 1, "model": ModelInfo, "tokenizer_id": sha256}
     GET  /v1/tokenizer     {"files": {name: text}, "tokenizer_id": sha256}
     GET  /v1/stats         EngineStats
-    POST /v1/generate      {"request_id", "prompt_token_ids", "params": SamplingParams}
+    POST /v1/generate      {"request_id", "prompt_token_ids", "params": SamplingParams,
+                            "mm_inputs": [MultiModalInput, ...] (images, videos; optional)}
                            -> 200, one JSON object a line: {"event": EngineEvent} ...
                               or {"error": {"kind", "param", "message"}} as the last line
     POST /v1/abort         {"request_id"}
@@ -18,11 +19,14 @@ Only plain data crosses: this module knows nothing of HTTP.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
+
+import torch
 
 from dashserve.engine.client_protocol import ModelInfo, VisionInfo
 from dashserve.engine.outputs import (
@@ -38,6 +42,7 @@ from dashserve.engine.params import (
     SamplingParams,
     StructuredOutputSpec,
 )
+from dashserve.multimodal.inputs import MultiModalInput
 
 WIRE_VERSION = 1
 # The files a front needs to render and count exactly what the engine will see.
@@ -125,6 +130,37 @@ def _logprob(data: Mapping[str, Any]) -> TokenLogprob:
     top = [TopLogprob(**t) for t in data.get("top_logprobs", ())]
     return TokenLogprob(token_id=data["token_id"], token=data["token"], bytes=data["bytes"],
                         logprob=data["logprob"], top_logprobs=top)
+
+
+# ----- images and videos ----------------------------------------------------------------------
+
+
+def mm_input_to_wire(item: MultiModalInput) -> dict[str, Any]:
+    """An image or video ready for the encoder: its float32 patch tensor as base64."""
+    pixels = item.pixel_values.detach().to("cpu", torch.float32).contiguous()
+    return {"kind": item.kind, "shape": list(pixels.shape),
+            "pixels": base64.b64encode(pixels.numpy().tobytes()).decode("ascii"),
+            "grid_thw": list(item.grid_thw), "content_hash": item.content_hash,
+            "offset": item.offset, "length": item.length,
+            "second_per_grid_t": item.second_per_grid_t}
+
+
+def mm_input_from_wire(data: Mapping[str, Any]) -> MultiModalInput:
+    try:
+        raw = bytearray(base64.b64decode(data["pixels"], validate=True))
+        shape = [int(n) for n in data["shape"]]
+        pixels = torch.frombuffer(raw, dtype=torch.float32).reshape(shape) if raw else \
+            torch.zeros(shape, dtype=torch.float32)
+        t, h, w = (int(n) for n in data["grid_thw"])
+        kind = data["kind"]
+        if kind not in ("image", "video"):
+            raise ValueError(f"unknown media kind {kind!r}")
+        return MultiModalInput(kind=kind, pixel_values=pixels, grid_thw=(t, h, w),
+                               content_hash=str(data["content_hash"]),
+                               offset=int(data["offset"]), length=int(data["length"]),
+                               second_per_grid_t=float(data.get("second_per_grid_t", 0.0)))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise WireError(f"malformed image or video input: {exc}") from exc
 
 
 # ----- errors -----------------------------------------------------------------------------------

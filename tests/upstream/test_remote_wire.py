@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 import uvicorn
 
 from dashserve.engine.client_protocol import ModelInfo, VisionInfo
@@ -29,14 +30,15 @@ from dashserve.engine.params import (
     SamplingParams,
     StructuredOutputSpec,
 )
-from dashserve.errors import ModelUnavailable, UnsupportedFeature
+from dashserve.errors import ModelUnavailable
+from dashserve.multimodal.inputs import MultiModalInput
 from dashserve.tokenizer import Tokenizer
 from dashserve.upstream import token_wire as wire
 from dashserve.upstream.engine_server import EngineServer, tokenizer_files
 from dashserve.upstream.ray_serve import RoundRobinEngines
 from dashserve.upstream.remote_engine import EngineMismatch, RemoteEngineClient
 from tests.integration.conftest import free_port
-from tests.utils.fake_engine import FakeEngine
+from tests.utils.fake_engine import FAKE_VISION, FakeEngine
 
 SECRET = "wire-secret"
 
@@ -94,6 +96,20 @@ def test_errors_keep_their_kind_and_param() -> None:
     assert type(bad) is InvalidParameter and bad.param == "top_p" and bad.message == "no"
     other = wire.error_from_wire(_json_trip(wire.error_to_wire(RuntimeError("step failed"))))
     assert isinstance(other, wire.RemoteEngineFailure) and "step failed" in str(other)
+
+
+def test_images_and_videos_round_trip() -> None:
+    pixels = torch.randn(16, 1536)
+    item = MultiModalInput("video", pixels, (2, 2, 4), "ab" * 32, offset=5, length=4,
+                           second_per_grid_t=0.5)
+    back = wire.mm_input_from_wire(_json_trip(wire.mm_input_to_wire(item)))
+    assert torch.equal(back.pixel_values, pixels) and back.pixel_values.dtype == torch.float32
+    assert (back.kind, back.grid_thw, back.content_hash, back.offset, back.length,
+            back.second_per_grid_t) == ("video", (2, 2, 4), "ab" * 32, 5, 4, 0.5)
+    with pytest.raises(wire.WireError):
+        wire.mm_input_from_wire({**wire.mm_input_to_wire(item), "shape": [3, 3]})
+    with pytest.raises(wire.WireError):
+        wire.mm_input_from_wire({**wire.mm_input_to_wire(item), "kind": "audio"})
 
 
 def test_model_info_and_stats_round_trip() -> None:
@@ -175,8 +191,23 @@ async def test_engine_refusals_arrive_as_the_same_exceptions(client: RemoteEngin
     with pytest.raises(PromptTooLong) as exc:
         await _collect(client.submit("r-long", list(range(5000)), SamplingParams()))
     assert exc.value.param == "input"
-    with pytest.raises(UnsupportedFeature):
-        await _collect(client.submit("r-img", [1], SamplingParams(), mm_inputs=[object()]))  # type: ignore[list-item]
+
+
+async def test_images_reach_a_vision_engine(files: dict[str, str]) -> None:
+    live = LiveEngine(FakeEngine(vision=FAKE_VISION), files, None)
+    try:
+        remote = await RemoteEngineClient.connect(live.url)
+        assert remote.model_info.vision == FAKE_VISION
+        image = MultiModalInput("image", torch.rand(64, 1536), (1, 8, 8), "cd" * 32, 3, 16)
+        events = await _collect(remote.submit("r-img", list(range(24)), SamplingParams(),
+                                              mm_inputs=[image]))
+        assert events[-1].finished
+        (seen,) = live.engine.submissions[-1].mm_inputs
+        assert torch.equal(seen.pixel_values, image.pixel_values)
+        assert (seen.grid_thw, seen.offset, seen.length) == ((1, 8, 8), 3, 16)
+        await remote.shutdown()
+    finally:
+        live.stop()
 
 
 async def test_an_engine_failure_mid_stream_is_an_error_not_a_hang(
