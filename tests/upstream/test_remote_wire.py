@@ -127,7 +127,9 @@ def test_model_info_and_stats_round_trip() -> None:
 
 
 class LiveEngine:
-    def __init__(self, engine: FakeEngine, files: dict[str, str], secret: str | None) -> None:
+    """``engine`` behind an engine server on a loopback port (uvicorn in a thread)."""
+
+    def __init__(self, engine: Any, files: dict[str, str], secret: str | None) -> None:
         self.engine = engine
         self.wire = EngineServer(engine, files, secret)
         port = free_port()
