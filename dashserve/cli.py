@@ -1,6 +1,6 @@
-"""Command line: ``dashserve serve | make-model | build-kernels | keys | usage | bench``; each
-subcommand lives in its own module, imported only when that subcommand runs (so ``--help``
-and the small commands start without torch or the server stack)."""
+"""Command line: ``dashserve serve | make-model | build-kernels | keys | usage | bench |
+engine-serve``; each subcommand lives in its own module, imported only when that subcommand
+runs (so ``--help`` and the small commands start without torch or the server stack)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("dashserve.platform.keys_cmd", "Create, list and revoke API keys."),
     "usage": ("dashserve.platform.usage_cmd", "Report usage records."),
     "bench": ("dashserve.benchmark.cmd", "Benchmark a running server."),
+    "engine-serve": ("dashserve.engine_serve_cmd",
+                     "Serve one engine over the token-id wire, for a front in another process."),
 }
 
 DESCRIPTION = "dashserve: a self-hosted server for the DashScope API on its own Qwen engine."

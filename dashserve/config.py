@@ -89,6 +89,17 @@ class EngineOptions:
     max_num_batched_tokens: int
 
 
+class RayConfig(BaseModel):
+    """``[ray]``: engine replicas as Ray Serve deployments (``serve --ray``; extra ``ray``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    replicas: int = Field(default=2, ge=1)  # engine replicas of each model
+    address: str | None = None  # an existing cluster ("ray://host:10001", "auto"); None: local
+    num_cpus_per_replica: float = Field(default=1.0, ge=0)
+
+
 class _ConfigFileSource(PydanticBaseSettingsSource):
     """Values from the TOML/JSON file named by ``config_file`` (init value or env)."""
 
@@ -187,6 +198,8 @@ class Settings(BaseSettings):
     max_file_bytes_per_workspace: int = Field(default=100 * 2**30, ge=1)
     # Usage records are stored at least this often: a kill -9 loses at most this window.
     usage_flush_s: float = Field(default=0.5, gt=0, le=60)
+    # Engine replicas on Ray Serve instead of engines in this process.
+    ray: RayConfig = Field(default_factory=RayConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -37,6 +37,9 @@ from dashserve.platform.state import add_platform_arguments, prepare_platform
 from dashserve.serving.registry import ModelRegistry, ServerState
 from dashserve.store.db import Store
 from dashserve.upstream.config import UpstreamSpec, parse_upstream_flag
+
+if TYPE_CHECKING:
+    from dashserve.engine.engine import EngineConfig
 
 log = logging.getLogger("dashserve.serve")
 
@@ -142,6 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="text lines (default) or JSON lines (env DASHSERVE_LOG_FORMAT)")
     add_platform_arguments(parser)
     add_upstream_arguments(parser)
+    add_ray_arguments(parser)
 
 
 def add_upstream_arguments(parser: argparse.ArgumentParser) -> None:
@@ -159,6 +163,23 @@ def add_upstream_arguments(parser: argparse.ArgumentParser) -> None:
 def upstreams_from_args(args: argparse.Namespace) -> list[UpstreamSpec]:
     tokenizer = getattr(args, "upstream_tokenizer", None)
     return [parse_upstream_flag(flag, tokenizer) for flag in getattr(args, "upstreams", None) or []]
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ray``: engine replicas as Ray Serve deployments (the ``[ray]`` config section)."""
+    add = parser.add_argument
+    add("--ray", dest="ray_enabled", action="store_true", default=None,
+        help="run the engines as Ray Serve replicas (needs the 'ray' extra)")
+    add("--replicas", dest="ray_replicas", type=int, metavar="N",
+        help="engine replicas of each model with --ray (default 2)")
+    add("--ray-address", metavar="ADDRESS",
+        help="an existing Ray cluster (default: a local Ray instance)")
+
+
+def _ray_values(args: argparse.Namespace) -> dict[str, Any]:
+    return {field: getattr(args, dest) for dest, field in (
+        ("ray_enabled", "enabled"), ("ray_replicas", "replicas"), ("ray_address", "address"))
+        if getattr(args, dest, None) is not None}
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -180,6 +201,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ("searxng_url", "searxng_url")) if getattr(args, dest, None) is not None}
     if search:
         values["search"] = search
+    ray = _ray_values(args)
+    if ray:  # flags over the config file's [ray] section
+        file_ray = Settings(**values).ray.model_dump()
+        values["ray"] = {**file_ray, **ray}
     return Settings(**values)
 
 
@@ -246,11 +271,22 @@ def _bar(fraction: float, width: int = 20) -> str:
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
+def engine_config(settings: Settings, spec: ModelSpec) -> EngineConfig:
+    """What one model spec's engine is loaded with (native kernels still missing build in
+    the background)."""
+    from dashserve.engine.engine import EngineConfig
+
+    options = settings.engine_options(spec)
+    return EngineConfig(
+        model=spec.model, dtype=options.dtype, max_model_len=options.max_model_len,
+        kv_cache_gb=options.kv_cache_gb, max_num_seqs=options.max_num_seqs,
+        max_num_batched_tokens=options.max_num_batched_tokens, kernels="background")
+
+
 def load_engines(settings: Settings, registry: ModelRegistry) -> dict[str, EngineClient]:
     """Build one engine per model spec (loaded, then warmed up); every served name maps to
     its spec's engine. Native CPU kernels not built yet build in the background."""
     from dashserve.engine.async_engine import AsyncEngine
-    from dashserve.engine.engine import EngineConfig
 
     report = StageReporter(registry)
     if settings.is_demo:
@@ -272,12 +308,8 @@ def load_engines(settings: Settings, registry: ModelRegistry) -> dict[str, Engin
             else:
                 report(prefix + stage)
 
-        options = settings.engine_options(spec)
-        config = EngineConfig(
-            model=spec.model, dtype=options.dtype, max_model_len=options.max_model_len,
-            kv_cache_gb=options.kv_cache_gb, max_num_seqs=options.max_num_seqs,
-            max_num_batched_tokens=options.max_num_batched_tokens, kernels="background")
-        engine = AsyncEngine.from_config(config, progress=progress, warm_up=True)
+        engine = AsyncEngine.from_config(engine_config(settings, spec), progress=progress,
+                                         warm_up=True)
         log.info("loaded %s in %.1f s (context %d tokens), served as %s", spec.model,
                  time.monotonic() - started, engine.model_info.max_model_len,
                  ", ".join(spec.names))
@@ -344,15 +376,23 @@ def serve(settings: Settings) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = build_app(settings, loader=lambda registry: load_engines(settings, registry),
-                    on_fatal=on_fatal, on_bootstrap_key=_print_bootstrap_key)
+    loader = (ray_loader(settings) if settings.ray.enabled
+              else lambda registry: load_engines(settings, registry))
+    app = build_app(settings, loader=loader, on_fatal=on_fatal,
+                    on_bootstrap_key=_print_bootstrap_key)
     if settings.is_demo:
         log.warning("\n%s", demo_banner(settings))
     grace: Any = settings.shutdown_grace_s  # uvicorn types it int; any wait_for timeout works
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             log_level=settings.log_level, timeout_graceful_shutdown=grace)
     server = DrainingServer(config, app.state.registry, app.state.service)
-    server.run()
+    try:
+        server.run()
+    finally:
+        if settings.ray.enabled:
+            from dashserve.ray_serve import teardown
+
+            teardown([])  # Ray still joined after a failed start
     return 1 if failures else 0
 
 
@@ -365,6 +405,24 @@ def build_app(settings: Settings, *, engines: Mapping[str, EngineClient] | None 
     platform = prepare_platform(settings.platform_settings(), on_bootstrap_key=on_bootstrap_key)
     return create_app(settings, engines, platform.gate, loader=loader, on_fatal=on_fatal,
                       files=file_service(settings, platform.store), platform=platform)
+
+
+def ray_loader(settings: Settings) -> Callable[[ModelRegistry], dict[str, EngineClient]]:
+    """Engines as Ray Serve replicas, deployed once the server is up (Ray itself starts
+    here, on the main thread, whose life its local processes share)."""
+    from dashserve.ray_serve import start_ray
+
+    start_ray(settings)
+
+    def load(registry: ModelRegistry) -> dict[str, EngineClient]:
+        from dashserve.ray_serve import load_ray_engines
+
+        if settings.is_demo:
+            ensure_demo_model(settings)
+        registry.detail = f"deploying {settings.ray.replicas} Ray Serve replicas per model"
+        return load_ray_engines(settings)
+
+    return load
 
 
 def file_service(settings: Settings, store: Store) -> FileService:

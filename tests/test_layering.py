@@ -46,8 +46,9 @@ ALLOWED: dict[str, set[str]] = {
     # the guard model runs prompts through serving's registry and prompt builder
     "inspection": {"contracts", "errors", "inspection.header", "inspection.rules", "serving"},
     # the front's clients of engines elsewhere: other processes, upstream servers, replicas
-    "upstream": {"contracts", "engine", "errors", "tokenizer"},
-    "config": {"inspection", "platform", "search", "upstream"},
+    "upstream.config": set(),
+    "upstream": {"contracts", "engine", "errors", "tokenizer", "upstream.config"},
+    "config": {"inspection", "platform", "search", "upstream.config"},
     # HTTP adapters over serving (the files API shows file rows as the store keeps them)
     "api": {"config", "contracts", "errors", "inspection.header", "inspection.rules", "media",
             "platform", "search", "serving", "store"},
@@ -58,7 +59,10 @@ ALLOWED: dict[str, set[str]] = {
     "llm": {"contracts", "engine"},
     "benchmark": {"tokenizer", "tokenizer_build"},
     "serve_cmd": {"api", "app", "config", "contracts", "engine", "model", "platform",
-                  "serving", "store", "upstream"},
+                  "serving", "store", "ray_serve", "upstream", "upstream.config"},
+    # engine replicas on Ray Serve, reached through the token-id wire
+    "ray_serve": {"config", "contracts", "engine", "errors", "upstream"},
+    "engine_serve_cmd": {"config", "engine", "platform", "serve_cmd", "upstream"},
     "cli": set(),  # imports each subcommand by name, at run time
     "__main__": {"cli"},
     "__init__": {"contracts", "llm"},

@@ -1,1 +1,1 @@
-"""Upstream engine pools: DashScope's front over OpenAI-compatible and token-id servers."""
+"""Engines outside this process: remote dashserve engines, other servers, and pools of them."""

@@ -1,0 +1,215 @@
+"""RemoteEngineClient: an EngineClient whose engine runs in another process (``engine-serve``).
+
+The front renders prompts with the engine's own tokenizer files (fetched at connect time),
+so ``input_tokens`` and ``cached_tokens`` are the engine's exact counts; images and videos
+are preprocessed here and sent as their patch tensors. A lost connection
+is a 503 (``ModelUnavailable``) for the request; leaving the event iterator closes the
+stream, which aborts the request in the engine process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from dashserve.contracts.engine_client import ModelInfo
+from dashserve.contracts.outputs import EngineEvent, EngineStats
+from dashserve.contracts.request import EngineRequest
+from dashserve.errors import ModelUnavailable
+from dashserve.tokenizer import Tokenizer
+from dashserve.upstream import token_wire as wire
+
+log = logging.getLogger(__name__)
+
+
+class _QuietPolls(logging.Filter):
+    """Keeps httpx's per-request log lines of the stats polls out of the server's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(isinstance(a, httpx.URL) and a.path == "/v1/stats"
+                       for a in (record.args if isinstance(record.args, tuple) else ()))
+
+
+class EngineMismatch(RuntimeError):
+    """The engine process speaks another wire version or has another tokenizer."""
+
+
+def _tokenizer_from_files(files: dict[str, str], vocab_size: int) -> Tokenizer:
+    with tempfile.TemporaryDirectory(prefix="dashserve-tokenizer-") as tmp:
+        root = Path(tmp)
+        for name, text in files.items():
+            if name in wire.TOKENIZER_FILES:
+                (root / name).write_text(text, "utf-8")
+        (root / "config.json").write_text(f'{{"vocab_size": {int(vocab_size)}}}', "utf-8")
+        tokenizer = Tokenizer.from_dir(root)
+    tokenizer.prepare_plain()
+    return tokenizer
+
+
+class RemoteEngineClient:
+    """Implements EngineClient over the token-id wire to one engine process at ``url``.
+
+    Build it with ``await RemoteEngineClient.connect(url)``. Its HTTP client and its stats
+    poller belong to the event loop that first uses it (connect may run on another loop).
+    """
+
+    def __init__(self, url: str, tokenizer: Tokenizer, model_info: ModelInfo,
+                 tokenizer_id: str, stats: EngineStats, *, secret: str | None = None,
+                 connect_timeout_s: float = 5.0, stats_interval_s: float = 0.5) -> None:
+        self.url = url.rstrip("/")
+        self.tokenizer = tokenizer
+        self.model_info = model_info
+        self.tokenizer_id = tokenizer_id
+        self._stats = stats
+        self._headers = {"authorization": f"Bearer {secret}"} if secret else {}
+        self._timeout = httpx.Timeout(connect_timeout_s, read=None)
+        self.stats_interval_s = stats_interval_s
+        self._http: httpx.AsyncClient | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._alive = True
+        self._closed = False
+
+    @classmethod
+    async def connect(cls, url: str, *, secret: str | None = None,
+                      tokenizer_id: str | None = None, timeout_s: float = 10.0,
+                      stats_interval_s: float = 0.5) -> RemoteEngineClient:
+        """Ask the engine process at ``url`` for its model, tokenizer and stats. Raises
+        ``EngineMismatch`` when it speaks another wire version or (with ``tokenizer_id``)
+        has another tokenizer, and ``httpx.HTTPError`` when it cannot be reached."""
+        headers = {"authorization": f"Bearer {secret}"} if secret else {}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout_s) as http:
+            info = await _get_json(http, "/v1/info")
+            if info.get("wire") != wire.WIRE_VERSION:
+                raise EngineMismatch(f"{url} speaks wire {info.get('wire')!r}, "
+                                     f"this front speaks {wire.WIRE_VERSION}")
+            if tokenizer_id is not None and info["tokenizer_id"] != tokenizer_id:
+                raise EngineMismatch(f"{url} has another tokenizer ({info['tokenizer_id'][:12]}"
+                                     f" is not {tokenizer_id[:12]})")
+            files = (await _get_json(http, "/v1/tokenizer"))["files"]
+            stats = wire.stats_from_wire(await _get_json(http, "/v1/stats"))
+        model_info = wire.model_info_from_wire(info["model"])
+        tokenizer = await asyncio.to_thread(_tokenizer_from_files, files, model_info.vocab_size)
+        if wire.tokenizer_id(files) != info["tokenizer_id"]:
+            raise EngineMismatch(f"{url} sent tokenizer files that do not match their id")
+        return cls(url, tokenizer, model_info, info["tokenizer_id"], stats, secret=secret,
+                   stats_interval_s=stats_interval_s)
+
+    # ----- EngineClient -----------------------------------------------------------------------
+
+    @property
+    def is_alive(self) -> bool:
+        """False from a lost connection until the stats poller reaches the process again."""
+        return self._alive and not self._closed
+
+    async def submit(self, request: EngineRequest) -> AsyncIterator[EngineEvent]:
+        request_id, prompt_token_ids = request.request_id, request.prompt_token_ids
+        params, mm_inputs = request.params, request.mm_inputs
+        http = self._client()
+        body: dict[str, Any] = {"request_id": request_id,
+                                "prompt_token_ids": list(prompt_token_ids),
+                                "params": wire.params_to_wire(params)}
+        if mm_inputs:  # preprocessed here, encoded there
+            body["mm_inputs"] = await asyncio.to_thread(
+                lambda: [wire.mm_input_to_wire(m) for m in mm_inputs])
+        try:
+            async with http.stream("POST", "/v1/generate", json=body) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _refusal(response)
+                async for line in response.aiter_lines():
+                    if not line:
+                        continue
+                    message = wire.decode_line(line)
+                    if "error" in message:
+                        raise wire.error_from_wire(message["error"])
+                    event = wire.event_from_wire(message["event"])
+                    yield event
+                    if event.finished:
+                        return
+        except httpx.HTTPError as exc:
+            self._alive = False
+            log.warning("engine process %s lost during %s: %s", self.url, request_id, exc)
+            raise ModelUnavailable("Model is unavailable, please try again later (its engine "
+                                   "process could not be reached).") from exc
+        raise ModelUnavailable("Model is unavailable, please try again later (its engine "
+                               "process ended the request early).")
+
+    async def abort(self, request_id: str) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            await self._client().post("/v1/abort", json={"request_id": request_id})
+
+    def stats(self) -> EngineStats:
+        """The latest snapshot (refreshed every ``stats_interval_s`` while a loop runs)."""
+        with contextlib.suppress(RuntimeError):  # no running loop: the last snapshot
+            self._client()
+        return self._stats
+
+    async def shutdown(self) -> None:
+        """Close this client (the engine process keeps running)."""
+        self._closed = True
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        if self._http is not None:
+            await self._http.aclose()
+
+    # ----- internals ------------------------------------------------------------------------
+
+    def _client(self) -> httpx.AsyncClient:
+        """The HTTP client of the running loop (made, with its stats poller, on first use)."""
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._loop is not loop:
+            self._loop = loop
+            self._http = httpx.AsyncClient(
+                base_url=self.url, headers=self._headers, timeout=self._timeout,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+            httpx_log = logging.getLogger("httpx")
+            if not any(isinstance(f, _QuietPolls) for f in httpx_log.filters):
+                httpx_log.addFilter(_QuietPolls())
+            self._poller = loop.create_task(self._poll_stats(self._http),
+                                            name=f"engine-stats {self.url}")
+        return self._http
+
+    async def _poll_stats(self, http: httpx.AsyncClient) -> None:
+        while not self._closed:
+            try:
+                self._stats = wire.stats_from_wire(await _get_json(http, "/v1/stats"))
+                if not self._alive:
+                    log.info("engine process %s is reachable again", self.url)
+                self._alive = True
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                if self._alive:
+                    log.warning("engine process %s unreachable: %s", self.url, exc)
+                self._alive = False
+            await asyncio.sleep(self.stats_interval_s)
+
+
+async def _get_json(http: httpx.AsyncClient, path: str) -> dict[str, Any]:
+    response = await http.get(path)
+    response.raise_for_status()
+    data = response.json()
+    if not isinstance(data, dict):
+        raise wire.WireError(f"{path}: expected a JSON object")
+    return data
+
+
+def _refusal(response: httpx.Response) -> Exception:
+    """The exception for a generate request the engine process refused before streaming."""
+    try:
+        error = response.json().get("error") or {}
+    except ValueError:
+        error = {}
+    if response.status_code == 400 and error.get("kind") in ("invalid_parameter",
+                                                             "prompt_too_long"):
+        return wire.error_from_wire(error)
+    return wire.RemoteEngineFailure(f"engine process answered {response.status_code}: "
+                                    f"{error.get('message') or response.text[:200]}")
