@@ -28,88 +28,11 @@ from typing import TYPE_CHECKING, Any
 from dashserve.contracts.engine_client import EngineClient
 from dashserve.contracts.outputs import EngineEvent, EngineStats
 from dashserve.contracts.request import EngineRequest
-from dashserve.errors import ModelUnavailable
 
 if TYPE_CHECKING:
     from dashserve.config import ModelSpec, Settings
 
 log = logging.getLogger(__name__)
-
-
-class RoundRobinEngines:
-    """A stand-in pool: EngineClients of one model, each request to the next live one.
-
-    A member that cannot be reached before it sent anything is skipped for the next one.
-    All members must share one tokenizer (``tokenizer_id`` where they tell it).
-    """
-
-    def __init__(self, members: Sequence[EngineClient]) -> None:
-        if not members:
-            raise ValueError("a pool needs at least one engine")
-        ids = {getattr(m, "tokenizer_id", None) for m in members}
-        if len(ids) > 1:
-            raise ValueError("the engines of one pool have different tokenizers")
-        self.members = list(members)
-        self.tokenizer = members[0].tokenizer
-        self.model_info = members[0].model_info
-        self._next = 0
-        self._owner: dict[str, EngineClient] = {}  # request id -> member serving it
-
-    @property
-    def is_alive(self) -> bool:
-        return any(getattr(m, "is_alive", True) for m in self.members)
-
-    def _order(self) -> list[EngineClient]:
-        start = self._next
-        self._next = (self._next + 1) % len(self.members)
-        turn = self.members[start:] + self.members[:start]
-        return [m for m in turn if getattr(m, "is_alive", True)] or turn
-
-    async def submit(self, request: EngineRequest) -> AsyncIterator[EngineEvent]:
-        request_id = request.request_id
-        candidates = self._order()
-        for i, member in enumerate(candidates):
-            self._owner[request_id] = member
-            events = member.submit(request)
-            started = False
-            try:
-                async for event in events:
-                    started = True
-                    yield event
-                return
-            except ModelUnavailable:
-                if started or i == len(candidates) - 1:
-                    raise
-                log.warning("request %s: engine unreachable, trying the next", request_id)
-            finally:
-                self._owner.pop(request_id, None)
-                close = getattr(events, "aclose", None)
-                if close is not None:
-                    await close()
-
-    async def abort(self, request_id: str) -> None:
-        member = self._owner.get(request_id)
-        if member is not None:
-            await member.abort(request_id)
-
-    def stats(self) -> EngineStats:
-        all_stats = [m.stats() for m in self.members]
-        return EngineStats(
-            num_waiting=sum(s.num_waiting for s in all_stats),
-            num_running=sum(s.num_running for s in all_stats),
-            num_kv_blocks_total=sum(s.num_kv_blocks_total for s in all_stats),
-            num_kv_blocks_free=sum(s.num_kv_blocks_free for s in all_stats),
-            num_preemptions=sum(s.num_preemptions for s in all_stats),
-            num_prefix_cache_hits=sum(s.num_prefix_cache_hits for s in all_stats),
-        )
-
-    async def shutdown(self) -> None:
-        await asyncio.gather(*(m.shutdown() for m in self.members))
-
-
-def make_pool(members: Sequence[EngineClient]) -> EngineClient:
-    """Route across ``members`` (the upstream Pool takes this place once it exists)."""
-    return RoundRobinEngines(members)
 
 
 # ----- inside Ray: the replica and the index -----------------------------------------------------
@@ -245,6 +168,7 @@ def load_ray_engines(settings: Settings) -> dict[str, EngineClient]:
     -> the model's replica set. (The demo serves its text model only.) The wire's secret is
     ``DASHSERVE_ENGINE_SECRET`` when set, else a fresh one. Once every set is shut down,
     the replicas are deleted (and a local Ray instance stopped)."""
+    from dashserve.upstream.engine_member import engine_pool
     from dashserve.upstream.engine_server import SECRET_ENV
     from dashserve.upstream.remote_engine import RemoteEngineClient
 
@@ -265,7 +189,7 @@ def load_ray_engines(settings: Settings) -> dict[str, EngineClient]:
         urls = deploy_replicas(settings, spec, secret)
         log.info("%s: %d Ray Serve replicas at %s", spec.model, len(urls), ", ".join(urls))
         members = [asyncio.run(RemoteEngineClient.connect(url, secret=secret)) for url in urls]
-        replica_set = RayReplicaSet(make_pool(members), closed)
+        replica_set = RayReplicaSet(engine_pool(spec.names[0], members), closed)
         for name in spec.names:
             engines[name] = replica_set
     return engines

@@ -153,7 +153,7 @@ def add_upstream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upstream", action="append", dest="upstreams",
                         metavar="NAME=KIND:URL[,URL...]",
                         help="serve NAME from a pool of upstream servers of KIND (openai, vllm, "
-                             "sglang, llamacpp), e.g. qwen3-8b=vllm:http://gpu1:8000,"
+                             "sglang, llamacpp, dashserve), e.g. qwen3-8b=vllm:http://gpu1:8000,"
                              "http://gpu2:8000 (repeatable)")
     parser.add_argument("--upstream-tokenizer", metavar="DIR",
                         help="checkpoint or tokenizer directory of the --upstream models "
@@ -327,7 +327,7 @@ def load_upstreams(settings: Settings, report: StageReporter) -> dict[str, Engin
     from dashserve.upstream.build import build_pools
 
     default = None
-    if any(spec.tokenizer is None for spec in settings.upstreams):
+    if any(spec.tokenizer is None and spec.kind != "dashserve" for spec in settings.upstreams):
         report("making the demo model (its tokenizer serves the upstreams)")
         _ensure_demo(settings.demo_preset, settings.demo_dir, None)
         default = settings.demo_dir

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,12 +67,32 @@ def build_pool(spec: UpstreamSpec, tokenizer_dir: Path,
     return Pool(spec.name, endpoints, tokenizer, info, routing=routing, policy=policy, http=http)
 
 
+def build_engine_pool(spec: UpstreamSpec) -> Pool:
+    """One pool over ``engine-serve`` processes (kind "dashserve"), reached on the token-id
+    wire; the front renders with their own tokenizer files, fetched and checked here."""
+    from dashserve.upstream.engine_member import engine_pool
+    from dashserve.upstream.remote_engine import RemoteEngineClient
+
+    async def connect() -> list[RemoteEngineClient]:
+        return [await RemoteEngineClient.connect(url, secret=spec.api_key) for url in spec.urls]
+
+    policy = PoolPolicy(max_attempts=spec.max_attempts, probe_interval_s=spec.probe_interval_s)
+    routing = RoutingPolicy(block_tokens=spec.affinity_block_tokens,
+                            load_factor=spec.load_factor)
+    return engine_pool(spec.name, asyncio.run(connect()), policy=policy, routing=routing)
+
+
 def build_pools(specs: Sequence[UpstreamSpec], default_tokenizer: Path | None = None
                 ) -> dict[str, EngineClient]:
     """Served name → pool for every spec (aliases share their pool)."""
     engines: dict[str, EngineClient] = {}
     tokenizers: dict[Path, Tokenizer] = {}  # pools of one model share its tokenizer
     for spec in specs:
+        if spec.kind == "dashserve":
+            engine_pool = build_engine_pool(spec)
+            for name in spec.names:
+                engines[name] = engine_pool
+            continue
         tokenizer_dir = Path(spec.tokenizer) if spec.tokenizer else default_tokenizer
         if tokenizer_dir is None:
             raise ValueError(f"upstream {spec.name!r} names no tokenizer directory")

@@ -2,7 +2,7 @@
 
     [[upstreams]]
     name = "qwen-plus"                       # served model name (aliases: served_model_names)
-    kind = "vllm"                            # openai | vllm | sglang | llamacpp
+    kind = "vllm"                            # openai | vllm | sglang | llamacpp | dashserve
     urls = ["http://gpu1:8000", "http://gpu2:8000"]
     tokenizer = "/models/Qwen3-8B"           # the checkpoint (or its tokenizer) the upstreams serve
     upstream_model = "Qwen/Qwen3-8B"         # the name the upstream knows it by (default: name)
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-KINDS: tuple[str, ...] = ("openai", "vllm", "sglang", "llamacpp")
+KINDS: tuple[str, ...] = ("openai", "vllm", "sglang", "llamacpp", "dashserve")
 
 
 class UpstreamSpec(BaseModel):
@@ -25,11 +25,12 @@ class UpstreamSpec(BaseModel):
     urls: tuple[str, ...] = Field(min_length=1)
     served_model_names: tuple[str, ...] = ()  # more names for the same pool
     # Directory with tokenizer.json (and config.json): the front renders and tokenizes with it.
-    # None: the demo model's (the real Qwen3 tokenizer).
+    # None: the demo model's (the real Qwen3 tokenizer). Kind "dashserve" (``engine-serve``
+    # processes) takes the engines' own tokenizer and ignores it.
     tokenizer: str | None = None
     upstream_model: str | None = None
     max_model_len: int | None = Field(default=None, ge=16)
-    api_key: str | None = None  # sent as a bearer token to the upstream
+    api_key: str | None = None  # sent as a bearer token (engine-serve: its --secret)
     # Routing (see dashserve.upstream.routing) and retries / health (dashserve.upstream.pool).
     affinity_block_tokens: int = Field(default=16, ge=1)
     load_factor: float = Field(default=1.25, ge=1.0)

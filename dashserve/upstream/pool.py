@@ -59,6 +59,8 @@ class Member(Protocol):
 
     def restore(self) -> None: ...
 
+    def stats(self) -> EngineStats: ...
+
     async def abort(self, request_id: str) -> None: ...
 
     async def shutdown(self) -> None: ...
@@ -169,10 +171,22 @@ class Pool:
         if endpoint is not None:
             await endpoint.abort(request_id)
 
+    @property
+    def is_alive(self) -> bool:
+        """False while every member is out of rotation (the registry shows it)."""
+        return bool(self.healthy)
+
     def stats(self) -> EngineStats:
-        return EngineStats(num_waiting=0,
-                           num_running=sum(e.num_outstanding for e in self.endpoints),
-                           num_kv_blocks_total=0, num_kv_blocks_free=0)
+        """The members' stats summed (upstream servers report only our requests)."""
+        all_stats = [e.stats() for e in self.endpoints]
+        return EngineStats(
+            num_waiting=sum(s.num_waiting for s in all_stats),
+            num_running=sum(s.num_running for s in all_stats),
+            num_kv_blocks_total=sum(s.num_kv_blocks_total for s in all_stats),
+            num_kv_blocks_free=sum(s.num_kv_blocks_free for s in all_stats),
+            num_preemptions=sum(s.num_preemptions for s in all_stats),
+            num_prefix_cache_hits=sum(s.num_prefix_cache_hits for s in all_stats),
+        )
 
     async def shutdown(self) -> None:
         if self._prober is not None:

@@ -10,8 +10,8 @@ import pytest
 
 from dashserve import engine_serve_cmd
 from dashserve.cli import build_parser
-from dashserve.ray_serve import RoundRobinEngines
 from dashserve.serve_cmd import settings_from_args
+from dashserve.upstream.engine_member import engine_pool
 from tests.utils.fake_engine import FakeEngine
 
 
@@ -55,9 +55,10 @@ def test_pool_members_must_share_a_tokenizer() -> None:
     a, b = FakeEngine(), FakeEngine()
     a.tokenizer_id, b.tokenizer_id = "x", "y"  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="tokenizers"):
-        RoundRobinEngines([a, b])
+        engine_pool("m", [a, b])
     with pytest.raises(ValueError):
-        RoundRobinEngines([])
+        engine_pool("m", [])
     b.tokenizer_id = "x"  # type: ignore[attr-defined]
-    pool = RoundRobinEngines([a, b])
-    assert pool.model_info == a.model_info and pool.stats().num_kv_blocks_total == 128
+    pool = engine_pool("m", [a, b])
+    assert pool.model_info == a.model_info
+    assert pool.stats().num_kv_blocks_total == a.stats().num_kv_blocks_total * 2

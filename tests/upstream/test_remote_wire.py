@@ -28,9 +28,9 @@ from dashserve.contracts.outputs import (
 from dashserve.contracts.params import SamplingParams, StructuredOutputSpec
 from dashserve.contracts.request import EngineRequest
 from dashserve.errors import InvalidRequest, ModelUnavailable, PromptTooLong
-from dashserve.ray_serve import RoundRobinEngines
 from dashserve.tokenizer import Tokenizer
 from dashserve.upstream import token_wire as wire
+from dashserve.upstream.engine_member import engine_pool
 from dashserve.upstream.engine_server import EngineServer, tokenizer_files
 from dashserve.upstream.remote_engine import EngineMismatch, RemoteEngineClient
 from tests.integration.conftest import free_port
@@ -278,8 +278,8 @@ async def test_an_unreachable_engine_is_a_503_and_is_skipped(
     with pytest.raises(ModelUnavailable):
         await _collect(second.submit(EngineRequest("r-gone", [1], SamplingParams())))
     assert not second.is_alive
-    pool = RoundRobinEngines([second, client])
-    for i in range(3):  # the dead member is skipped whatever the turn
+    pool = engine_pool("m", [second, client])
+    for i in range(3):  # the dead member is skipped (taken out) whatever the router picks
         events = await _collect(pool.submit(EngineRequest(f"r-pool-{i}", [1], SamplingParams())))
         assert events[-1].finished
     assert pool.is_alive
