@@ -35,7 +35,10 @@ class LlamaCppCompletion(Dialect):
             "return_tokens": True, "cache_prompt": True, "timings_per_token": True,
             "temperature": params.temperature, "top_p": params.top_p,
             "top_k": params.effective_top_k or 0, "min_p": params.min_p,
-            "repeat_penalty": params.repetition_penalty, "repeat_last_n": -1,
+            # the penalty covers the prompt and the output, as on the local engine (llama.cpp
+            # servers of 2025 on refuse -1, "the whole context", so name the length)
+            "repeat_penalty": params.repetition_penalty,
+            "repeat_last_n": len(plan.prompt_token_ids) + plan.max_tokens,
             "presence_penalty": params.presence_penalty,
             "frequency_penalty": params.frequency_penalty,
             "seed": -1 if params.seed is None else params.seed % 2**32,

@@ -110,7 +110,7 @@ def test_vllm_mapping() -> None:
 def test_llamacpp_mapping_turns_off_its_default_samplers() -> None:
     b = body(LlamaCppCompletion())
     assert (b["top_k"], b["min_p"], b["seed"], b["n_predict"]) == (0, 0.0, -1, 100)
-    assert b["return_tokens"] and b["prompt"] == PROMPT and b["repeat_last_n"] == -1
+    assert b["return_tokens"] and b["prompt"] == PROMPT and b["repeat_last_n"] == len(PROMPT) + 100
     b = body(LlamaCppCompletion(), structured=StructuredOutputSpec(json_object=True), seed=7)
     assert b["json_schema"] == {"type": "object"} and b["seed"] == 7
 
