@@ -42,7 +42,10 @@ def post_cnn_length(frames: int) -> int:
     return frames
 
 
-def audio_token_count(frames: int, chunk_frames: int = 100) -> int:
-    """Placeholder tokens ``frames`` mel frames become: each chunk convolved on its own."""
+def audio_token_count(frames: int, chunk_frames: int = 100, family: str = "qwen3-asr") -> int:
+    """Placeholder tokens ``frames`` mel frames become. Qwen3-ASR: each chunk convolved on
+    its own; Qwen2-Audio: one stride-2 convolution, then pooling by 2 (about 25 a second)."""
+    if family == "qwen2-audio":
+        return (((frames - 1) // 2 + 1) - 2) // 2 + 1 if frames > 0 else 0
     full, rest = divmod(frames, chunk_frames)
     return full * post_cnn_length(chunk_frames) + post_cnn_length(rest)

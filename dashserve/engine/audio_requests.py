@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dashserve.contracts.multimodal import MultiModalInput, audio_token_count
+from dashserve.contracts.multimodal import MultiModalInput
 from dashserve.errors import InvalidRequest
 from dashserve.model.audio_config import AudioConfig
 
@@ -26,8 +26,11 @@ def check_audio_inputs(
                 item.pixel_values.shape[1] < chunks * audio.chunk_frames:
             raise InvalidRequest(f"audio features of shape {tuple(item.pixel_values.shape)} do not hold "
                 f"{frames} frames of {audio.num_mel_bins} mel bins in whole chunks", param="input")
-        if item.length != audio_token_count(frames, audio.chunk_frames):
-            raise InvalidRequest(f"{frames} mel frames need {audio_token_count(frames, audio.chunk_frames)}"
+        if frames > audio.chunk_frames and audio.family == "qwen2-audio":
+            raise InvalidRequest(f"{frames} mel frames exceed the encoder's window of "
+                                 f"{audio.chunk_frames}", param="input")
+        if item.length != audio.token_count(frames):
+            raise InvalidRequest(f"{frames} mel frames need {audio.token_count(frames)}"
                 f" placeholder tokens, not {item.length}", param="input")
         if item.offset < end or item.offset + item.length > len(prompt) or any(
                 tok != audio.audio_token_id

@@ -216,7 +216,7 @@ def make_model(preset: str, out_dir: Path, seed: int = 0, dtype: str | None = No
     if is_vl(cfg):
         write_vl_files(cfg, out_dir)
     if make_audio.is_audio(cfg):
-        make_audio.write_audio_files(out_dir)
+        make_audio.write_audio_files(out_dir, cfg)
     log.info("made %s (%s, seed %d, %.1fM params) in %s in %.1fs", preset, cfg["torch_dtype"], seed,
              param_count(cfg) / 1e6, out_dir, time.monotonic() - started)
     return out_dir

@@ -1,14 +1,16 @@
-"""Qwen3-ASR: the Qwen3 decoder fed, at ``<|audio_pad|>`` placeholders, by the audio encoder's
-projected rows (module names as the checkpoints': ``audio_tower.*``,
-``multi_modal_projector.*``, ``model.*``, ``lm_head``)."""
+"""Speech models: a Qwen decoder fed, at audio placeholder tokens, by the audio encoder's
+projected rows. Qwen3-ASR (Qwen3 decoder, ``<|audio_pad|>``) and Qwen2-Audio (Qwen2 decoder,
+Whisper's encoder, ``<|AUDIO|>``); module names as the checkpoints': ``audio_tower.*``,
+``multi_modal_projector.*``, ``model.*``, ``lm_head``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
-from dashserve.contracts.multimodal import audio_token_count
+from dashserve.model.audio_qwen2 import Qwen2AudioEncoder, Qwen2AudioProjector
 from dashserve.model.audio_qwen3_asr import AudioProjector, Qwen3ASRAudioEncoder
 from dashserve.model.config import ModelConfig
 from dashserve.model.qwen import QwenForCausalLM
@@ -18,8 +20,14 @@ class QwenAudioForConditionalGeneration(QwenForCausalLM):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         assert config.audio is not None
-        self.audio_tower = Qwen3ASRAudioEncoder(config.audio)
-        self.multi_modal_projector = AudioProjector(config.audio)
+        self.audio_tower: Qwen3ASRAudioEncoder | Qwen2AudioEncoder
+        self.multi_modal_projector: nn.Module
+        if config.audio.family == "qwen2-audio":
+            self.audio_tower = Qwen2AudioEncoder(config.audio)
+            self.multi_modal_projector = Qwen2AudioProjector(config.audio)
+        else:
+            self.audio_tower = Qwen3ASRAudioEncoder(config.audio)
+            self.multi_modal_projector = AudioProjector(config.audio)
 
     def encode_audio(
         self, features: Sequence[torch.Tensor], frames: Sequence[int]
@@ -31,5 +39,5 @@ class QwenAudioForConditionalGeneration(QwenForCausalLM):
         device = self.model.embed_tokens.weight.device
         rows = self.multi_modal_projector(
             self.audio_tower([f.to(device, dtype) for f in features], list(frames)))
-        sizes = [audio_token_count(n, audio.chunk_frames) for n in frames]
+        sizes = [audio.token_count(n) for n in frames]
         return list(rows.split(sizes))

@@ -110,21 +110,25 @@ def mel_filters(num_mel_bins: int) -> torch.Tensor:
     return torch.from_numpy(bank.T.astype(np.float32))
 
 
-def num_frames(num_samples: int) -> int:
-    """Real mel frames of a clip of ``num_samples`` samples (after the half-second minimum)."""
-    return -(-max(num_samples, MIN_SAMPLES) // HOP)
+def num_frames(num_samples: int, min_samples: int = MIN_SAMPLES) -> int:
+    """Real mel frames of a clip of ``num_samples`` samples (after the minimum length: half
+    a second for Qwen3-ASR, none for Qwen2-Audio's Whisper extractor)."""
+    return -(-max(num_samples, min_samples) // HOP)
 
 
-def log_mel(samples: np.ndarray, num_mel_bins: int = 128,
-            chunk_frames: int = 100) -> tuple[torch.Tensor, int]:
+def log_mel(samples: np.ndarray, num_mel_bins: int = 128, chunk_frames: int = 100,
+            min_samples: int = MIN_SAMPLES) -> tuple[torch.Tensor, int]:
     """([num_mel_bins, frames padded to whole chunks] float32, real frames).
 
     The clip is zero-padded past its last chunk before the STFT, so frames near its end see
     silence after it, as they do in the reference extractor (which pads every clip to 30 s);
     the values are the same as that extractor's for clips up to 30 s."""
-    frames = num_frames(samples.size)
+    frames = num_frames(samples.size, min_samples)
     chunks = -(-frames // chunk_frames)
-    padded = np.zeros((chunks + 1) * chunk_frames * HOP, np.float32)
+    # Qwen2-Audio's chunk is the extractor's whole 30 s window: padded to it exactly (a clip
+    # filling it sees its own reflection past its end, as there)
+    whole = chunk_frames * HOP >= 30 * SAMPLE_RATE
+    padded = np.zeros((chunks + (0 if whole else 1)) * chunk_frames * HOP, np.float32)
     padded[:samples.size] = samples
     wave = torch.from_numpy(padded)
     stft = torch.stft(wave, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True)

@@ -219,7 +219,7 @@ class GenerationService:
         context = context_text(request)
         if clips:
             clip = clips[0]
-            tokens = audio_token_count(clip.frames, audio.chunk_frames)
+            tokens = audio_token_count(clip.frames, audio.chunk_frames, audio.family)
             prompt_ids, item, context_tokens = asr_prompt(
                 tokenizer.encode, tokenizer.encode_plain, context, clip, tokens, audio,
                 options.language)
