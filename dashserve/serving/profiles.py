@@ -128,6 +128,25 @@ QVQ = replace(_profile("qvq", 131_072, 8_192, _s(0.5, 0.5, 10, 1.0, 1.5, seed=34
 # open Qwen3-ASR checkpoints
 QWEN3_ASR = replace(_profile("qwen3-asr", 65_536, 8_192, _s(0.01, 0.001, 1, 1.0, 0.0),
                              "message", False), tools=False)
+# Audio understanding (seed 003's parameter reference; no tools for the qwen-audio series,
+# seed 002; presence_penalty 0.0 for all, "其余均为0.0"; result messages, as for the other
+# multimodal families). The seeds give no context or output limits for these: the open
+# checkpoints' context stands in (Qwen2-Audio-7B 8,192 positions, Qwen2.5-Omni-7B 32,768).
+# qwen2-audio-instruct: temperature 0.7, top_p 0.5, top_k 20 (the "other models" value),
+# repetition_penalty 1.1.
+QWEN2_AUDIO = replace(_profile("qwen2-audio", 8_192, 2_048, _s(0.7, 0.5, 20, 1.1, 0.0),
+                               "message", False, max_in=6_144), tools=False)
+# qwen-audio-turbo: temperature 0.00001, top_p 0.8, top_k 1; repetition_penalty 1.0 for
+# qwen-audio-turbo-latest and -2024-12-04, the "other models" 1.05 for the rest
+QWEN_AUDIO_TURBO = replace(_profile("qwen-audio-turbo", 8_192, 2_048,
+                                    _s(0.00001, 0.8, 1, 1.05, 0.0), "message", False,
+                                    max_in=6_144), tools=False)
+QWEN_AUDIO_TURBO_LATEST = replace(QWEN_AUDIO_TURBO, sampling=_s(0.00001, 0.8, 1, 1.0, 0.0))
+# qwen2.5-omni-7b: temperature 0.01, top_k 1, repetition_penalty 1.1; the seed's top_p list
+# does not name it: the open series' ("qwen开源系列") 0.8. Audio output stays refused (the
+# seeds define no parameter for it).
+QWEN25_OMNI = replace(_profile("qwen2.5-omni", 32_768, 2_048, _s(0.01, 0.8, 1, 1.1, 0.0),
+                               "message", False), tools=False)
 QWEN3_SMALL = _profile("qwen3-open", 32_768, 8_192, _s(0.7, 0.8, 20, 1.05, 1.5), "message", True,
                        thinking=_s(0.6, 0.95, 20, 1.05, 1.5))
 QWEN3_OPEN = _profile("qwen3-open", 131_072, 8_192, _s(0.7, 0.8, 20, 1.05, 1.5), "message", True,
@@ -139,6 +158,10 @@ QWEN_OPEN = _profile("qwen-open", 131_072, 8_192, _s(0.7, 0.8, 20, 1.05, 0.0), "
 # First match wins; patterns are matched against the lower-cased served name.
 _FAMILIES: tuple[tuple[str, ModelProfile], ...] = (
     (r"qwen3-asr", QWEN3_ASR),  # speech recognition
+    (r"qwen2-audio", QWEN2_AUDIO),  # audio understanding, before the qwen2 open family
+    (r"qwen-audio-turbo-(latest|2024-12-04)", QWEN_AUDIO_TURBO_LATEST),
+    (r"qwen-audio-turbo", QWEN_AUDIO_TURBO),
+    (r"qwen2\.5-omni", QWEN25_OMNI),
     (r"qwen3-vl", QWEN3_VL),  # vision families first
     (r"qwen-vl-ocr", QWEN_VL_OCR),
     (r"qwen-vl-max", QWEN_VL_MAX),

@@ -39,6 +39,24 @@ def test_documented_sampling_defaults() -> None:
     assert thinking is not None and (thinking.temperature, thinking.top_p) == (0.6, 0.95)
 
 
+@pytest.mark.parametrize(("name", "family", "sampling"), [
+    # seed 003: (temperature, top_p, top_k, repetition_penalty, presence_penalty)
+    ("qwen2-audio-instruct", "qwen2-audio", (0.7, 0.5, 20, 1.1, 0.0)),
+    ("qwen-audio-turbo", "qwen-audio-turbo", (0.00001, 0.8, 1, 1.05, 0.0)),
+    ("qwen-audio-turbo-latest", "qwen-audio-turbo", (0.00001, 0.8, 1, 1.0, 0.0)),
+    ("qwen-audio-turbo-2024-12-04", "qwen-audio-turbo", (0.00001, 0.8, 1, 1.0, 0.0)),
+    ("qwen2.5-omni-7b", "qwen2.5-omni", (0.01, 0.8, 1, 1.1, 0.0)),
+])
+def test_audio_families(name: str, family: str,
+                        sampling: tuple[float, float, int, float, float]) -> None:
+    profile = profile_for(name)
+    s = profile.sampling
+    assert profile.family == family and profile.result_format == "message"
+    assert (s.temperature, s.top_p, s.top_k, s.repetition_penalty, s.presence_penalty) == \
+        sampling
+    assert profile.tools is False  # seed 002: no tools for the qwen-audio series
+
+
 def test_unknown_names_follow_the_architecture() -> None:
     assert profile_for("my-model", "Qwen3ForCausalLM").family == "qwen3-open"
     assert profile_for("my-model", "Qwen2ForCausalLM").family == "qwen-open"
