@@ -36,10 +36,10 @@ class VisionInfo:
 class AudioInfo:
     """What serving needs to prepare audio for a speech model."""
 
-    family: str  # "qwen3-asr"
+    family: str  # "qwen3-asr" or "qwen2-audio"
     num_mel_bins: int  # 128
-    chunk_frames: int  # mel frames per encoder chunk (100: one second)
-    audio_token_id: int  # <|audio_pad|>
+    chunk_frames: int  # mel frames per encoder chunk (100: one second; Qwen2-Audio 3000)
+    audio_token_id: int  # <|audio_pad|> (Qwen2-Audio: <|AUDIO|>)
     audio_start_token_id: int
     audio_end_token_id: int
 

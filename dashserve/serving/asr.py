@@ -9,6 +9,11 @@ context, the user turn the clip (``<|audio_start|>``, one ``<|audio_pad|>`` per 
 prefix never reaches the caller.
 ``enable_itn: true`` (inverse text normalisation) is refused: the open model has no switch
 for it and no maintained normaliser is installed.
+
+Audio understanding (Qwen2-Audio models, served e.g. as qwen2-audio-instruct) is a chat: the
+model's chat template writes each clip as ``<|audio_bos|><|AUDIO|><|audio_eos|>`` and
+``place_audio`` widens each ``<|AUDIO|>`` to the clip's encoder rows; clips last at most the
+encoder's 30 s window.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 import torch
 
 from dashserve.contracts.engine_client import AudioInfo
-from dashserve.contracts.multimodal import MultiModalInput
+from dashserve.contracts.multimodal import MultiModalInput, audio_token_count
 from dashserve.errors import InvalidRequest, UnsupportedFeature
 from dashserve.media.sources import MediaConfig, load_media
 from dashserve.multimodal.audio import audio_hash, billed_seconds, decode_audio, log_mel
@@ -30,6 +35,8 @@ from dashserve.serving.request import AudioPart, GenerationRequest
 
 ASR_TEXT = "<asr_text>"
 MAX_CLIPS_PER_REQUEST = 1  # one recording per recognition request
+MAX_CHAT_CLIPS = 8  # clips one audio-understanding request may hold
+QWEN2_AUDIO_MAX_S = 30.0  # Qwen2-Audio's encoder window
 # asr_options.language codes and the language names Qwen3-ASR writes and reads
 LANGUAGES: dict[str, str] = {
     "zh": "Chinese", "yue": "Cantonese", "en": "English", "ja": "Japanese", "ko": "Korean",
@@ -84,9 +91,10 @@ def parse_asr_options(value: Any) -> AsrOptions:
 
 @dataclass(frozen=True, slots=True)
 class AsrPlan:
-    """A recognition request as planned: what its usage and its answer need."""
+    """A speech request as planned: what its usage and its answer need (audio
+    understanding: the placeholder tokens alone, no seconds, context or language)."""
 
-    audio_tokens: int  # the clip's placeholder tokens
+    audio_tokens: int  # the clips' placeholder tokens
     seconds: int  # usage.seconds
     context_tokens: int  # the recognition context's tokens
     language: str | None  # the forced language code (asr_options.language)
@@ -102,7 +110,19 @@ class PreparedClip:
     seconds: int
 
 
+def is_chat_audio(audio: AudioInfo | None) -> bool:
+    """Whether the model understands audio in a chat (Qwen2-Audio) rather than
+    transcribing it (Qwen3-ASR)."""
+    return audio is not None and audio.family == "qwen2-audio"
+
+
 def _process(data: bytes, where: str, audio: AudioInfo) -> PreparedClip:
+    if is_chat_audio(audio):  # Whisper's extractor: one 30 s window, no minimum length
+        decoded = decode_audio(data, where, max_duration_s=QWEN2_AUDIO_MAX_S)
+        feats, frames = log_mel(decoded.samples, audio.num_mel_bins, audio.chunk_frames,
+                                min_samples=0)
+        return PreparedClip(feats, frames, audio_hash(decoded.samples),
+                            billed_seconds(decoded.duration_s))
     decoded = decode_audio(data, where)
     feats, frames = log_mel(decoded.samples, audio.num_mel_bins, audio.chunk_frames)
     return PreparedClip(feats, frames, audio_hash(decoded.samples),
@@ -120,6 +140,9 @@ def check_audio(request: GenerationRequest, audio: AudioInfo | None) -> None:
             raise InvalidRequest(f"asr_options applies to speech recognition models, not "
                                  f"{request.model!r}", param="asr_options")
         return
+    if is_chat_audio(audio):
+        _check_chat_audio(request, parts)
+        return
     parse_asr_options(request.asr_options)
     if not parts:
         raise InvalidRequest("a speech recognition request needs an audio part in its user "
@@ -130,6 +153,50 @@ def check_audio(request: GenerationRequest, audio: AudioInfo | None) -> None:
     if request.images or request.videos:
         raise InvalidRequest("speech recognition models read audio only, not images or "
                              "videos", param="messages")
+
+
+def _check_chat_audio(request: GenerationRequest, parts: Sequence[AudioPart]) -> None:
+    """An audio-understanding request: one clip at least (seed 003: ``audio`` is required
+    for these models), a few at most, no images or videos, no asr_options."""
+    if request.asr_options is not None:
+        raise InvalidRequest(f"asr_options applies to speech recognition models, not "
+                             f"{request.model!r}", param="asr_options")
+    if not parts:
+        raise InvalidRequest(f"the audio model {request.model!r} needs an audio part in a user "
+                             "message", param="messages")
+    if len(parts) > MAX_CHAT_CLIPS:
+        raise InvalidRequest(f"a request may hold at most {MAX_CHAT_CLIPS} audio clips; got "
+                             f"{len(parts)}", param=parts[MAX_CHAT_CLIPS].where)
+    if request.images or request.videos:
+        raise InvalidRequest("audio models read audio and text, not images or videos",
+                             param="messages")
+
+
+def place_audio(template_ids: Sequence[int], clips: Sequence[PreparedClip],
+                audio: AudioInfo) -> tuple[list[int], tuple[MultiModalInput, ...], int]:
+    """The prompt with the template's one ``<|AUDIO|>`` per clip widened to the clip's
+    encoder rows (none while the clips are not read yet), the clips placed in it, and
+    their placeholder tokens."""
+    ids: list[int] = []
+    items: list[MultiModalInput] = []
+    seen = 0
+    for tok in template_ids:
+        if tok != audio.audio_token_id:
+            ids.append(tok)
+            continue
+        if seen < len(clips):
+            clip = clips[seen]
+            n = audio_token_count(clip.frames, audio.chunk_frames, audio.family)
+            items.append(MultiModalInput(
+                kind="audio", pixel_values=clip.features, grid_thw=(0, 0, 0),
+                content_hash=clip.content_hash, offset=len(ids), length=n,
+                audio_frames=clip.frames))
+            ids.extend([audio.audio_token_id] * n)
+        seen += 1
+    if clips and seen != len(clips):
+        raise InvalidRequest(f"the prompt places {seen} audio clips, the request sends "
+                             f"{len(clips)}", param="messages")
+    return ids, tuple(items), sum(it.length for it in items)
 
 
 async def prepare_audio(request: GenerationRequest, audio: AudioInfo | None,

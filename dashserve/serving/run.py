@@ -60,7 +60,9 @@ class Plan:
     image_tokens: int = 0  # prompt tokens billed as image tokens
     image_hw: tuple[tuple[int, int], ...] | None = None  # resized (h, w), when asked for
     video_tokens: int = 0  # prompt tokens of videos (placeholders and their markers)
-    asr: AsrPlan | None = None  # speech recognition: the clip and the forced language
+    # speech models: the clips' placeholder tokens (and, recognising speech, the billed
+    # seconds, the context and the forced language)
+    asr: AsrPlan | None = None
     search: SearchOutcome | None = None  # what web search did (enable_search)
     output_screen: OutputScreen | None = None  # X-DashScope-DataInspection on the output
 

@@ -44,7 +44,9 @@ from dashserve.serving.asr import (
     asr_prompt,
     check_audio,
     context_text,
+    is_chat_audio,
     parse_asr_options,
+    place_audio,
     prepare_audio,
 )
 from dashserve.serving.documents import DocumentSource, expand_documents, has_documents
@@ -168,6 +170,9 @@ class GenerationService:
         audio = getattr(served.engine.model_info, "audio", None)
         check_audio(request, audio)
         images = images or PreparedImages()
+        if is_chat_audio(audio):
+            assert audio is not None
+            return self._audio_chat_plan(request, served, features, images.clips, audio)
         if audio is not None:
             return self._asr_plan(request, served, features, images.clips, audio)
         if (request.images or request.videos) and not images.any:  # not prepared yet:
@@ -201,6 +206,25 @@ class GenerationService:
                     mm_inputs=tuple(mm_inputs), image_tokens=images.image_tokens, image_hw=hw,
                     video_tokens=images.video_tokens,
                     search=search)
+
+    def _audio_chat_plan(self, request: GenerationRequest, served: ServedModel,
+                         features: ChatFeatures, clips: tuple[PreparedClip, ...],
+                         audio: AudioInfo) -> Plan:
+        """An audio-understanding request's plan (Qwen2-Audio): the chat template's prompt
+        with each clip's placeholder widened to its encoder rows (before the clips are
+        read, without them)."""
+        params, profile = request.params, served.profile
+        tokenizer = served.engine.tokenizer
+        if request.tools:
+            raise InvalidRequest("audio models take no tools", param="tools")
+        template_ids = build_prompt(tokenizer, request.messages,
+                                    enable_thinking=features.thinking)
+        prompt_ids, mm_inputs, tokens = place_audio(template_ids, clips, audio)
+        check_input_length(params, profile, len(prompt_ids))
+        stop = split_stop(params.stop, served.engine.model_info.vocab_size, tokenizer.decode)
+        sampling = sampling_params(params, profile, len(prompt_ids), stop, features)
+        return Plan(served, tuple(prompt_ids), sampling, mm_inputs=mm_inputs,
+                    asr=AsrPlan(tokens, 0, 0, None))
 
     def _asr_plan(self, request: GenerationRequest, served: ServedModel,
                   features: ChatFeatures, clips: tuple[PreparedClip, ...],

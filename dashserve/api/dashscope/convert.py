@@ -146,8 +146,11 @@ def native_usage(usage: Usage, output_tokens: int | None = None) -> dict[str, An
         body["prompt_tokens_details"] = usage.prompt_tokens_details()
     if usage.reasoning_tokens:
         body["output_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
-    if usage.image_tokens or usage.video_tokens:
+    if usage.image_tokens or usage.video_tokens or usage.audio_tokens:
         details = {"text_tokens": usage.text_tokens}
+        if usage.audio_tokens:  # audio understanding (the clips' placeholder tokens)
+            details["audio_tokens"] = usage.audio_tokens
+            body["audio_tokens"] = usage.audio_tokens
         if usage.image_tokens:
             details["image_tokens"] = usage.image_tokens
             body["image_tokens"] = usage.image_tokens
