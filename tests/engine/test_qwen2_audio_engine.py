@@ -121,7 +121,8 @@ def test_logits_and_greedy_tokens_match_transformers(qwen2_audio, budget: int) -
 def test_encoder_rows_match_transformers_for_clips_packed_together(qwen2_audio) -> None:
     model_dir, hf, processor = qwen2_audio
     engine = make_engine(model_dir)
-    clips = [tone(0.3, seed=3), tone(3.37), tone(1.0, seed=4, freq=800.0)]
+    # 30 s: a clip filling the whole window (750 rows)
+    clips = [tone(0.3, seed=3), tone(3.37), tone(1.0, seed=4, freq=800.0), tone(30.0, seed=6)]
     items = [reference(processor, c)[1] for c in clips]
     with torch.inference_mode():
         rows = engine.runner.model.encode_audio([it.pixel_values for it in items],

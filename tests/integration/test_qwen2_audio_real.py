@@ -150,3 +150,19 @@ def test_audio_sent_to_a_text_model_is_refused(live: LiveServer,
                                                audio_host: MediaServer) -> None:
     r = post(live, "qwen-plus", [{"audio": audio_host.url(WELCOME)}])
     assert r.status_code == 400 and "does not accept audio" in r.json()["message"]
+
+
+def test_compatible_mode_takes_input_audio_parts(live: LiveServer) -> None:
+    import base64
+
+    import openai
+
+    client = openai.OpenAI(api_key=API_KEY, base_url=live.compat_url)
+    data = base64.b64encode(encode(tone(1.6, seed=7), "wav")).decode()
+    r = client.chat.completions.create(model=MODEL, max_tokens=2, messages=[
+        {"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": f"data:audio/wav;base64,{data}",
+                                                    "format": "wav"}},
+            {"type": "text", "text": "What is it?"}]}])
+    assert r.choices[0].message.role == "assistant"
+    assert r.usage is not None and r.usage.prompt_tokens > 40  # the clip's 40 rows and text
