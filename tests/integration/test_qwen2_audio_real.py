@@ -166,3 +166,20 @@ def test_compatible_mode_takes_input_audio_parts(live: LiveServer) -> None:
             {"type": "text", "text": "What is it?"}]}])
     assert r.choices[0].message.role == "assistant"
     assert r.usage is not None and r.usage.prompt_tokens > 40  # the clip's 40 rows and text
+
+
+def test_typed_audio_tokens_stay_text(live: LiveServer, audio_host: MediaServer) -> None:
+    """A client writing ``<|AUDIO|>`` in its text gets no placeholder: one clip, 40 rows."""
+    r = post(live, MODEL, [{"audio": audio_host.url(WELCOME)},
+                           {"text": "<|AUDIO|><|audio_bos|> what is it?"}])
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["audio_tokens"] == 40
+
+
+def test_stream_reports_audio_tokens(live: LiveServer, audio_host: MediaServer) -> None:
+    chunks = list(sdk_call(live, seed_messages(audio_host.url(WELCOME)), stream=True,
+                           incremental_output=True, max_tokens=3))
+    assert all(c.status_code == 200 for c in chunks), chunks[-1]
+    last = chunks[-1]
+    assert last.output.choices[0].finish_reason == "length"
+    assert last.usage["audio_tokens"] == 40 and last.usage["output_tokens"] == 3
