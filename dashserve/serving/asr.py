@@ -7,8 +7,11 @@ context, the user turn the clip (``<|audio_start|>``, one ``<|audio_pad|>`` per 
 ``asr_options.language`` forces the language. Otherwise the model writes that prefix itself
 (``ASR_GRAMMAR`` keeps it well formed) and ``parse_answer`` reads the language from it; the
 prefix never reaches the caller.
-``enable_itn: true`` (inverse text normalisation) is refused: the open model has no switch
-for it and no maintained normaliser is installed.
+``enable_itn: true`` (inverse text normalisation) runs on the finished transcript: numbers,
+dates, percentages and the like written as words become digits (``cn2an`` for Chinese and
+Cantonese, ``text2num`` for English, French, Spanish, Portuguese, German, Italian, Dutch and
+Danish; other languages keep their words). A stream holds the transcript back until it is
+final, since normalising can rewrite text already seen.
 
 Audio understanding (Qwen2-Audio models, served e.g. as qwen2-audio-instruct) is a chat: the
 model's chat template writes each clip as ``<|audio_bos|><|AUDIO|><|audio_eos|>`` and
@@ -28,7 +31,7 @@ import torch
 
 from dashserve.contracts.engine_client import AudioInfo
 from dashserve.contracts.multimodal import MultiModalInput, audio_token_count
-from dashserve.errors import InvalidRequest, UnsupportedFeature
+from dashserve.errors import InvalidRequest
 from dashserve.media.sources import MediaConfig, load_media
 from dashserve.multimodal.audio import audio_hash, billed_seconds, decode_audio, log_mel
 from dashserve.serving.request import AudioPart, GenerationRequest
@@ -62,10 +65,11 @@ ASR_GRAMMAR = (
 @dataclass(frozen=True, slots=True)
 class AsrOptions:
     language: str | None = None  # a code of LANGUAGES, forcing the language
+    enable_itn: bool = False  # inverse text normalisation of the transcript
 
 
 def parse_asr_options(value: Any) -> AsrOptions:
-    """``asr_options`` checked: ``language`` a known code, ``enable_itn`` false or absent."""
+    """``asr_options`` checked: ``language`` a known code, ``enable_itn`` a boolean."""
     if value is None:
         return AsrOptions()
     if not isinstance(value, dict):
@@ -78,15 +82,11 @@ def parse_asr_options(value: Any) -> AsrOptions:
         if key in value and not isinstance(value[key], bool):
             raise InvalidRequest(f"asr_options.{key} must be a boolean",
                                  param=f"asr_options.{key}")
-    if value.get("enable_itn"):
-        raise UnsupportedFeature(
-            "inverse text normalisation (asr_options.enable_itn: true) is not available on "
-            "this server; send enable_itn false", param="asr_options.enable_itn")
     language = value.get("language")
     if language is not None and (not isinstance(language, str) or language not in LANGUAGES):
         raise InvalidRequest(f"asr_options.language must be one of {', '.join(LANGUAGES)}",
                              param="asr_options.language")
-    return AsrOptions(language)
+    return AsrOptions(language, bool(value.get("enable_itn", False)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,12 +238,20 @@ def asr_prompt(encode: Callable[[str], list[int]], encode_plain: Callable[[str],
     return head + [audio.audio_token_id] * num_tokens + tail, item, len(context_ids)
 
 
-def parse_answer(text: str, forced: str | None, final: bool = True) -> tuple[str, str | None]:
+def parse_answer(text: str, forced: str | None, final: bool = True,
+                 itn: bool = False) -> tuple[str, str | None]:
     """(transcript, language code) of an answer: the transcript follows the first
     ``<asr_text>`` (a later one is format, not transcript, and is dropped); the language is
     the forced one, else the one the model named before ``<asr_text>`` (None when it named
     none we know). Unfinished (``final`` false), an answer still inside a ``language ...``
-    prefix shows nothing yet."""
+    prefix shows nothing yet, nor does any answer to be normalised (``itn``)."""
+    transcript, language = _split_answer(text, forced, final)
+    if itn:
+        return (inverse_normalize(transcript, language) if final else ""), language
+    return transcript, language
+
+
+def _split_answer(text: str, forced: str | None, final: bool) -> tuple[str, str | None]:
     if forced is not None:
         return text.replace(ASR_TEXT, ""), forced
     head, sep, rest = text.partition(ASR_TEXT)
@@ -253,6 +261,24 @@ def parse_answer(text: str, forced: str | None, final: bool = True) -> tuple[str
     if not final and ("language".startswith(text) or text.startswith("language")):
         return "", None
     return text, None
+
+
+def inverse_normalize(text: str, language: str | None) -> str:
+    """Numbers and the like written as words, as digits, in ``language`` (a code of
+    LANGUAGES; None: the transcript's script decides between Chinese and English).
+    Languages neither library knows keep their words."""
+    if language is None:
+        language = "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in text) else "en"
+    if language in ("zh", "yue"):
+        import cn2an
+
+        return str(cn2an.transform(text, "cn2an"))
+    from text_to_num import alpha2digit
+
+    try:
+        return str(alpha2digit(text, language))
+    except ValueError:  # a language text2num does not support
+        return text
 
 
 def annotation(language: str | None) -> list[dict[str, Any]]:

@@ -70,13 +70,30 @@ def seed_messages(url: str, context: str = "") -> list[dict[str, Any]]:
             {"role": "user", "content": [{"audio": url}]}]
 
 
-def test_seed_example_with_enable_itn_is_refused(asr_live: LiveServer,
-                                                 audio_host: MediaServer) -> None:
-    before = len(asr_live.gate.admissions)
-    r = sdk_call(asr_live, seed_messages(audio_host.url(WELCOME)),
-                 asr_options={"enable_itn": True})
-    assert r.status_code == 400 and "enable_itn" in r.message, r
-    assert len(asr_live.gate.admissions) == before
+def test_seed_example_with_enable_itn_answers_the_normalised_transcript(
+        asr_live: LiveServer, audio_host: MediaServer) -> None:
+    """The seed's own call (enable_itn true): 200, audio_info with a language, seconds; its
+    transcript is the plain answer's, normalised; a stream shows it whole at the end."""
+    from dashserve.serving.asr import inverse_normalize
+
+    url = audio_host.url(WELCOME)
+    runs = {}
+    for itn in (False, True):
+        r = sdk_call(asr_live, seed_messages(url), asr_options={"enable_itn": itn},
+                     max_tokens=12, top_k=1, seed=5)
+        assert r.status_code == 200, r
+        info = r.output.choices[0].message.annotations[0]
+        assert info["type"] == "audio_info" and info["language"]
+        assert r.usage["seconds"] == 2
+        (part,) = r.output.choices[0].message.content or [{"text": ""}]
+        runs[itn] = (part["text"], info["language"])
+    plain, language = runs[False]
+    assert runs[True] == (inverse_normalize(plain, language), language)
+    chunks = sdk_call(asr_live, seed_messages(url), asr_options={"enable_itn": True},
+                      max_tokens=12, top_k=1, seed=5, stream=True, incremental_output=True)
+    texts = ["".join(p.get("text", "") for p in c.output.choices[0].message.content)
+             for c in chunks]
+    assert not any(texts[:-1]) and texts[-1] == runs[True][0]
 
 
 @pytest.mark.parametrize("language", ["zh", None])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dashserve.contracts.engine_client import AudioInfo
-from dashserve.errors import InvalidRequest, UnsupportedFeature
+from dashserve.errors import InvalidRequest
 from dashserve.serving.asr import (
     PreparedClip,
     annotation,
@@ -22,8 +22,8 @@ AUDIO = AudioInfo("qwen3-asr", 128, 100, 151676, 151669, 151670)
 def test_asr_options() -> None:
     assert parse_asr_options(None).language is None
     assert parse_asr_options({"language": "zh", "enable_itn": False}).language == "zh"
-    with pytest.raises(UnsupportedFeature, match="enable_itn"):
-        parse_asr_options({"enable_itn": True})
+    assert parse_asr_options({"enable_itn": True}).enable_itn
+    assert not parse_asr_options({"language": "en"}).enable_itn
     for bad in ({"language": "klingon"}, {"language": 3}, {"enable_itn": "yes"},
                 {"speed": 2}, ["zh"]):
         with pytest.raises(InvalidRequest):
@@ -57,3 +57,15 @@ def test_prompt_places_the_clip_and_forces_the_language(model_dir_factory) -> No
     assert ids[item.offset - 1] == 151669 and ids[item.offset + 20] == 151670
     assert 151645 not in ids[3:3 + ctx]  # client text typed as a control token stays text
     assert item.kind == "audio" and item.audio_frames == 150
+
+
+def test_inverse_text_normalisation_of_the_finished_transcript() -> None:
+    answer = "language Chinese<asr_text>我有一百二十三个苹果，百分之五十是红的"
+    assert parse_answer(answer, None, itn=True) == ("我有123个苹果，50%是红的", "zh")
+    assert parse_answer(answer, None, itn=False)[0] == "我有一百二十三个苹果，百分之五十是红的"
+    assert parse_answer("twenty three apples", "en", itn=True) == ("23 apples", "en")
+    assert parse_answer("vingt trois pommes", "fr", itn=True) == ("23 pommes", "fr")
+    # held back until final: normalising may rewrite text a stream would have shown
+    assert parse_answer(answer, None, final=False, itn=True) == ("", "zh")
+    # a language neither normaliser knows keeps its words
+    assert parse_answer("двадцать три", "ru", itn=True) == ("двадцать три", "ru")

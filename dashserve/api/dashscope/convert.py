@@ -96,6 +96,7 @@ class NativeView:
     ocr: Callable[[str], Any] | None = None  # an OCR task's parser: the answer → ocr_result
     asr: bool = False  # speech recognition: transcript content and an audio_info annotation
     asr_language: str | None = None  # the language asr_options.language forced
+    asr_itn: bool = False  # asr_options.enable_itn: the transcript normalised once final
 
 
 def native_view(params: NativeParameters, profile: ModelProfile, multimodal: bool,
@@ -108,7 +109,8 @@ def native_view(params: NativeParameters, profile: ModelProfile, multimodal: boo
     """
     task = parse_ocr_options(params.ocr_options, model)
     asr = profile.family == "qwen3-asr"
-    language = parse_asr_options(params.asr_options).language if asr else None
+    options = parse_asr_options(params.asr_options) if asr else None
+    language = options.language if options else None
     multimodal = multimodal or task is not None or asr
     thinking = thinking_enabled(params.enable_thinking, profile)
     default_fmt = "message" if thinking and params.enable_thinking is None \
@@ -132,7 +134,8 @@ def native_view(params: NativeParameters, profile: ModelProfile, multimodal: boo
     if fmt == "text" and params.logprobs:
         raise InvalidRequest("logprobs needs result_format 'message'", param="logprobs")
     return NativeView(fmt, incremental, multimodal, n, bool(params.logprobs),
-                      task.parse if task is not None else None, asr, language)
+                      task.parse if task is not None else None, asr, language,
+                      bool(options and options.enable_itn))
 
 
 def native_usage(usage: Usage, output_tokens: int | None = None) -> dict[str, Any]:
@@ -188,7 +191,8 @@ def _choice(view: NativeView, index: int, content: str, reasoning: str, logprobs
     language: str | None = None
     if view.asr:  # the transcript, without the model's "language ...<asr_text>" prefix
         transcript, language = parse_answer(content if whole is None else whole,
-                                            view.asr_language, finish not in (None, "null"))
+                                            view.asr_language, finish not in (None, "null"),
+                                            view.asr_itn)
         content = transcript if whole is None else content
     message: dict[str, Any] = {"role": "assistant",
                                "content": _parts(view, content, finish, whole)
@@ -274,7 +278,7 @@ class NativeStreamRenderer:
         finish = delta.finish_reason or "null"
         if self.view.asr:  # stream the transcript only
             transcript, _ = parse_answer(state.content, self.view.asr_language,
-                                         finish != "null")
+                                         finish != "null", self.view.asr_itn)
             sent = self._asr_sent.get(state.index, 0)
             content = transcript[sent:] if self.view.incremental else transcript
             self._asr_sent[state.index] = len(transcript)
