@@ -177,16 +177,7 @@ def engine_stats(registry: ModelRegistry) -> EngineStats | None:
     """Queue and KV state summed over the loaded engines (None while loading)."""
     if not registry.is_ready:
         return None
-    stats = [e.stats() for e in registry.engines]
-    return EngineStats(
-        num_waiting=sum(s.num_waiting for s in stats),
-        num_running=sum(s.num_running for s in stats),
-        num_kv_blocks_total=sum(s.num_kv_blocks_total for s in stats),
-        num_kv_blocks_free=sum(s.num_kv_blocks_free for s in stats),
-        num_preemptions=sum(s.num_preemptions for s in stats),
-        num_prefix_cache_hits=sum(s.num_prefix_cache_hits for s in stats),
-        num_kv_blocks_pinned=sum(s.num_kv_blocks_pinned for s in stats),
-    )
+    return EngineStats.summed(e.stats() for e in registry.engines)
 
 
 def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, gate: Gate, *,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -78,6 +80,12 @@ class EngineStats:
     num_preemptions: int = 0
     num_prefix_cache_hits: int = 0
     num_kv_blocks_pinned: int = 0
+
+    @classmethod
+    def summed(cls, all_stats: Iterable[EngineStats]) -> EngineStats:
+        """Several engines' stats as one (a pool's, or a server's over its models)."""
+        items = list(all_stats)
+        return cls(*(sum(getattr(s, f.name) for s in items) for f in dataclasses.fields(cls)))
 
     @property
     def kv_usage(self) -> float:

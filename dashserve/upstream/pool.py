@@ -178,15 +178,7 @@ class Pool:
 
     def stats(self) -> EngineStats:
         """The members' stats summed (upstream servers report only our requests)."""
-        all_stats = [e.stats() for e in self.endpoints]
-        return EngineStats(
-            num_waiting=sum(s.num_waiting for s in all_stats),
-            num_running=sum(s.num_running for s in all_stats),
-            num_kv_blocks_total=sum(s.num_kv_blocks_total for s in all_stats),
-            num_kv_blocks_free=sum(s.num_kv_blocks_free for s in all_stats),
-            num_preemptions=sum(s.num_preemptions for s in all_stats),
-            num_prefix_cache_hits=sum(s.num_prefix_cache_hits for s in all_stats),
-        )
+        return EngineStats.summed(e.stats() for e in self.endpoints)
 
     async def shutdown(self) -> None:
         if self._prober is not None:
