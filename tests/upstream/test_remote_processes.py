@@ -115,10 +115,10 @@ def local(qwen3_tiny_dir: Path) -> Iterator[LiveServer]:
     server.stop()
 
 
-def _dashscope(server: LiveServer, **kwargs: Any) -> Any:
+def _dashscope(server: LiveServer, model: str = MODEL, **kwargs: Any) -> Any:
     import dashscope
 
-    return dashscope.Generation.call(model=MODEL, api_key=API_KEY,
+    return dashscope.Generation.call(model=model, api_key=API_KEY,
                                      base_address=server.native_url, **kwargs)
 
 
@@ -203,6 +203,46 @@ def test_client_disconnect_aborts_inside_the_engine_process(
     poll(lambda: all(p.stats()["num_streams"] == 0 and p.stats()["num_running"] == 0
                      for p in processes), what="nothing left running")
     poll(lambda: front.app.state.service.num_inflight == 0, what="front released it")
+
+
+def test_one_front_over_engine_processes_and_a_llama_server(
+        processes: list[EngineProcess]) -> None:
+    """The loopback topology: one front, two pools built from ``[[upstreams]]`` specs, the
+    two engine processes (kind dashserve) and llama.cpp's real llama-server (kind llamacpp);
+    both SDKs answer with usage through both, and every answer has its usage record."""
+    import openai
+
+    from bench.checkpoints import bench_checkpoint
+    from bench.peers import llamacpp
+    from tests.upstream.test_sdk_front import NOT_BUILT, _built
+
+    if not _built():
+        pytest.skip(NOT_BUILT)
+    ckpt = bench_checkpoint("qwen3-tiny")
+    port = free_port()
+    with llamacpp.start_llama_server(llamacpp.ensure_gguf(ckpt), port, slots=2, threads=1,
+                                     ctx_per_slot=1024):
+        specs = [UpstreamSpec(name=MODEL, kind="dashserve", api_key=SECRET,
+                              urls=tuple(p.url for p in processes)),
+                 UpstreamSpec(name="qwen-max", kind="llamacpp", tokenizer=str(ckpt),
+                              urls=(f"http://127.0.0.1:{port}",), max_model_len=1024)]
+        server = start_server(build_pools(specs))  # type: ignore[arg-type]
+        try:
+            client = openai.OpenAI(api_key=API_KEY, base_url=server.compat_url)
+            for model in (MODEL, "qwen-max"):
+                r = _dashscope(server, model=model, result_format="message", max_tokens=8,
+                               messages=[{"role": "user", "content": PROMPT}], **GREEDY)
+                assert r.status_code == 200, r
+                record = _usage_of(server, r.request_id)
+                assert (record.model, record.input_tokens, record.output_tokens) == (
+                    model, r.usage.input_tokens, r.usage.output_tokens)
+                assert 1 <= r.usage.output_tokens <= 8
+                chat = client.chat.completions.create(
+                    model=model, max_tokens=8, messages=[{"role": "user", "content": "hi"}],
+                    extra_body={"top_k": 1})
+                assert chat.usage is not None and chat.usage.completion_tokens >= 1
+        finally:
+            server.stop()
 
 
 def test_killing_an_engine_mid_stream_is_a_dashscope_error(
