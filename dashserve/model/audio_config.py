@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dashserve.contracts.multimodal import audio_token_count
+from dashserve.contracts.audio_tokens import audio_token_count
 
 AUDIO_ARCHITECTURES = {"Qwen3ASRForConditionalGeneration": "qwen3-asr",
                        "Qwen2AudioForConditionalGeneration": "qwen2-audio"}

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dashserve.contracts.multimodal import post_cnn_length
+from dashserve.contracts.audio_tokens import post_cnn_length
 from dashserve.model.audio_config import AudioConfig
 
 

@@ -29,8 +29,9 @@ from typing import Any
 
 import torch
 
+from dashserve.contracts.audio_tokens import audio_token_count
 from dashserve.contracts.engine_client import AudioInfo
-from dashserve.contracts.multimodal import MultiModalInput, audio_token_count
+from dashserve.contracts.multimodal import MultiModalInput
 from dashserve.errors import InvalidRequest
 from dashserve.media.sources import MediaConfig, load_media
 from dashserve.multimodal.audio import audio_hash, billed_seconds, decode_audio, log_mel

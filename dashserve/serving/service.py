@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 
 import torch
 
+from dashserve.contracts.audio_tokens import audio_token_count
 from dashserve.contracts.engine_client import AudioInfo
-from dashserve.contracts.multimodal import MultiModalInput, audio_token_count
+from dashserve.contracts.multimodal import MultiModalInput
 from dashserve.contracts.params import StructuredOutputSpec
 from dashserve.errors import (
     DashServeError,

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from dashserve.contracts.multimodal import MultiModalInput, audio_token_count
+from dashserve.contracts.audio_tokens import audio_token_count
+from dashserve.contracts.multimodal import MultiModalInput
 from dashserve.contracts.params import SamplingParams
 from dashserve.contracts.request import EngineRequest
 from dashserve.engine.engine import EngineConfig, LLMEngine

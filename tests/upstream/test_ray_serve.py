@@ -105,7 +105,12 @@ def test_two_replicas_answer_the_sdks(ray_front: RayFront) -> None:
         assert r.status_code == 200, r
         assert r.usage.output_tokens == 8 and r.usage.input_tokens > 0
         texts.append(r.output.choices[0].message.content)
-    assert texts[0] == texts[1]  # the same greedy answer from either replica
+    assert texts[0] == texts[1]  # the same greedy answer (the repeat lands where it is cached)
+    for i in range(12):  # distinct prompts spread over the idle replicas (rendezvous order:
+        # all twelve on one replica has odds of 1 in 2,048)
+        r = dashscope.Generation.call(model=MODEL, api_key=API_KEY, base_address=native,
+                                      prompt=f"{i} ({i * 7919}) 你好", max_tokens=2)
+        assert r.status_code == 200, r
     chunks = list(dashscope.Generation.call(
         model=MODEL, api_key=API_KEY, base_address=native, prompt="hi", stream=True,
         incremental_output=True, max_tokens=6))

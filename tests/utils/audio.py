@@ -8,7 +8,8 @@ import io
 import av
 import numpy as np
 
-from dashserve.contracts.multimodal import MultiModalInput, audio_token_count
+from dashserve.contracts.audio_tokens import audio_token_count
+from dashserve.contracts.multimodal import MultiModalInput
 from dashserve.multimodal.audio import audio_hash, log_mel
 
 # container format, codec, extension
