@@ -38,6 +38,14 @@ def model_info(spec: UpstreamSpec, tokenizer_dir: Path, tokenizer: Tokenizer) ->
                      vocab_size=int(cfg.get("vocab_size") or tokenizer.vocab_size))
 
 
+def routing_policy(spec: UpstreamSpec) -> RoutingPolicy:
+    return RoutingPolicy(block_tokens=spec.affinity_block_tokens, load_factor=spec.load_factor)
+
+
+def pool_policy(spec: UpstreamSpec) -> PoolPolicy:
+    return PoolPolicy(max_attempts=spec.max_attempts, probe_interval_s=spec.probe_interval_s)
+
+
 def load_tokenizer(tokenizer_dir: Path) -> Tokenizer:
     """The tokenizer in ``tokenizer_dir``, ready for serving (seconds: share it)."""
     tokenizer = Tokenizer.from_dir(tokenizer_dir)
@@ -61,10 +69,8 @@ def build_pool(spec: UpstreamSpec, tokenizer_dir: Path,
     endpoints = [Endpoint(url, dialect, tokenizer, info, http,
                           upstream_model=spec.upstream_model or spec.name, headers=headers)
                  for url in spec.urls]
-    routing = RoutingPolicy(block_tokens=spec.affinity_block_tokens,
-                            load_factor=spec.load_factor)
-    policy = PoolPolicy(max_attempts=spec.max_attempts, probe_interval_s=spec.probe_interval_s)
-    return Pool(spec.name, endpoints, tokenizer, info, routing=routing, policy=policy, http=http)
+    return Pool(spec.name, endpoints, tokenizer, info, routing=routing_policy(spec),
+                policy=pool_policy(spec), http=http)
 
 
 def build_engine_pool(spec: UpstreamSpec) -> Pool:
@@ -76,10 +82,8 @@ def build_engine_pool(spec: UpstreamSpec) -> Pool:
     async def connect() -> list[RemoteEngineClient]:
         return [await RemoteEngineClient.connect(url, secret=spec.api_key) for url in spec.urls]
 
-    policy = PoolPolicy(max_attempts=spec.max_attempts, probe_interval_s=spec.probe_interval_s)
-    routing = RoutingPolicy(block_tokens=spec.affinity_block_tokens,
-                            load_factor=spec.load_factor)
-    return engine_pool(spec.name, asyncio.run(connect()), policy=policy, routing=routing)
+    return engine_pool(spec.name, asyncio.run(connect()), policy=pool_policy(spec),
+                       routing=routing_policy(spec))
 
 
 def build_pools(specs: Sequence[UpstreamSpec], default_tokenizer: Path | None = None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ from dashserve.contracts.request import EngineRequest
 from dashserve.errors import InvalidRequest, ModelUnavailable, PromptTooLong, ServerBusy
 from dashserve.tokenizer import Tokenizer
 from dashserve.upstream.dialect import Dialect, RequestPlan, metrics_load, sse_data
+from dashserve.upstream.routing import Rotation
 from dashserve.upstream.tracker import OutputTracker, ThinkIds
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,13 @@ class UpstreamBusy(ServerBusy):
     """The upstream answered 429: try another endpoint, else 429 to the client."""
 
 
-class Endpoint:
+class Endpoint(Rotation):
     """An EngineClient over one upstream server (``url``) spoken to in ``dialect``."""
 
     def __init__(self, url: str, dialect: Dialect, tokenizer: Tokenizer, model_info: ModelInfo,
                  http: httpx.AsyncClient, *, upstream_model: str,
                  headers: dict[str, str] | None = None) -> None:
+        super().__init__()  # in rotation until it fails
         self.url = url.rstrip("/")
         self.dialect = dialect
         self.tokenizer = tokenizer
@@ -68,8 +69,6 @@ class Endpoint:
         self.num_outstanding = 0  # requests this front sent and that have not finished
         self.num_external = 0  # requests other fronts have there (from its metrics)
         self.num_requests = 0
-        self.is_healthy = True  # False: taken out of rotation until a probe succeeds
-        self.ejected_at: float | None = None
 
     def __repr__(self) -> str:
         return f"Endpoint({self.dialect.kind} {self.url})"
@@ -198,18 +197,6 @@ class Endpoint:
         except (httpx.HTTPError, ValueError):
             return  # no metrics is no fault: health probes and requests decide that
         self.num_external = max(0, total - self.num_outstanding)
-
-    def eject(self, reason: str = "") -> None:
-        if self.is_healthy:
-            log.warning("upstream %s taken out of rotation: %s", self.url, reason or "failed")
-        self.is_healthy = False
-        self.ejected_at = time.monotonic()
-
-    def restore(self) -> None:
-        if not self.is_healthy:
-            log.warning("upstream %s back in rotation", self.url)
-        self.is_healthy = True
-        self.ejected_at = None
 
     async def abort(self, request_id: str) -> None:
         response = self._open.pop(request_id, None)

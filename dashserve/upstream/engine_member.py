@@ -10,7 +10,6 @@ other error (a bad request) reaches the client unchanged.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -22,20 +21,21 @@ from dashserve.contracts.request import EngineRequest
 from dashserve.errors import ModelUnavailable, ServerBusy
 from dashserve.upstream.endpoint import UpstreamBusy, UpstreamError
 from dashserve.upstream.pool import Pool, PoolPolicy
-from dashserve.upstream.routing import RoutingPolicy
+from dashserve.upstream.routing import Rotation, RoutingPolicy
 
 log = logging.getLogger(__name__)
 
 
-class EngineMember:
+class EngineMember(Rotation):
     """Implements the pool's ``Member`` over ``client``; ``url`` names it in logs."""
 
+    noun = "engine"
+
     def __init__(self, client: EngineClient, url: str) -> None:
+        super().__init__()
         self.client = client
         self.url = url
         self.num_outstanding = 0  # requests this front sent that have not finished
-        self.is_healthy = True
-        self.ejected_at: float | None = None
 
     @property
     def load(self) -> int:
@@ -73,18 +73,6 @@ class EngineMember:
 
     async def scrape(self, timeout_s: float = 2.0) -> None:
         """The engine's load comes with its stats (``load``): nothing to read here."""
-
-    def eject(self, reason: str = "") -> None:
-        if self.is_healthy:
-            log.warning("engine %s taken out of rotation: %s", self.url, reason or "failed")
-        self.is_healthy = False
-        self.ejected_at = time.monotonic()
-
-    def restore(self) -> None:
-        if not self.is_healthy:
-            log.warning("engine %s back in rotation", self.url)
-        self.is_healthy = True
-        self.ejected_at = None
 
     async def abort(self, request_id: str) -> None:
         await self.client.abort(request_id)

@@ -21,11 +21,14 @@ by a hash of the prompt's first block, so distinct prompts spread over an idle p
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
+
+log = logging.getLogger(__name__)
 
 
 class Routable(Protocol):
@@ -37,6 +40,28 @@ class Routable(Protocol):
 
 
 E = TypeVar("E", bound=Routable)
+
+
+class Rotation:
+    """Whether a pool member is in rotation: taken out when it fails, put back once a
+    probe succeeds (each change logged once). ``noun`` names the member in the log."""
+
+    url: str
+    noun = "upstream"
+
+    def __init__(self) -> None:
+        self.is_healthy = True
+
+    def eject(self, reason: str = "") -> None:
+        if self.is_healthy:
+            log.warning("%s %s taken out of rotation: %s", self.noun, self.url,
+                        reason or "failed")
+        self.is_healthy = False
+
+    def restore(self) -> None:
+        if not self.is_healthy:
+            log.warning("%s %s back in rotation", self.noun, self.url)
+        self.is_healthy = True
 
 
 @dataclass(frozen=True, slots=True)
