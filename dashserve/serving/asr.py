@@ -67,10 +67,12 @@ ASR_GRAMMAR = (
 class AsrOptions:
     language: str | None = None  # a code of LANGUAGES, forcing the language
     enable_itn: bool = False  # inverse text normalisation of the transcript
+    enable_lid: bool = True  # the answer's audio_info names the language
 
 
 def parse_asr_options(value: Any) -> AsrOptions:
-    """``asr_options`` checked: ``language`` a known code, ``enable_itn`` a boolean."""
+    """``asr_options`` checked: ``language`` a known code, ``enable_itn`` and
+    ``enable_lid`` booleans."""
     if value is None:
         return AsrOptions()
     if not isinstance(value, dict):
@@ -87,7 +89,7 @@ def parse_asr_options(value: Any) -> AsrOptions:
     if language is not None and (not isinstance(language, str) or language not in LANGUAGES):
         raise InvalidRequest(f"asr_options.language must be one of {', '.join(LANGUAGES)}",
                              param="asr_options.language")
-    return AsrOptions(language, bool(value.get("enable_itn", False)))
+    return AsrOptions(language, value.get("enable_itn", False), value.get("enable_lid", True))
 
 
 @dataclass(frozen=True, slots=True)

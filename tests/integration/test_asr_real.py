@@ -235,3 +235,11 @@ def test_sdk_uploads_a_local_recording(asr_live: LiveServer, tmp_path: Any, form
     assert r.usage["seconds"] == 3
     assert r.output.choices[0].message.annotations == [{"type": "audio_info",
                                                         "language": "en"}]
+
+
+def test_enable_lid_false_leaves_the_language_out(asr_live: LiveServer,
+                                                  audio_host: MediaServer) -> None:
+    r = sdk_call(asr_live, seed_messages(audio_host.url(WELCOME)),
+                 asr_options={"enable_lid": False}, max_tokens=4)
+    assert r.status_code == 200, r
+    assert r.output.choices[0].message.annotations == [{"type": "audio_info"}]

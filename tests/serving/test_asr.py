@@ -24,6 +24,8 @@ def test_asr_options() -> None:
     assert parse_asr_options({"language": "zh", "enable_itn": False}).language == "zh"
     assert parse_asr_options({"enable_itn": True}).enable_itn
     assert not parse_asr_options({"language": "en"}).enable_itn
+    assert parse_asr_options(None).enable_lid and parse_asr_options({}).enable_lid
+    assert not parse_asr_options({"enable_lid": False}).enable_lid
     for bad in ({"language": "klingon"}, {"language": 3}, {"enable_itn": "yes"},
                 {"speed": 2}, ["zh"]):
         with pytest.raises(InvalidRequest):

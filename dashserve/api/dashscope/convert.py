@@ -25,7 +25,7 @@ from dashserve.api.sse import native_error_event, native_event
 from dashserve.errors import DashServeError, InvalidRequest, MissingInput
 from dashserve.inspection.header import InspectionRequest
 from dashserve.search.prompt import EMPTY_SEARCH_INFO
-from dashserve.serving.asr import annotation, parse_answer, parse_asr_options
+from dashserve.serving.asr import AsrOptions, annotation, parse_answer, parse_asr_options
 from dashserve.serving.assemble import ChoiceState, Completion, GenerationUpdate, Usage
 from dashserve.serving.features import thinking_enabled
 from dashserve.serving.normalize import check_extras
@@ -94,9 +94,8 @@ class NativeView:
     n: int
     logprobs: bool
     ocr: Callable[[str], Any] | None = None  # an OCR task's parser: the answer → ocr_result
-    asr: bool = False  # speech recognition: transcript content and an audio_info annotation
-    asr_language: str | None = None  # the language asr_options.language forced
-    asr_itn: bool = False  # asr_options.enable_itn: the transcript normalised once final
+    # speech recognition (its asr_options): transcript content and an audio_info annotation
+    asr: AsrOptions | None = None
 
 
 def native_view(params: NativeParameters, profile: ModelProfile, multimodal: bool,
@@ -108,10 +107,8 @@ def native_view(params: NativeParameters, profile: ModelProfile, multimodal: boo
     (``ocr_options``) answers content parts with its ``ocr_result``.
     """
     task = parse_ocr_options(params.ocr_options, model)
-    asr = profile.family == "qwen3-asr"
-    options = parse_asr_options(params.asr_options) if asr else None
-    language = options.language if options else None
-    multimodal = multimodal or task is not None or asr
+    asr = parse_asr_options(params.asr_options) if profile.family == "qwen3-asr" else None
+    multimodal = multimodal or task is not None or asr is not None
     thinking = thinking_enabled(params.enable_thinking, profile)
     default_fmt = "message" if thinking and params.enable_thinking is None \
         else profile.result_format
@@ -134,8 +131,7 @@ def native_view(params: NativeParameters, profile: ModelProfile, multimodal: boo
     if fmt == "text" and params.logprobs:
         raise InvalidRequest("logprobs needs result_format 'message'", param="logprobs")
     return NativeView(fmt, incremental, multimodal, n, bool(params.logprobs),
-                      task.parse if task is not None else None, asr, language,
-                      bool(options and options.enable_itn))
+                      task.parse if task is not None else None, asr)
 
 
 def native_usage(usage: Usage, output_tokens: int | None = None) -> dict[str, Any]:
@@ -191,14 +187,14 @@ def _choice(view: NativeView, index: int, content: str, reasoning: str, logprobs
     language: str | None = None
     if view.asr:  # the transcript, without the model's "language ...<asr_text>" prefix
         transcript, language = parse_answer(content if whole is None else whole,
-                                            view.asr_language, finish not in (None, "null"),
-                                            view.asr_itn)
+                                            view.asr.language, finish not in (None, "null"),
+                                            view.asr.enable_itn)
         content = transcript if whole is None else content
     message: dict[str, Any] = {"role": "assistant",
                                "content": _parts(view, content, finish, whole)
                                if view.multimodal else content}
     if view.asr:
-        message["annotations"] = annotation(language)
+        message["annotations"] = annotation(language if view.asr.enable_lid else None)
     if reasoning:
         message["reasoning_content"] = reasoning
     if tool_calls:
@@ -277,8 +273,8 @@ class NativeStreamRenderer:
             calls = merged_tool_calls(state.tool_calls)
         finish = delta.finish_reason or "null"
         if self.view.asr:  # stream the transcript only
-            transcript, _ = parse_answer(state.content, self.view.asr_language,
-                                         finish != "null", self.view.asr_itn)
+            transcript, _ = parse_answer(state.content, self.view.asr.language,
+                                         finish != "null", self.view.asr.enable_itn)
             sent = self._asr_sent.get(state.index, 0)
             content = transcript[sent:] if self.view.incremental else transcript
             self._asr_sent[state.index] = len(transcript)
