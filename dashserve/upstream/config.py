@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 KINDS: tuple[str, ...] = ("openai", "vllm", "sglang", "llamacpp", "dashserve")
 
@@ -26,7 +26,7 @@ class UpstreamSpec(BaseModel):
     served_model_names: tuple[str, ...] = ()  # more names for the same pool
     # Directory with tokenizer.json (and config.json): the front renders and tokenizes with it.
     # None: the demo model's (the real Qwen3 tokenizer). Kind "dashserve" (``engine-serve``
-    # processes) takes the engines' own tokenizer and ignores it.
+    # processes) takes the engines' own tokenizer, name and context, and refuses these.
     tokenizer: str | None = None
     upstream_model: str | None = None
     max_model_len: int | None = Field(default=None, ge=16)
@@ -46,6 +46,16 @@ class UpstreamSpec(BaseModel):
         if kind not in KINDS:
             raise ValueError(f"unknown upstream kind {kind!r}; known: {', '.join(KINDS)}")
         return kind
+
+    @model_validator(mode="after")
+    def _engine_fields(self) -> UpstreamSpec:
+        if self.kind == "dashserve":
+            given = [k for k in ("tokenizer", "upstream_model", "max_model_len")
+                     if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"kind 'dashserve' takes the engines' own {', '.join(given)}; "
+                                 "leave it out")
+        return self
 
     @field_validator("urls")
     @classmethod
@@ -67,4 +77,4 @@ def parse_upstream_flag(value: str, tokenizer: str | None = None) -> UpstreamSpe
     if not (sep and sep2 and name and kind and urls):
         raise ValueError(f"--upstream {value!r}: expected NAME=KIND:URL[,URL...]")
     return UpstreamSpec(name=name, kind=kind, urls=tuple(u for u in urls.split(",") if u),
-                        tokenizer=tokenizer)
+                        tokenizer=None if kind == "dashserve" else tokenizer)

@@ -46,6 +46,7 @@ def test_upstreams_alone_are_not_the_demo() -> None:
 
 @pytest.mark.parametrize(("fields", "message"), [
     ({"kind": "tgi"}, "unknown upstream kind"),
+    ({"kind": "dashserve", "tokenizer": "/tok"}, "engines' own tokenizer"),
     ({"urls": ["gpu1:8000"]}, "must start with http"),
     ({"urls": []}, "at least 1"),
 ])
