@@ -128,7 +128,9 @@ def pct(values: list[float], q: float) -> float:
 
 async def measure(upstream: str, front: str, ids: list[int], concurrency: int, n: int,
                   rounds: int) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=concurrency * 2 + 8)
+    # connections idle for a second are not reused: a server may close an idle one (uvicorn
+    # after 5 s) just as the next round reuses it, which fails that request
+    limits = httpx.Limits(max_connections=concurrency * 2 + 8, keepalive_expiry=1.0)
     out: dict[str, dict[str, list[float]]] = {s: {"ttft": [], "gap": []} for s in ("direct", "front")}
     async with httpx.AsyncClient(timeout=300, limits=limits, trust_env=False) as c:
         await front_stream(c, front, n)  # warm both paths (connections, caches)

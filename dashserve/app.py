@@ -220,10 +220,11 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
         bind_names(lambda: registry.names)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(native_routes.router)
-    app.include_router(upload_routes.router)
+    # routes are matched in this order: the generation routes, the hot path, come first
     app.include_router(openai_routes.router)
+    app.include_router(native_routes.router)
+    app.include_router(health.router)
+    app.include_router(upload_routes.router)
     app.include_router(files_routes.compat_router)
     app.include_router(files_routes.native_router)
     if settings.console:

@@ -109,6 +109,9 @@ def compile_chat_template(template: str) -> jinja2.Template:
 _GIL_FREE_CHARS = 4096  # longer texts are encoded without holding the GIL
 
 
+_KEPT_PIECE_CHARS = 24  # template pieces this short have their ids kept ...
+_KEPT_PIECES = 4096  # ... up to this many of them
+
 class Tokenizer:
     """Encode/decode, special ids, per-id bytes and chat-template rendering for one checkpoint."""
 
@@ -141,6 +144,9 @@ class Tokenizer:
                 re.escape(t) for t in sorted(self._added_ids, key=len, reverse=True)))
         self._plain_backend: Backend | None = None  # built by prepare_plain (servers do it at load)
         self._plain_lock = threading.Lock()
+        # the short pieces between a template's control tokens ("assistant\n", "\n\n") recur
+        # in every prompt: their ids are kept rather than asked of the tokenizer each time
+        self._piece_ids: dict[str, tuple[int, ...]] = {}
         # Client text stands in the template with its added tokens replaced by these marks
         # (private-use characters and a per-tokenizer nonce, which JSON leaves as they are).
         nonce = secrets.token_hex(6)
@@ -208,6 +214,13 @@ class Tokenizer:
                 self._plain_backend = _without_added_tokens(self.backend)
         return self._plain_backend
 
+    def prepare_for_serving(self) -> None:
+        """Build the plain-text tokenizer and compile the chat template now (about a second,
+        holding the GIL): a server does this while loading, so no request pays for it."""
+        self.prepare_plain()
+        if self.chat_template and self._compiled is None:
+            self._compiled = compile_chat_template(self.chat_template)
+
     def encode_plain(self, text: str) -> list[int]:
         """Token ids of ``text`` as plain text: special and added tokens typed in it (such as
         ``<|im_start|>``) are encoded as the ordinary tokens of their characters."""
@@ -246,7 +259,17 @@ class Tokenizer:
             ids += self._encode_piece(text[start:])
         return ids
 
-    def _encode_piece(self, piece: str) -> list[int]:
+    def _encode_piece(self, piece: str) -> list[int] | tuple[int, ...]:
+        if len(piece) <= _KEPT_PIECE_CHARS:
+            ids = self._piece_ids.get(piece)
+            if ids is None:
+                ids = tuple(self._encode_unmarked(piece))
+                if len(self._piece_ids) < _KEPT_PIECES:
+                    self._piece_ids[piece] = ids
+            return ids
+        return self._encode_unmarked(piece)
+
+    def _encode_unmarked(self, piece: str) -> list[int]:
         if "\ue000" in piece:
             piece = self._mark_re.sub(lambda m: self._unmarks.get(m.group(), m.group()), piece)
         return self.encode_plain(piece)

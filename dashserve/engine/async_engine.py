@@ -80,7 +80,7 @@ class AsyncEngine:
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
         self.tokenizer = engine.tokenizer
-        prepare = getattr(self.tokenizer, "prepare_plain", None)
+        prepare = getattr(self.tokenizer, "prepare_for_serving", None)
         if prepare is not None:  # client text is encoded as plain text: ready before serving
             prepare()
         self.model_info = ModelInfo(

@@ -167,9 +167,16 @@ class GenerationRun:
         error when the engine failed."""
         while not self._items:
             self._ready.clear()
+            if timeout_s is None:
+                await self._ready.wait()
+                continue
+            # a timer that wakes the wait, not wait_for: no task per wait on the token path
+            timer = asyncio.get_running_loop().call_later(timeout_s, self._ready.set)
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout_s)
-            except asyncio.TimeoutError:
+                await self._ready.wait()
+            finally:
+                timer.cancel()
+            if not self._items:  # the timer woke it
                 return None
         item = self._items.popleft()
         if item is _END:

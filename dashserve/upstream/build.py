@@ -7,13 +7,12 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
-
 from dashserve.contracts.engine_client import EngineClient, ModelInfo
 from dashserve.tokenizer import Tokenizer
 from dashserve.upstream.config import UpstreamSpec
 from dashserve.upstream.dialect import Dialect
 from dashserve.upstream.endpoint import Endpoint
+from dashserve.upstream.http import UpstreamHttp
 from dashserve.upstream.llamacpp import LlamaCppCompletion
 from dashserve.upstream.pool import Pool, PoolPolicy
 from dashserve.upstream.routing import RoutingPolicy
@@ -49,7 +48,7 @@ def pool_policy(spec: UpstreamSpec) -> PoolPolicy:
 def load_tokenizer(tokenizer_dir: Path) -> Tokenizer:
     """The tokenizer in ``tokenizer_dir``, ready for serving (seconds: share it)."""
     tokenizer = Tokenizer.from_dir(tokenizer_dir)
-    tokenizer.prepare_plain()
+    tokenizer.prepare_for_serving()
     return tokenizer
 
 
@@ -59,11 +58,8 @@ def build_pool(spec: UpstreamSpec, tokenizer_dir: Path,
     the one loaded from ``tokenizer_dir`` already (loaded here when None)."""
     tokenizer = tokenizer or load_tokenizer(tokenizer_dir)
     info = model_info(spec, tokenizer_dir, tokenizer)
-    timeout = httpx.Timeout(connect=spec.connect_timeout_s, read=spec.read_timeout_s,
-                            write=spec.connect_timeout_s, pool=spec.connect_timeout_s)
-    limits = httpx.Limits(max_connections=spec.max_connections,
-                          max_keepalive_connections=spec.max_connections)
-    http = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+    http = UpstreamHttp(connect_timeout_s=spec.connect_timeout_s,
+                        read_timeout_s=spec.read_timeout_s, max_connections=spec.max_connections)
     headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else None
     dialect = DIALECTS[spec.kind]()
     endpoints = [Endpoint(url, dialect, tokenizer, info, http,

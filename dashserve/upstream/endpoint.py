@@ -1,7 +1,7 @@
 """One upstream server as an EngineClient: request out over HTTP, stream back as events.
 
 The front has already rendered the template and tokenized; the endpoint maps the request
-with its dialect, streams the answer with httpx and tracks it (``OutputTracker``). Leaving
+with its dialect, streams the answer over the pool's shared HTTP client and tracks it (``OutputTracker``). Leaving
 the event iterator (a client that went away, a stop string) closes the HTTP stream at once,
 which makes the upstream abort the request.
 
@@ -19,7 +19,7 @@ import logging
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-import httpx
+import aiohttp
 
 from dashserve.contracts.engine_client import ModelInfo
 from dashserve.contracts.multimodal import MultiModalInput
@@ -29,6 +29,7 @@ from dashserve.contracts.request import EngineRequest
 from dashserve.errors import InvalidRequest, ModelUnavailable, PromptTooLong, ServerBusy
 from dashserve.tokenizer import Tokenizer
 from dashserve.upstream.dialect import Dialect, RequestPlan, metrics_load, sse_data
+from dashserve.upstream.http import HttpFailure, UpstreamHttp
 from dashserve.upstream.routing import Rotation
 from dashserve.upstream.tracker import OutputTracker, ThinkIds
 
@@ -54,7 +55,7 @@ class Endpoint(Rotation):
     """An EngineClient over one upstream server (``url``) spoken to in ``dialect``."""
 
     def __init__(self, url: str, dialect: Dialect, tokenizer: Tokenizer, model_info: ModelInfo,
-                 http: httpx.AsyncClient, *, upstream_model: str,
+                 http: UpstreamHttp, *, upstream_model: str,
                  headers: dict[str, str] | None = None) -> None:
         super().__init__()  # in rotation until it fails
         self.url = url.rstrip("/")
@@ -65,7 +66,7 @@ class Endpoint(Rotation):
         self._http = http
         self._headers = headers or {}
         self._think = ThinkIds.of(tokenizer)
-        self._open: dict[str, httpx.Response] = {}
+        self._open: dict[str, aiohttp.ClientResponse] = {}
         self.num_outstanding = 0  # requests this front sent and that have not finished
         self.num_external = 0  # requests other fronts have there (from its metrics)
         self.num_requests = 0
@@ -100,14 +101,18 @@ class Endpoint(Rotation):
         self.num_requests += 1
         try:
             while True:
-                async with self._http.stream("POST", self.url + self.dialect.path, json=body,
-                                             headers=self._headers) as response:
+                async with self._http.session().post(self.url + self.dialect.path, json=body,
+                                                     headers=self._headers) as response:
                     self._open[request_id] = response
-                    if response.status_code != 200:
+                    if response.status != 200:
                         await self._refuse(response)
-                    async with contextlib.aclosing(self._events(response, tracker)) as events:
-                        async for event in events:
-                            yield event
+                    try:
+                        async with contextlib.aclosing(self._events(response, tracker)) as events:
+                            async for event in events:
+                                yield event
+                    finally:
+                        if not response.content.at_eof():
+                            response.close()  # the upstream sees the disconnect and stops
                 if not tracker.budget_spent or tracker.local_finish is not None:
                     break
                 # thinking_budget spent: close the block, then continue in a new request
@@ -118,7 +123,7 @@ class Endpoint(Rotation):
                     tracker.local_finish = FinishReason.LENGTH
                     break
                 body = self.dialect.request_body(self.plan(prompt, params), params)
-        except httpx.HTTPError as exc:
+        except HttpFailure as exc:
             raise UpstreamError(f"{self.url}: {type(exc).__name__}: {exc}",
                                 is_retryable=not tracker.has_output,
                                 is_endpoint_fault=True) from exc
@@ -130,10 +135,11 @@ class Endpoint(Rotation):
                                 is_retryable=not tracker.has_output, is_endpoint_fault=True)
         yield tracker.final()
 
-    async def _events(self, response: httpx.Response,
+    async def _events(self, response: aiohttp.ClientResponse,
                       tracker: OutputTracker) -> AsyncGenerator[EngineEvent, None]:
         """The events of one upstream stream, until it ends or the front ends it."""
-        async for line in response.aiter_lines():
+        async for raw in response.content:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
             try:
                 data = sse_data(line)
             except ValueError as exc:
@@ -155,10 +161,10 @@ class Endpoint(Rotation):
             if tracker.local_finish is not None or tracker.budget_spent:
                 return  # leaving the stream closes it: the upstream stops generating
 
-    async def _refuse(self, response: httpx.Response) -> None:
+    async def _refuse(self, response: aiohttp.ClientResponse) -> None:
         """Raise the error for a non-200 answer (read before the stream closes)."""
-        raw = (await response.aread()).decode("utf-8", "replace")
-        status = response.status_code
+        raw = (await response.read()).decode("utf-8", "replace")
+        status = response.status
         message = _error_message(raw)
         if status == 429:
             log.info("upstream %s busy (429): %s", self.url, message)
@@ -173,11 +179,11 @@ class Endpoint(Rotation):
     async def probe(self, timeout_s: float = 2.0) -> bool:
         """The upstream's health endpoint answers 200."""
         try:
-            r = await self._http.get(self.url + self.dialect.health_path, headers=self._headers,
-                                     timeout=timeout_s)
-        except httpx.HTTPError:
+            status, _ = await self._http.get(self.url + self.dialect.health_path, self._headers,
+                                             timeout_s)
+        except HttpFailure:
             return False
-        return r.status_code == 200
+        return status == 200
 
     @property
     def load(self) -> int:
@@ -189,19 +195,19 @@ class Endpoint(Rotation):
         if self.dialect.metrics_path is None:
             return
         try:
-            r = await self._http.get(self.url + self.dialect.metrics_path, headers=self._headers,
-                                     timeout=timeout_s)
-            if r.status_code != 200:
+            status, text = await self._http.get(self.url + self.dialect.metrics_path,
+                                                self._headers, timeout_s)
+            if status != 200:
                 return
-            total = metrics_load(r.text, self.dialect.load_metrics)
-        except (httpx.HTTPError, ValueError):
+            total = metrics_load(text, self.dialect.load_metrics)
+        except (*HttpFailure, ValueError):
             return  # no metrics is no fault: health probes and requests decide that
         self.num_external = max(0, total - self.num_outstanding)
 
     async def abort(self, request_id: str) -> None:
         response = self._open.pop(request_id, None)
         if response is not None:
-            await response.aclose()
+            response.close()
 
     def stats(self) -> EngineStats:
         return EngineStats(num_waiting=0, num_running=self.num_outstanding,

@@ -19,8 +19,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
-
 from dashserve.contracts.engine_client import ModelInfo
 from dashserve.contracts.multimodal import MultiModalInput
 from dashserve.contracts.outputs import EngineEvent, EngineStats
@@ -29,6 +27,7 @@ from dashserve.contracts.request import EngineRequest
 from dashserve.errors import DashServeError, ModelUnavailable
 from dashserve.tokenizer import Tokenizer
 from dashserve.upstream.endpoint import UpstreamBusy, UpstreamError
+from dashserve.upstream.http import UpstreamHttp
 from dashserve.upstream.routing import Router, RoutingPolicy
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ class Pool:
 
     def __init__(self, name: str, endpoints: Sequence[Member], tokenizer: Tokenizer,
                  model_info: ModelInfo, *, routing: RoutingPolicy | None = None,
-                 policy: PoolPolicy | None = None, http: httpx.AsyncClient | None = None) -> None:
+                 policy: PoolPolicy | None = None, http: UpstreamHttp | None = None) -> None:
         if not endpoints:
             raise ValueError(f"upstream pool {name!r} has no endpoints")
         self.name = name

@@ -49,7 +49,7 @@ def _tokenizer_from_files(files: dict[str, str], vocab_size: int) -> Tokenizer:
                 (root / name).write_text(text, "utf-8")
         (root / "config.json").write_text(f'{{"vocab_size": {int(vocab_size)}}}', "utf-8")
         tokenizer = Tokenizer.from_dir(root)
-    tokenizer.prepare_plain()
+    tokenizer.prepare_for_serving()
     return tokenizer
 
 

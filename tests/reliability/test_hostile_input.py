@@ -48,7 +48,7 @@ def chat_raw(messages: str, model: str = '"qwen-plus"') -> str:
 async def client(tokenizer: Tokenizer) -> AsyncIterator[httpx.AsyncClient]:
     big = FakeEngine()
     big.tokenizer = tokenizer  # the real tokenizer: prompts cost what they cost
-    tokenizer.prepare_plain()  # as AsyncEngine does while the server loads
+    tokenizer.prepare_for_serving()  # as AsyncEngine does while the server loads
     engines: dict[str, Any] = {"qwen-plus": FakeEngine(), "qwen-max": big}
     app = create_app(Settings(max_body_bytes=64 << 20), engines, RecordingGate())
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -144,14 +144,17 @@ async def test_aclose_survives_cancellation() -> None:
     engine = FakeEngine(token_delay_s=0.05)
     service, gate = make_service(engine)
     run = await service.start(request(), PRINCIPAL)
+    consuming = asyncio.Event()
 
     async def consumer() -> None:
         try:
+            consuming.set()
             await run.complete(None)
         finally:
             await run.aclose(disconnected=True)
 
     task = asyncio.create_task(consumer())
+    await consuming.wait()
     await until(lambda: "r1" in engine.active)  # cancelled mid-stream
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from starlette.routing import Route
 
 FIRST_ID = 1000  # ordinary BPE tokens of the Qwen vocabulary
 SPAN = 500
+MAX_CACHED_PROMPTS = 64  # its prefix cache holds the last prompts (a lookup stays cheap)
 
 
 class State:
@@ -45,7 +47,7 @@ class State:
         self.fail: int | None = None
         self.released = asyncio.Event()
         self.released.set()
-        self.prompts: list[list[int]] = []
+        self.prompts: deque[list[int]] = deque(maxlen=MAX_CACHED_PROMPTS)
         self.bodies: list[dict[str, Any]] = []
 
     def cached(self, prompt: list[int]) -> int:
