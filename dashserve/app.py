@@ -8,6 +8,7 @@ while weights load and 200 once every model is ready.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import uuid
@@ -118,6 +119,10 @@ async def _load(app: FastAPI, loader: EngineLoader,
             on_fatal(exc)
         return
     registry.install(engines)
+    # what loading made (weights' metadata, vocabularies, compiled templates) lives as long
+    # as the server: out of the collector's sight, a collection walks only request objects
+    gc.collect()
+    gc.freeze()
     log.info("ready: serving %s", ", ".join(m.name for m in registry.models))
 
 

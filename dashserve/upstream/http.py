@@ -23,7 +23,7 @@ class UpstreamHttp:
     """One aiohttp session per event loop, with the pool's timeouts and connection cap."""
 
     def __init__(self, *, connect_timeout_s: float = 10.0, read_timeout_s: float | None = 600.0,
-                 max_connections: int = 256) -> None:
+                 max_connections: int = 256) -> None:  # 0: no cap
         self.timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s,
                                              sock_connect=connect_timeout_s,
                                              sock_read=read_timeout_s)

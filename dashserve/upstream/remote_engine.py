@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from dashserve.contracts.engine_client import ModelInfo
 from dashserve.contracts.outputs import EngineEvent, EngineStats
@@ -25,16 +26,9 @@ from dashserve.contracts.request import EngineRequest
 from dashserve.errors import ModelUnavailable
 from dashserve.tokenizer import Tokenizer
 from dashserve.upstream import token_wire as wire
+from dashserve.upstream.http import HttpFailure, UpstreamHttp
 
 log = logging.getLogger(__name__)
-
-
-class _QuietPolls(logging.Filter):
-    """Keeps httpx's per-request log lines of the stats polls out of the server's log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not any(isinstance(a, httpx.URL) and a.path == "/v1/stats"
-                       for a in (record.args if isinstance(record.args, tuple) else ()))
 
 
 class EngineMismatch(RuntimeError):
@@ -69,9 +63,9 @@ class RemoteEngineClient:
         self.tokenizer_id = tokenizer_id
         self._stats = stats
         self._headers = {"authorization": f"Bearer {secret}"} if secret else {}
-        self._timeout = httpx.Timeout(connect_timeout_s, read=None)
+        self._http = UpstreamHttp(connect_timeout_s=connect_timeout_s, read_timeout_s=None,
+                                  max_connections=0)
         self.stats_interval_s = stats_interval_s
-        self._http: httpx.AsyncClient | None = None
         self._poller: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._alive = True
@@ -83,9 +77,13 @@ class RemoteEngineClient:
                       stats_interval_s: float = 0.5) -> RemoteEngineClient:
         """Ask the engine process at ``url`` for its model, tokenizer and stats. Raises
         ``EngineMismatch`` when it speaks another wire version or (with ``tokenizer_id``)
-        has another tokenizer, and ``httpx.HTTPError`` when it cannot be reached."""
+        has another tokenizer, and ``aiohttp.ClientError`` when it cannot be reached (a
+        ``ClientResponseError`` when it refuses, e.g. 401 for a wrong secret)."""
         headers = {"authorization": f"Bearer {secret}"} if secret else {}
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout_s) as http:
+        url = url.rstrip("/")
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with aiohttp.ClientSession(base_url=url + "/", headers=headers, timeout=timeout,
+                                         trust_env=False) as http:
             info = await _get_json(http, "/v1/info")
             if info.get("wire") != wire.WIRE_VERSION:
                 raise EngineMismatch(f"{url} speaks wire {info.get('wire')!r}, "
@@ -112,7 +110,7 @@ class RemoteEngineClient:
     async def submit(self, request: EngineRequest) -> AsyncIterator[EngineEvent]:
         request_id, prompt_token_ids = request.request_id, request.prompt_token_ids
         params, mm_inputs = request.params, request.mm_inputs
-        http = self._client()
+        session = self._session()
         body: dict[str, Any] = {"request_id": request_id,
                                 "prompt_token_ids": list(prompt_token_ids),
                                 "params": wire.params_to_wire(params)}
@@ -120,11 +118,12 @@ class RemoteEngineClient:
             body["mm_inputs"] = await asyncio.to_thread(
                 lambda: [wire.mm_input_to_wire(m) for m in mm_inputs])
         try:
-            async with http.stream("POST", "/v1/generate", json=body) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise _refusal(response)
-                async for line in response.aiter_lines():
+            async with session.post(self.url + "/v1/generate", json=body,
+                                    headers=self._headers) as response:
+                if response.status != 200:
+                    raise _refusal(response.status, await response.read())
+                async for raw in response.content:
+                    line = raw.decode("utf-8").strip()
                     if not line:
                         continue
                     message = wire.decode_line(line)
@@ -134,7 +133,7 @@ class RemoteEngineClient:
                     yield event
                     if event.finished:
                         return
-        except httpx.HTTPError as exc:
+        except HttpFailure as exc:
             self._alive = False
             log.warning("engine process %s lost during %s: %s", self.url, request_id, exc)
             raise ModelUnavailable("Model is unavailable, please try again later (its engine "
@@ -143,13 +142,15 @@ class RemoteEngineClient:
                                "process ended the request early).")
 
     async def abort(self, request_id: str) -> None:
-        with contextlib.suppress(httpx.HTTPError):
-            await self._client().post("/v1/abort", json={"request_id": request_id})
+        with contextlib.suppress(*HttpFailure):
+            async with self._session().post(self.url + "/v1/abort", headers=self._headers,
+                                            json={"request_id": request_id}) as response:
+                await response.read()
 
     def stats(self) -> EngineStats:
         """The latest snapshot (refreshed every ``stats_interval_s`` while a loop runs)."""
         with contextlib.suppress(RuntimeError):  # no running loop: the last snapshot
-            self._client()
+            self._session()
         return self._stats
 
     async def shutdown(self) -> None:
@@ -159,57 +160,52 @@ class RemoteEngineClient:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
-        if self._http is not None:
-            await self._http.aclose()
+        await self._http.aclose()
 
     # ----- internals ------------------------------------------------------------------------
 
-    def _client(self) -> httpx.AsyncClient:
-        """The HTTP client of the running loop (made, with its stats poller, on first use)."""
+    def _session(self) -> aiohttp.ClientSession:
+        """The HTTP session of the running loop (the stats poller starts on first use)."""
         loop = asyncio.get_running_loop()
-        if self._http is None or self._loop is not loop:
+        if self._loop is not loop:
             self._loop = loop
-            self._http = httpx.AsyncClient(
-                base_url=self.url, headers=self._headers, timeout=self._timeout,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
-            httpx_log = logging.getLogger("httpx")
-            if not any(isinstance(f, _QuietPolls) for f in httpx_log.filters):
-                httpx_log.addFilter(_QuietPolls())
-            self._poller = loop.create_task(self._poll_stats(self._http),
-                                            name=f"engine-stats {self.url}")
-        return self._http
+            self._poller = loop.create_task(self._poll_stats(), name=f"engine-stats {self.url}")
+        return self._http.session()
 
-    async def _poll_stats(self, http: httpx.AsyncClient) -> None:
+    async def _poll_stats(self) -> None:
         while not self._closed:
             try:
-                self._stats = wire.stats_from_wire(await _get_json(http, "/v1/stats"))
+                status, text = await self._http.get(self.url + "/v1/stats", self._headers,
+                                                    self.stats_interval_s * 4)
+                if status != 200:
+                    raise wire.WireError(f"/v1/stats answered {status}")
+                self._stats = wire.stats_from_wire(json.loads(text))
                 if not self._alive:
                     log.info("engine process %s is reachable again", self.url)
                 self._alive = True
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
+            except (*HttpFailure, ValueError, KeyError) as exc:
                 if self._alive:
                     log.warning("engine process %s unreachable: %s", self.url, exc)
                 self._alive = False
             await asyncio.sleep(self.stats_interval_s)
 
 
-async def _get_json(http: httpx.AsyncClient, path: str) -> dict[str, Any]:
-    response = await http.get(path)
-    response.raise_for_status()
-    data = response.json()
+async def _get_json(http: aiohttp.ClientSession, path: str) -> dict[str, Any]:
+    async with http.get(path.lstrip("/"), raise_for_status=True) as response:
+        data = json.loads(await response.read())
     if not isinstance(data, dict):
         raise wire.WireError(f"{path}: expected a JSON object")
     return data
 
 
-def _refusal(response: httpx.Response) -> Exception:
+def _refusal(status: int, raw: bytes) -> Exception:
     """The exception for a generate request the engine process refused before streaming."""
     try:
-        error = response.json().get("error") or {}
+        answer = json.loads(raw)
+        error = (answer.get("error") if isinstance(answer, dict) else None) or {}
     except ValueError:
         error = {}
-    if response.status_code == 400 and error.get("kind") in ("invalid_parameter",
-                                                             "prompt_too_long"):
+    if status == 400 and error.get("kind") in ("invalid_parameter", "prompt_too_long"):
         return wire.error_from_wire(error)
-    return wire.RemoteEngineFailure(f"engine process answered {response.status_code}: "
-                                    f"{error.get('message') or response.text[:200]}")
+    return wire.RemoteEngineFailure(f"engine process answered {status}: "
+                                    f"{error.get('message') or raw[:200].decode('utf-8', 'replace')}")
