@@ -1,5 +1,6 @@
-"""Each upstream kind's request mapping, and its recorded stream bodies (fixtures/README.md
-names the server versions) replayed through the dialect and the output tracker."""
+"""Each upstream kind's request mapping, and stream bodies in each server's shape (written by
+hand from its code: fixtures/README.md names the versions; none is a recording) replayed
+through the dialect and the output tracker."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def text_of(events: list[EngineEvent]) -> str:
     ("llamacpp-b6xxx-completion-stream.txt", LlamaCppCompletion()),
     ("openai-text-completions-stream.txt", OpenAICompletions()),
 ])
-def test_recorded_streams_give_text_and_exact_usage(name: str, dialect: Dialect,
+def test_fixture_streams_give_text_and_exact_usage(name: str, dialect: Dialect,
                                                     tokenizer: Tokenizer) -> None:
     events = replay(name, dialect, tokenizer, SamplingParams(max_tokens=100))
     assert text_of(events) == "Hello! How can I help you today?"
