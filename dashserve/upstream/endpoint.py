@@ -152,7 +152,11 @@ class Endpoint(Rotation):
                 raise UpstreamError(f"{self.url}: {str(data['error'])[:200]}",
                                     is_retryable=not tracker.has_output,
                                     is_endpoint_fault=False)
-            chunk = self.dialect.parse(data)
+            try:
+                chunk = self.dialect.parse(data)
+            except ValueError as exc:  # a stream this kind cannot follow: a misconfigured server
+                raise UpstreamError(f"{self.url}: {exc}", is_retryable=not tracker.has_output,
+                                    is_endpoint_fault=True) from exc
             if chunk is None:
                 continue
             event = tracker.feed(chunk)

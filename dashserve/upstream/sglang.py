@@ -2,8 +2,11 @@
 
 Follows the stream of SGLang 0.4/0.5: each ``data:`` object has ``text``, ``output_ids``
 and ``meta_info`` (``prompt_tokens``, ``completion_tokens``, ``cached_tokens``,
-``finish_reason`` as ``{"type": "stop"|"length", ...}``). Output is cumulative by default
-and incremental with ``--incremental-streaming-output``; both are read.
+``finish_reason`` as ``{"type": "stop"|"length"|"abort", ...}``). Output is cumulative by
+default and incremental with ``--incremental-streaming-output`` (``--stream-output`` in
+older releases, where only ``output_ids`` became incremental); both are read from the ids.
+An aborted stream's last object (SGLang 0.5) holds only the last token, already sent, with
+the count of everything generated and the whole text: nothing in it is new output.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dashserve.contracts.outputs import FinishReason
 from dashserve.contracts.params import SamplingParams
 from dashserve.upstream.dialect import Chunk, Dialect, RequestPlan, finish_reason
 
@@ -57,7 +61,10 @@ class SglangGenerate(Dialect):
         # cumulative when it holds every output token so far (the default)
         cumulative = ids is not None and completion is not None and len(ids) == completion
         reason = finish_reason(meta.get("finish_reason"))
-        return Chunk(text=data.get("text") or "", token_ids=ids, finish_reason=reason,
+        text = data.get("text") or ""
+        if reason is FinishReason.ABORT and not cumulative:
+            ids, text = [], ""  # the last token again (already sent) and the whole text
+        return Chunk(text=text, token_ids=ids, finish_reason=reason,
                      num_prompt_tokens=meta.get("prompt_tokens"), num_output_tokens=completion,
                      num_cached_tokens=meta.get("cached_tokens"), is_last=reason is not None,
                      is_cumulative=cumulative)

@@ -71,9 +71,14 @@ class OpenAICompletions(Dialect):
             return Chunk(num_prompt_tokens=prompt, num_output_tokens=completion,
                          num_cached_tokens=cached, is_last=True)
         choice = choices[0]
+        text = choice.get("text") or ""
         ids = choice.get("token_ids") if self.sends_token_ids else None
-        return Chunk(text=choice.get("text") or "",
-                     token_ids=list(ids) if isinstance(ids, list) else None,
+        if self.sends_token_ids and not isinstance(ids, list):
+            if text:  # the ids of this text are lost: stop strings and counts would be wrong
+                raise ValueError("the upstream streams text without token_ids "
+                                 "(return_token_ids needs vLLM 0.10.2 or later)")
+            ids = []
+        return Chunk(text=text, token_ids=list(ids) if isinstance(ids, list) else None,
                      finish_reason=finish_reason(choice.get("finish_reason")),
                      num_prompt_tokens=prompt, num_output_tokens=completion,
                      num_cached_tokens=cached)

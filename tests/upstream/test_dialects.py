@@ -1,8 +1,10 @@
-"""Each upstream kind's request mapping, and its recorded stream bodies (fixtures/README.md
-names the server versions) replayed through the dialect and the output tracker."""
+"""Each upstream kind's request mapping, and stream bodies in each server's shape (written by
+hand from its code: fixtures/README.md names the versions; none is a recording) replayed
+through the dialect and the output tracker."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,15 @@ PLAN = RequestPlan("Qwen/Qwen3-8B", PROMPT, 100, "<|im_start|>user\nhi")
 
 def replay(name: str, dialect: Dialect, tokenizer: Tokenizer,
            params: SamplingParams) -> list[EngineEvent]:
+    lines = (FIXTURES / name).read_text("utf-8").splitlines()
+    return replay_lines(lines, dialect, tokenizer, params)
+
+
+def replay_lines(lines: list[str], dialect: Dialect, tokenizer: Tokenizer,
+                 params: SamplingParams) -> list[EngineEvent]:
     tracker = OutputTracker("r", tokenizer, params, len(PROMPT), ThinkIds.of(tokenizer))
     events = []
-    for line in (FIXTURES / name).read_text("utf-8").splitlines():
+    for line in lines:
         data = sse_data(line)
         chunk = dialect.parse(data) if data is not None else None
         if chunk is None:
@@ -50,7 +58,7 @@ def text_of(events: list[EngineEvent]) -> str:
     ("llamacpp-b6xxx-completion-stream.txt", LlamaCppCompletion()),
     ("openai-text-completions-stream.txt", OpenAICompletions()),
 ])
-def test_recorded_streams_give_text_and_exact_usage(name: str, dialect: Dialect,
+def test_fixture_streams_give_text_and_exact_usage(name: str, dialect: Dialect,
                                                     tokenizer: Tokenizer) -> None:
     events = replay(name, dialect, tokenizer, SamplingParams(max_tokens=100))
     assert text_of(events) == "Hello! How can I help you today?"
@@ -79,6 +87,67 @@ def test_sglang_cumulative_stream_counts_reasoning_like_the_engine(tokenizer: To
     last = events[-1]
     assert [t for e in events for t in e.token_ids][-1] == 151645  # each id exactly once
     assert (last.num_output_tokens, last.num_reasoning_tokens) == (15, 8)
+
+
+def sglang_objects() -> list[dict[str, Any]]:
+    lines = (FIXTURES / "sglang-0.4.6-generate-stream.txt").read_text("utf-8").splitlines()
+    return [d for d in map(sse_data, lines) if d is not None]
+
+
+def incremental(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same stream as ``--incremental-streaming-output`` sends it: only the new part."""
+    out, ids_sent, text_sent = [], 0, 0
+    for obj in objects:
+        ids, text = obj["output_ids"], obj["text"]
+        out.append({**obj, "output_ids": ids[ids_sent:], "text": text[text_sent:]})
+        ids_sent, text_sent = len(ids), len(text)
+    return out
+
+
+def sse(objects: list[dict[str, Any]]) -> list[str]:
+    return [*(f"data: {json.dumps(o)}" for o in objects), "data: [DONE]"]
+
+
+def test_sglang_incremental_stream_reads_like_the_cumulative_one(tokenizer: Tokenizer) -> None:
+    params = SamplingParams(max_tokens=100)
+    cumulative = replay("sglang-0.4.6-generate-stream.txt", SglangGenerate(), tokenizer, params)
+    events = replay_lines(sse(incremental(sglang_objects())), SglangGenerate(), tokenizer, params)
+    assert [e.token_ids for e in events] == [e.token_ids for e in cumulative]
+    assert text_of(events) == text_of(cumulative)
+    assert (events[-1].num_output_tokens, events[-1].num_reasoning_tokens) == (15, 8)
+
+
+@pytest.mark.parametrize("mode", ["cumulative", "incremental"])
+@pytest.mark.parametrize("cut", [1, 6])
+def test_sglang_abort_repeats_the_last_token_which_is_not_new(
+        tokenizer: Tokenizer, mode: str, cut: int) -> None:
+    sent = sglang_objects()[:cut]
+    # SGLang 0.5's streamed abort (TokenizerManager._handle_abort_req): the last id only,
+    # the whole text, the count of all ids, and no prompt or cached counts
+    abort = {"text": sent[-1]["text"], "output_ids": sent[-1]["output_ids"][-1:], "index": 0,
+             "meta_info": {"id": "5d0c3b0e6e0f4a4a9f3a2c1b0d9e8f7a",
+                           "finish_reason": {"type": "abort", "message": "Abort in waiting queue"},
+                           "weight_version": "default", "e2e_latency": 0.09,
+                           "completion_tokens": cut}}
+    objects = [*(sent if mode == "cumulative" else incremental(sent)), abort]
+    events = replay_lines(sse(objects), SglangGenerate(), tokenizer, SamplingParams(max_tokens=100))
+    assert [t for e in events for t in e.token_ids] == sent[-1]["output_ids"]
+    assert events[-1].finish_reason is FinishReason.ABORT
+    assert (events[-1].num_output_tokens, events[-1].num_prompt_tokens) == (cut, 9)
+
+
+def test_vllm_text_without_token_ids_is_refused_not_followed_blind() -> None:
+    choice = {"index": 0, "text": " Paris", "logprobs": None, "finish_reason": None,
+              "stop_reason": None, "token_ids": None}
+    chunk = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m",
+             "choices": [choice], "usage": None}
+    with pytest.raises(ValueError, match="token_ids"):
+        VllmCompletions().parse(chunk)
+    assert OpenAICompletions().parse(chunk) is not None  # the text kind reads text anyway
+    last = {**chunk, "choices": [{**choice, "text": "", "finish_reason": "stop"}]}
+    parsed = VllmCompletions().parse(last)
+    assert parsed is not None and parsed.token_ids == []
+    assert parsed.finish_reason is FinishReason.STOP
 
 
 def test_answer_limit_after_thinking_is_enforced_at_the_front(tokenizer: Tokenizer) -> None:

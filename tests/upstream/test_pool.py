@@ -268,3 +268,21 @@ async def test_load_other_fronts_put_on_an_upstream_is_read_from_its_metrics(
     finally:
         await other_front.shutdown()
         await pool.shutdown()
+
+
+async def test_a_stream_the_kind_cannot_follow_fails_as_the_upstream_s_fault(
+        fake_upstreams: Callable[..., list[FakeUpstream]], make_pool: Callable[..., Pool],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    (up,) = fake_upstreams(1, num_tokens=3)
+    pool = make_pool([up.url], kind="vllm")
+    endpoint = pool.endpoints[0]
+
+    def parse(data: object) -> None:
+        raise ValueError("the upstream streams text without token_ids")
+
+    monkeypatch.setattr(endpoint.dialect, "parse", parse)
+    try:
+        with pytest.raises(ModelUnavailable):
+            await run(pool, prefix(3))
+    finally:
+        await pool.shutdown()
