@@ -4,7 +4,7 @@
 the sampling extensions every common server accepts (``top_k``, ``min_p``,
 ``repetition_penalty``) go as extra fields. ``vllm`` sends the prompt's token ids and asks
 for the output's ids (``return_token_ids``, vLLM >= 0.10.2), so the front detokenizes, stops
-and counts exactly as its own engine; its structured output uses ``guided_json``.
+and counts exactly as its own engine; structured output goes as ``response_format``.
 """
 
 from __future__ import annotations
@@ -107,8 +107,6 @@ class VllmCompletions(OpenAICompletions):
             body["stop_token_ids"] = list(params.stop_token_ids)
         if params.cache_salt:
             body["cache_salt"] = params.cache_salt
-        spec = params.structured
-        if spec is not None and spec.json_schema is not None:
-            del body["response_format"]
-            body["guided_json"] = spec.json_schema
+        # structured output goes as ``response_format`` (``sampling``): vLLM's completions
+        # honour it, while 0.32 ignores the older ``guided_json`` without a word
         return body
