@@ -17,8 +17,9 @@ from dashserve.tokenizer import Tokenizer
 from dashserve.upstream.dialect import Dialect, RequestPlan, sse_data
 from dashserve.upstream.llamacpp import LlamaCppCompletion
 from dashserve.upstream.sglang import SglangGenerate
-from dashserve.upstream.tracker import OutputTracker, ThinkIds
 from dashserve.upstream.vllm import OpenAICompletions, VllmCompletions
+from tests.upstream.replay import replay_lines as replay_from_lines
+from tests.upstream.replay import replay_stream
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROMPT = [151644, 872, 198, 6023, 151645, 198, 151644, 77091, 198]
@@ -27,26 +28,12 @@ PLAN = RequestPlan("Qwen/Qwen3-8B", PROMPT, 100, "<|im_start|>user\nhi")
 
 def replay(name: str, dialect: Dialect, tokenizer: Tokenizer,
            params: SamplingParams) -> list[EngineEvent]:
-    lines = (FIXTURES / name).read_text("utf-8").splitlines()
-    return replay_lines(lines, dialect, tokenizer, params)
+    return replay_stream(name, dialect, tokenizer, params, len(PROMPT))
 
 
 def replay_lines(lines: list[str], dialect: Dialect, tokenizer: Tokenizer,
                  params: SamplingParams) -> list[EngineEvent]:
-    tracker = OutputTracker("r", tokenizer, params, len(PROMPT), ThinkIds.of(tokenizer))
-    events = []
-    for line in lines:
-        data = sse_data(line)
-        chunk = dialect.parse(data) if data is not None else None
-        if chunk is None:
-            continue
-        event = tracker.feed(chunk)
-        if event is not None:
-            events.append(event)
-        if tracker.local_finish is not None:
-            break
-    assert tracker.finish_reason is not None
-    return [*events, tracker.final()]
+    return replay_from_lines(lines, dialect, tokenizer, params, len(PROMPT))
 
 
 def text_of(events: list[EngineEvent]) -> str:

@@ -5,18 +5,16 @@ the server sent them."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from dashserve.contracts.outputs import EngineEvent, FinishReason
 from dashserve.contracts.params import SamplingParams
 from dashserve.tokenizer import Tokenizer
-from dashserve.upstream.dialect import RequestPlan, sse_data
+from dashserve.upstream.dialect import RequestPlan
 from dashserve.upstream.llamacpp import LlamaCppCompletion
-from dashserve.upstream.tracker import OutputTracker, ThinkIds
+from tests.upstream.replay import FIXTURES, replay_stream
 
-FIXTURES = Path(__file__).parent / "fixtures"
 PROMPT = [151644, 872, 198, 6023, 151645, 198, 151644, 77091, 198]
 RECORDED = {"llamacpp-0c1e570-completion-recorded.txt": 0,
             "llamacpp-0c1e570-completion-repeat-recorded.txt": 8}
@@ -28,17 +26,7 @@ def sent(name: str) -> list[dict]:
 
 
 def replay(name: str, tokenizer: Tokenizer, params: SamplingParams) -> list[EngineEvent]:
-    dialect = LlamaCppCompletion()
-    tracker = OutputTracker("r", tokenizer, params, len(PROMPT), ThinkIds.of(tokenizer))
-    events = []
-    for line in (FIXTURES / name).read_text("utf-8").splitlines():
-        data = sse_data(line)
-        chunk = dialect.parse(data) if data is not None else None
-        if chunk is not None and (event := tracker.feed(chunk)) is not None:
-            events.append(event)
-        if tracker.local_finish is not None:
-            break
-    return [*events, tracker.final()]
+    return replay_stream(name, LlamaCppCompletion(), tokenizer, params, len(PROMPT))
 
 
 def test_the_recorded_request_is_what_the_dialect_sends() -> None:

@@ -6,18 +6,16 @@ one the server honoured."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from dashserve.contracts.outputs import EngineEvent, FinishReason
 from dashserve.contracts.params import SamplingParams, StructuredOutputSpec
 from dashserve.tokenizer import Tokenizer
-from dashserve.upstream.dialect import RequestPlan, sse_data
-from dashserve.upstream.tracker import OutputTracker, ThinkIds
+from dashserve.upstream.dialect import RequestPlan
 from dashserve.upstream.vllm import VllmCompletions
+from tests.upstream.replay import FIXTURES, replay_stream
 
-FIXTURES = Path(__file__).parent / "fixtures"
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
 RECORDED = {  # fixture: (prompt tokens, output tokens, cached tokens)
     "vllm-0.32.0-completions-recorded.txt": (9, 16, 0),
@@ -33,18 +31,8 @@ def objects(name: str) -> list[dict]:
 
 
 def replay(name: str, tokenizer: Tokenizer, params: SamplingParams) -> list[EngineEvent]:
-    dialect = VllmCompletions()
     prompt = objects(name)[0]["choices"][0]["prompt_token_ids"]
-    tracker = OutputTracker("r", tokenizer, params, len(prompt), ThinkIds.of(tokenizer))
-    events = []
-    for line in (FIXTURES / name).read_text("utf-8").splitlines():
-        data = sse_data(line)
-        chunk = dialect.parse(data) if data is not None else None
-        if chunk is not None and (event := tracker.feed(chunk)) is not None:
-            events.append(event)
-        if tracker.local_finish is not None:
-            break
-    return [*events, tracker.final()]
+    return replay_stream(name, VllmCompletions(), tokenizer, params, len(prompt))
 
 
 @pytest.mark.parametrize(("name", "counts"), sorted(RECORDED.items()))
