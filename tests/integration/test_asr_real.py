@@ -17,6 +17,7 @@ from dashserve.engine.async_engine import AsyncEngine
 from tests.integration.conftest import API_KEY, LiveServer, start_server
 from tests.utils.audio import encode, tone
 from tests.utils.media_server import MediaServer, media_server
+from tests.utils.sdk import dashscope_at
 
 WELCOME = "/audios/welcome.mp3"
 GENERATION = "/api/v1/services/aigc/multimodal-generation/generation"
@@ -48,12 +49,9 @@ def asr_live(model_dir_factory: Any, tmp_path_factory: pytest.TempPathFactory
 
 
 def sdk_call(server: LiveServer, messages: list[dict[str, Any]], **params: Any) -> Any:
-    import dashscope
 
-    saved = dashscope.base_http_api_url
-    dashscope.base_http_api_url = server.native_url
-    try:
-        r = dashscope.MultiModalConversation.call(
+    with dashscope_at(server.native_url) as sdk:
+        r = sdk.MultiModalConversation.call(
             model=params.pop("model", "qwen3-asr-flash"), messages=messages, api_key=API_KEY,
             result_format="message", **params)
         if params.get("stream"):
@@ -61,8 +59,6 @@ def sdk_call(server: LiveServer, messages: list[dict[str, Any]], **params: Any) 
             assert all(c.status_code == 200 for c in chunks), chunks[-1]
             return chunks
         return r
-    finally:
-        dashscope.base_http_api_url = saved
 
 
 def seed_messages(url: str, context: str = "") -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from dashserve.engine.async_engine import AsyncEngine
 from tests.api.test_images import png
 from tests.integration.conftest import API_KEY, LiveServer, start_server
 from tests.utils.media_server import MediaServer, media_server
+from tests.utils.sdk import dashscope_at
 
 SCHEMA = {"销售方名称": "", "购买方名称": "", "不含税价": "", "组织机构代码": "", "发票代码": ""}
 # seed 001: the text part the example sends (the service writes the task's own prompt)
@@ -41,7 +42,6 @@ def ocr_live(model_dir_factory: Any, tmp_path_factory: pytest.TempPathFactory
 @pytest.mark.parametrize("stream", [False, True])
 def test_seed_key_information_extraction(ocr_live: LiveServer, invoice_host: MediaServer,
                                          stream: bool) -> None:
-    import dashscope
 
     messages = [{"role": "user", "content": [
         {"image": invoice_host.url("/image/car_invoice/car-invoice-img00040.jpg"),
@@ -49,18 +49,14 @@ def test_seed_key_information_extraction(ocr_live: LiveServer, invoice_host: Med
         {"text": SEED_TEXT}]}]
     params = {"ocr_options": {"task": "key_information_extraction",
                               "task_config": {"result_schema": SCHEMA}}}
-    saved = dashscope.base_http_api_url
-    dashscope.base_http_api_url = ocr_live.native_url
-    try:
-        r = dashscope.MultiModalConversation.call(
+    with dashscope_at(ocr_live.native_url) as sdk:
+        r = sdk.MultiModalConversation.call(
             model="qwen-vl-ocr-latest", messages=messages, api_key=API_KEY, stream=stream,
             incremental_output=stream, **params)
         if stream:
             chunks = list(r)
             assert all(c.status_code == 200 for c in chunks), chunks[-1]
             r = chunks[-1]
-    finally:
-        dashscope.base_http_api_url = saved
     assert r.status_code == 200, r
     result = r.output.choices[0].message.content[0]["ocr_result"]
     assert set(result) == set(SCHEMA)

@@ -15,6 +15,7 @@ from dashserve.engine.async_engine import AsyncEngine
 from tests.integration.conftest import API_KEY, LiveServer, start_server
 from tests.utils.audio import encode, tone
 from tests.utils.media_server import MediaServer, media_server
+from tests.utils.sdk import dashscope_at
 
 WELCOME = "/audios/welcome.mp3"
 GENERATION = "/api/v1/services/aigc/multimodal-generation/generation"
@@ -51,15 +52,10 @@ def live(model_dir_factory: Any, tmp_path_factory: pytest.TempPathFactory
 
 
 def sdk_call(server: LiveServer, messages: list[dict[str, Any]], **params: Any) -> Any:
-    import dashscope
 
-    saved = dashscope.base_http_api_url
-    dashscope.base_http_api_url = server.native_url
-    try:
-        return dashscope.MultiModalConversation.call(
+    with dashscope_at(server.native_url) as sdk:
+        return sdk.MultiModalConversation.call(
             model=params.pop("model", MODEL), messages=messages, api_key=API_KEY, **params)
-    finally:
-        dashscope.base_http_api_url = saved
 
 
 def seed_messages(url: str) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from tests.api.test_images import png
 from tests.integration.conftest import API_KEY, LiveServer, start_server
 from tests.utils.clips import video_clip
 from tests.utils.media_server import MediaServer, media_server
+from tests.utils.sdk import dashscope_at
 
 FRAMES = [f"/imgextra/frame-{i}.jpg" for i in range(4)]
 
@@ -48,16 +49,11 @@ def expected(frames: int, height: int, width: int, patch: int, spec: VideoSpec) 
 
 
 def call(live: LiveServer, model: str, content: list[dict[str, Any]]) -> Any:
-    import dashscope
 
-    saved = dashscope.base_http_api_url
-    dashscope.base_http_api_url = live.native_url
-    try:
-        return dashscope.MultiModalConversation.call(
+    with dashscope_at(live.native_url) as sdk:
+        return sdk.MultiModalConversation.call(
             api_key=API_KEY, model=model, max_tokens=4,
             messages=[{"role": "user", "content": content}])
-    finally:
-        dashscope.base_http_api_url = saved
 
 
 def test_seed_frame_list_example(live: LiveServer, host: MediaServer) -> None:

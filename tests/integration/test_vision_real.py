@@ -15,6 +15,7 @@ from dashserve.engine.async_engine import AsyncEngine
 from dashserve.multimodal.image import image_tokens
 from tests.api.test_images import png
 from tests.integration.conftest import API_KEY, LiveServer, start_server
+from tests.utils.sdk import dashscope_at
 
 pytest.importorskip("PIL")
 
@@ -39,19 +40,14 @@ def expected(width: int, height: int, patch: int, min_pixels: int, max_pixels: i
 
 
 def test_seed_quick_start_with_a_local_png(vl_live: LiveServer, tmp_path: Path) -> None:
-    import dashscope
 
     picture = tmp_path / "dog_and_girl.png"
     picture.write_bytes(png(300, 500, seed=3))
-    saved = dashscope.base_http_api_url
-    dashscope.base_http_api_url = vl_live.native_url
-    try:
-        r = dashscope.MultiModalConversation.call(
+    with dashscope_at(vl_live.native_url) as sdk:
+        r = sdk.MultiModalConversation.call(
             api_key=API_KEY, model="qwen3-vl-plus", max_tokens=8,
             messages=[{"role": "user", "content": [{"image": str(picture)},
                                                    {"text": "图中描绘的是什么景象？"}]}])
-    finally:
-        dashscope.base_http_api_url = saved
     assert r.status_code == 200, r
     content = r.output.choices[0].message.content
     assert isinstance(content, list) and isinstance(content[0]["text"], str)

@@ -13,6 +13,7 @@ import pytest
 from tests.api.test_images import png, qwen3_tokens
 from tests.integration.conftest import API_KEY, LiveServer, start_server
 from tests.utils.fake_engine import FAKE_VISION, FakeEngine
+from tests.utils.sdk import dashscope_at
 
 FULL = "Hello from dashserve!"
 
@@ -40,16 +41,11 @@ def messages(image: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("form", ["path", "file://"])
 def test_multimodal_conversation_with_a_local_file(vision_live: LiveServer, picture: Path,
                                                    form: str) -> None:
-    import dashscope
 
-    saved = dashscope.base_http_api_url
-    dashscope.base_http_api_url = vision_live.native_url
-    try:
+    with dashscope_at(vision_live.native_url) as sdk:
         image = str(picture) if form == "path" else f"file://{picture}"
-        r = dashscope.MultiModalConversation.call(api_key=API_KEY, model="qwen3-vl-plus",
-                                                  messages=messages(image))
-    finally:
-        dashscope.base_http_api_url = saved
+        r = sdk.MultiModalConversation.call(api_key=API_KEY, model="qwen3-vl-plus",
+                                            messages=messages(image))
     assert r.status_code == 200, r
     assert r.output.choices[0].message.content == [{"text": FULL}]
     assert r.usage["image_tokens"] == qwen3_tokens(300, 500) + 2
