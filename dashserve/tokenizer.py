@@ -107,10 +107,9 @@ def compile_chat_template(template: str) -> jinja2.Template:
 
 
 _GIL_FREE_CHARS = 4096  # longer texts are encoded without holding the GIL
-
-
 _KEPT_PIECE_CHARS = 24  # template pieces this short have their ids kept ...
 _KEPT_PIECES = 4096  # ... up to this many of them
+
 
 class Tokenizer:
     """Encode/decode, special ids, per-id bytes and chat-template rendering for one checkpoint."""

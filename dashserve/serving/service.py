@@ -442,7 +442,7 @@ def is_short(request: GenerationRequest) -> bool:
         return False
     size = 0
     for message in request.messages:
-        if message.parts:
+        if message.parts or message.extra:  # media, or tool calls and reasoning of any size
             return False
         size += len(message.content)
     return size <= INLINE_PLAN_CHARS

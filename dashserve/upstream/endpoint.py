@@ -1,9 +1,9 @@
 """One upstream server as an EngineClient: request out over HTTP, stream back as events.
 
 The front has already rendered the template and tokenized; the endpoint maps the request
-with its dialect, streams the answer over the pool's shared HTTP client and tracks it (``OutputTracker``). Leaving
-the event iterator (a client that went away, a stop string) closes the HTTP stream at once,
-which makes the upstream abort the request.
+with its dialect, streams the answer over the pool's shared HTTP client and tracks it
+(``OutputTracker``). Leaving the event iterator (a client that went away, a stop string)
+closes the HTTP stream at once, which makes the upstream abort the request.
 
 Failures are ``UpstreamError``: ``is_retryable`` while nothing was yielded yet (another
 endpoint may take the request), ``is_endpoint_fault`` when the endpoint itself looks

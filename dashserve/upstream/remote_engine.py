@@ -82,17 +82,17 @@ class RemoteEngineClient:
         headers = {"authorization": f"Bearer {secret}"} if secret else {}
         url = url.rstrip("/")
         timeout = aiohttp.ClientTimeout(total=timeout_s)
-        async with aiohttp.ClientSession(base_url=url + "/", headers=headers, timeout=timeout,
+        async with aiohttp.ClientSession(headers=headers, timeout=timeout,
                                          trust_env=False) as http:
-            info = await _get_json(http, "/v1/info")
+            info = await _get_json(http, url + "/v1/info")
             if info.get("wire") != wire.WIRE_VERSION:
                 raise EngineMismatch(f"{url} speaks wire {info.get('wire')!r}, "
                                      f"this front speaks {wire.WIRE_VERSION}")
             if tokenizer_id is not None and info["tokenizer_id"] != tokenizer_id:
                 raise EngineMismatch(f"{url} has another tokenizer ({info['tokenizer_id'][:12]}"
                                      f" is not {tokenizer_id[:12]})")
-            files = (await _get_json(http, "/v1/tokenizer"))["files"]
-            stats = wire.stats_from_wire(await _get_json(http, "/v1/stats"))
+            files = (await _get_json(http, url + "/v1/tokenizer"))["files"]
+            stats = wire.stats_from_wire(await _get_json(http, url + "/v1/stats"))
         model_info = wire.model_info_from_wire(info["model"])
         tokenizer = await asyncio.to_thread(_tokenizer_from_files, files, model_info.vocab_size)
         if wire.tokenizer_id(files) != info["tokenizer_id"]:
@@ -175,11 +175,9 @@ class RemoteEngineClient:
     async def _poll_stats(self) -> None:
         while not self._closed:
             try:
-                status, text = await self._http.get(self.url + "/v1/stats", self._headers,
-                                                    self.stats_interval_s * 4)
-                if status != 200:
-                    raise wire.WireError(f"/v1/stats answered {status}")
-                self._stats = wire.stats_from_wire(json.loads(text))
+                self._stats = wire.stats_from_wire(await _get_json(
+                    self._http.session(), self.url + "/v1/stats", self._headers,
+                    aiohttp.ClientTimeout(total=self.stats_interval_s * 4)))
                 if not self._alive:
                     log.info("engine process %s is reachable again", self.url)
                 self._alive = True
@@ -190,11 +188,14 @@ class RemoteEngineClient:
             await asyncio.sleep(self.stats_interval_s)
 
 
-async def _get_json(http: aiohttp.ClientSession, path: str) -> dict[str, Any]:
-    async with http.get(path.lstrip("/"), raise_for_status=True) as response:
+async def _get_json(http: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None,
+                    timeout: aiohttp.ClientTimeout | None = None) -> dict[str, Any]:
+    """The JSON object at ``url``; ``aiohttp.ClientResponseError`` for a status other than 2xx."""
+    async with http.get(url, headers=headers, timeout=timeout,
+                        raise_for_status=True) as response:
         data = json.loads(await response.read())
     if not isinstance(data, dict):
-        raise wire.WireError(f"{path}: expected a JSON object")
+        raise wire.WireError(f"{url}: expected a JSON object")
     return data
 
 
