@@ -26,6 +26,7 @@ from dashserve.api.dashscope import routes as native_routes
 from dashserve.api.dashscope import uploads as upload_routes
 from dashserve.api.errors import install_error_handlers
 from dashserve.api.files import routes as files_routes
+from dashserve.api.hot_routes import HotRoutes
 from dashserve.api.openai import routes as openai_routes
 from dashserve.api.openapi import install_openapi
 from dashserve.config import Settings
@@ -50,6 +51,14 @@ log = logging.getLogger(__name__)
 # Builds the engines (served name -> engine) off the event loop; may report progress
 # through ``registry.detail``.
 EngineLoader = Callable[[ModelRegistry], Mapping[str, EngineClient]]
+
+# the hot path, served by its endpoints without the router's walk (``HotRoutes``); each
+# path's endpoint is the one its router has there (a test holds them to that)
+GENERATION_ROUTES = {
+    "/compatible-mode/v1/chat/completions": openai_routes.chat_completions,
+    "/api/v1/services/aigc/text-generation/generation": native_routes.text_generation,
+    "/api/v1/services/aigc/multimodal-generation/generation": native_routes.multimodal_generation,
+}
 
 
 class RequestIdMiddleware:
@@ -223,7 +232,8 @@ def create_app(settings: Settings, engines: Mapping[str, EngineClient] | None, g
     bind_names = getattr(gate, "bind_served_names", None)
     if bind_names is not None:  # metrics label only served names
         bind_names(lambda: registry.names)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(HotRoutes, owner=app, routes=GENERATION_ROUTES)
+    app.add_middleware(RequestIdMiddleware)  # outside HotRoutes: every request gets its id
     install_error_handlers(app)
     # routes are matched in this order: the generation routes, the hot path, come first
     app.include_router(openai_routes.router)

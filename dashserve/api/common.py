@@ -21,6 +21,13 @@ LOGPROB_FLOOR = -9999.0  # stands in for -inf, which JSON cannot carry
 MESSAGE_EXTRAS = ("name", "tool_calls", "tool_call_id", "reasoning_content")
 
 
+def given(body: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The values of ``names`` in a request model, declared fields or extra keys (None:
+    not given), without dumping the whole model."""
+    fields, extra = type(body).model_fields, body.model_extra or {}
+    return {name: getattr(body, name) if name in fields else extra.get(name) for name in names}
+
+
 def resolves_oss(headers: Mapping[str, str]) -> bool:
     """``X-DashScope-OssResourceResolve: enable``: ``oss://`` keys of uploads may be read."""
     return headers.get("x-dashscope-ossresourceresolve", "").lower() == "enable"

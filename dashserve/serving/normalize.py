@@ -32,8 +32,13 @@ _UNSUPPORTED_EXTRAS: Mapping[str, str] = MappingProxyType({
 })
 
 
+# the parameters ``check_extras`` reads
+EXTRA_NAMES = (*_UNSUPPORTED_EXTRAS, "modalities")
+
+
 def check_extras(values: Mapping[str, Any]) -> None:
-    """Refuse documented parameters that ask for a feature we do not have."""
+    """Refuse documented parameters that ask for a feature we do not have (``values``: the
+    request's values of ``EXTRA_NAMES``, given or not)."""
     for name, reason in _UNSUPPORTED_EXTRAS.items():
         if values.get(name):
             raise UnsupportedFeature(reason, param=name)

@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import aiohttp
+import yarl
 
 from dashserve.contracts.engine_client import ModelInfo
 from dashserve.contracts.multimodal import MultiModalInput
@@ -67,6 +68,10 @@ class Endpoint(Rotation):
         self._headers = headers or {}
         self._think = ThinkIds.of(tokenizer)
         self._open: dict[str, aiohttp.ClientResponse] = {}
+        self._post_url = yarl.URL(self.url + dialect.path)  # parsed once, not per request
+        # the last body ``check`` built, with the ids and params it was built from: the pool
+        # checks a request just before it submits it, and the endpoint then reuses the body
+        self._checked: tuple[list[int], SamplingParams, dict[str, Any]] | None = None
         self.num_outstanding = 0  # requests this front sent and that have not finished
         self.num_external = 0  # requests other fronts have there (from its metrics)
         self.num_requests = 0
@@ -89,19 +94,25 @@ class Endpoint(Rotation):
         """The upstream body; raises DashScope's 400 for what this kind cannot do."""
         if mm_inputs:
             raise self.dialect.refuse("input", "image and video input")
-        return self.dialect.request_body(self.plan(prompt_token_ids, params), params)
+        checked = self._checked
+        if checked is not None and checked[0] is prompt_token_ids and checked[1] is params:
+            return checked[2]
+        body = self.dialect.request_body(self.plan(prompt_token_ids, params), params)
+        self._checked = (prompt_token_ids, params, body)
+        return body
 
     async def submit(self, request: EngineRequest) -> AsyncGenerator[EngineEvent, None]:
         request_id, prompt_token_ids = request.request_id, request.prompt_token_ids
         params, mm_inputs = request.params, request.mm_inputs
         body = self.check(prompt_token_ids, params, mm_inputs)
+        self._checked = None
         tracker = OutputTracker(request_id, self.tokenizer, params, len(prompt_token_ids),
                                 self._think)
         self.num_outstanding += 1
         self.num_requests += 1
         try:
             while True:
-                async with self._http.session().post(self.url + self.dialect.path, json=body,
+                async with self._http.session().post(self._post_url, json=body,
                                                      headers=self._headers) as response:
                     self._open[request_id] = response
                     if response.status != 200:

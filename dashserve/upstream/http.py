@@ -35,8 +35,9 @@ class UpstreamHttp:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
             connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0)
-            self._session = aiohttp.ClientSession(
+            self._session = aiohttp.ClientSession(  # no cookies: upstreams are APIs
                 connector=connector, timeout=self.timeout, trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
                 read_bufsize=READ_BUFFER_BYTES, auto_decompress=True)
             self._loop = loop
         return self._session

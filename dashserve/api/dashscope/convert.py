@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dashserve.api.common import (
+    given,
     logprobs_content,
     merged_tool_calls,
     stop_items,
@@ -28,7 +29,7 @@ from dashserve.search.prompt import EMPTY_SEARCH_INFO
 from dashserve.serving.asr import AsrOptions, annotation, parse_answer, parse_asr_options
 from dashserve.serving.assemble import ChoiceState, Completion, GenerationUpdate, Usage
 from dashserve.serving.features import thinking_enabled
-from dashserve.serving.normalize import check_extras
+from dashserve.serving.normalize import EXTRA_NAMES, check_extras
 from dashserve.serving.ocr import parse_ocr_options
 from dashserve.serving.profiles import ModelProfile
 from dashserve.serving.request import GenerationRequest, Message, RequestedParams
@@ -71,7 +72,7 @@ def to_generation_request(body: NativeRequest, *, request_id: str, stream: bool,
                           resolve_oss: bool = False,
                           inspection: InspectionRequest | None = None) -> GenerationRequest:
     params = body.parameters
-    check_extras(params.model_dump(exclude_none=True))
+    check_extras(given(params, EXTRA_NAMES))
     return GenerationRequest(
         request_id=request_id, model=body.model, messages=native_messages(body.input),
         params=requested_params(params), stream=stream, api="dashscope",

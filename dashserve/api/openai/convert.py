@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from dashserve.api.common import (
+    given,
     logprobs_content,
     merged_tool_calls,
     stop_items,
@@ -28,14 +29,14 @@ from dashserve.api.sse import OPENAI_DONE, openai_event
 from dashserve.errors import DashServeError, UnsupportedFeature
 from dashserve.inspection.header import InspectionRequest
 from dashserve.serving.assemble import Completion, GenerationUpdate, Usage
-from dashserve.serving.normalize import check_extras
+from dashserve.serving.normalize import EXTRA_NAMES, check_extras
 from dashserve.serving.request import GenerationRequest, RequestedParams
 
 
 def to_generation_request(body: ChatCompletionRequest, *, request_id: str,
                           resolve_oss: bool = False,
                           inspection: InspectionRequest | None = None) -> GenerationRequest:
-    check_extras(body.model_dump(exclude_none=True))
+    check_extras(given(body, EXTRA_NAMES))
     if getattr(body, "asr_options", None) is not None:
         raise UnsupportedFeature("asr_options is only available on the DashScope API "
                                  "(MultiModalConversation)", param="asr_options")
