@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from dashserve.chat_templates import Renderer, fast_renderer
 from dashserve.errors import InvalidRequest
 from dashserve.tokenizer_build import bytes_to_unicode
 
@@ -125,6 +126,7 @@ class Tokenizer:
         self.backend = backend
         self.chat_template = chat_template
         self._compiled: jinja2.Template | None = None
+        self._fast_render: Renderer | None = None  # chosen with the compiled template
         added = backend.get_added_tokens_decoder()  # id -> AddedToken
         self.vocab_size: int = backend.get_vocab_size(with_added_tokens=True)
         self.special_ids: frozenset[int] = frozenset(i for i, t in added.items() if t.special)
@@ -218,7 +220,7 @@ class Tokenizer:
         holding the GIL): a server does this while loading, so no request pays for it."""
         self.prepare_plain()
         if self.chat_template and self._compiled is None:
-            self._compiled = compile_chat_template(self.chat_template)
+            self._compile_template(self.chat_template)
 
     def encode_plain(self, text: str) -> list[int]:
         """Token ids of ``text`` as plain text: special and added tokens typed in it (such as
@@ -290,6 +292,12 @@ class Tokenizer:
 
     # ---- chat template ----------------------------------------------------------------------
 
+    def _compile_template(self, template: str) -> jinja2.Template:
+        """Compile ``template`` and pick its plain-Python renderer, if it has one."""
+        self._fast_render = fast_renderer(template)
+        self._compiled = compile_chat_template(template)
+        return self._compiled
+
     def apply_chat_template(
         self,
         messages: Sequence[Any],
@@ -298,18 +306,27 @@ class Tokenizer:
         **template_kwargs: Any,
     ) -> str:
         """The prompt text for ``messages``; equal to transformers'
-        ``apply_chat_template(messages, tools=tools, tokenize=False, ...)``."""
+        ``apply_chat_template(messages, tools=tools, tokenize=False, ...)``.
+
+        Plain text conversations under a known template (Qwen3's) are rendered by its
+        plain-Python equal in ``chat_templates``; everything else by the template itself."""
         import jinja2
 
         if not self.chat_template:
             raise InvalidRequest("this model has no chat template; send a plain prompt instead")
-        if self._compiled is None:
-            self._compiled = compile_chat_template(self.chat_template)
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compile_template(self.chat_template)
         kwargs = {**self.special_tokens, **_plain(template_kwargs)}
         documents = kwargs.pop("documents", None)
         try:
-            return self._compiled.render(
-                messages=_prepare_messages(messages),
+            prepared = _prepare_messages(messages)
+            if self._fast_render is not None:
+                text = self._fast_render(prepared, tools, documents, add_generation_prompt, kwargs)
+                if text is not None:
+                    return text
+            return compiled.render(
+                messages=prepared,
                 tools=_plain(list(tools)) if tools is not None else None,
                 documents=documents,
                 add_generation_prompt=add_generation_prompt,

@@ -24,7 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "netguard": set(),
     "tokenizer_build": set(),
-    "tokenizer": {"errors", "tokenizer_build"},
+    "chat_templates": {"tokenizer_build"},
+    "tokenizer": {"chat_templates", "errors", "tokenizer_build"},
     # shared contracts: what crosses from serving into the engine and back
     "contracts": {"errors", "tokenizer"},
     # the engine side: tokens and tensors, no HTTP, no database
