@@ -1,7 +1,8 @@
 """The DashScope front's added latency over an upstream, against calling the upstream directly.
 
 Usage: python bench/bench_upstream.py [--concurrency 1 64] [--num-tokens 32]
-                                      [--token-delay-ms 20] [--rounds 3] [--json PATH]
+                                      [--token-delay-ms 20] [--rounds 3] [--min-requests 40]
+                                      [--json PATH]
                                       [--gguf FILE]   # a live llama-server instead of the fake
 
 One run starts the upstream (the fake llama-server of tests/upstream, streaming
@@ -233,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-tokens", type=int, default=32)
     parser.add_argument("--token-delay-ms", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--min-requests", type=int, default=40,
+                        help="more rounds where needed so each side has at least this many "
+                             "requests per concurrency (a p50 of 3 requests is noise)")
     parser.add_argument("--gguf", type=Path, help="serve this GGUF with the built llama-server")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--scale-out", action="store_true",
@@ -273,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     with process(up_cmd, upstream + "/health", work / "upstream.log"), \
             process(front_cmd, front + "/health", work / "front.log"):
         for n in args.concurrency:
-            log.info("%d concurrent streams x %d rounds", n, args.rounds)
-            rows.append(asyncio.run(measure(upstream, front, ids, n, args.num_tokens, args.rounds)))
+            rounds = max(args.rounds, -(-args.min_requests // n))
+            log.info("%d concurrent streams x %d rounds", n, rounds)
+            rows.append(asyncio.run(measure(upstream, front, ids, n, args.num_tokens, rounds)))
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps({"setup": env_note, "rows": rows}, indent=2))
