@@ -220,7 +220,7 @@ class Tokenizer:
         holding the GIL): a server does this while loading, so no request pays for it."""
         self.prepare_plain()
         if self.chat_template and self._compiled is None:
-            self._compile_template(self.chat_template)
+            self._compile_template()
 
     def encode_plain(self, text: str) -> list[int]:
         """Token ids of ``text`` as plain text: special and added tokens typed in it (such as
@@ -292,8 +292,9 @@ class Tokenizer:
 
     # ---- chat template ----------------------------------------------------------------------
 
-    def _compile_template(self, template: str) -> jinja2.Template:
-        """Compile ``template`` and pick its plain-Python renderer, if it has one."""
+    def _compile_template(self) -> jinja2.Template:
+        """Compile the chat template and pick its plain-Python renderer, if it has one."""
+        template = self.chat_template or ""
         self._fast_render = fast_renderer(template)
         self._compiled = compile_chat_template(template)
         return self._compiled
@@ -316,13 +317,15 @@ class Tokenizer:
             raise InvalidRequest("this model has no chat template; send a plain prompt instead")
         compiled = self._compiled
         if compiled is None:
-            compiled = self._compile_template(self.chat_template)
-        kwargs = {**self.special_tokens, **_plain(template_kwargs)}
+            compiled = self._compile_template()
+        variables = _plain(template_kwargs)
+        kwargs = {**self.special_tokens, **variables}
         documents = kwargs.pop("documents", None)
         try:
             prepared = _prepare_messages(messages)
             if self._fast_render is not None:
-                text = self._fast_render(prepared, tools, documents, add_generation_prompt, kwargs)
+                text = self._fast_render(prepared, tools, documents, add_generation_prompt,
+                                         variables)
                 if text is not None:
                     return text
             return compiled.render(

@@ -66,10 +66,10 @@ def test_random_conversations_render_as_the_template(tokenizer: Tokenizer) -> No
     shapes = set()
     for _ in range(4000):
         messages, add_generation_prompt, kwargs = random_case(rng)
-        variables = {**tokenizer.special_tokens, **kwargs}
-        fast = render_qwen3(messages, None, None, add_generation_prompt, variables)
+        fast = render_qwen3(messages, None, None, add_generation_prompt, kwargs)
         slow = compiled.render(messages=messages, tools=None, documents=None,
-                               add_generation_prompt=add_generation_prompt, **variables)
+                               add_generation_prompt=add_generation_prompt,
+                               **{**tokenizer.special_tokens, **kwargs})
         assert fast == slow, (messages, add_generation_prompt, kwargs)
         ours = tokenizer.apply_chat_template(
             messages, add_generation_prompt=add_generation_prompt, **kwargs)
@@ -114,18 +114,16 @@ def test_other_conversations_go_through_jinja(tokenizer: Tokenizer, name: str) -
     messages, kwargs = OUTSIDE[name]
     kwargs = dict(kwargs)
     tools = kwargs.pop("tools", None)
-    variables = {**tokenizer.special_tokens, **kwargs}
     prepared = _prepare_messages(messages)
-    assert render_qwen3(prepared, tools, None, True, variables) is None
+    assert render_qwen3(prepared, tools, None, True, kwargs) is None
     expected = jinja_render(tokenizer, messages, True, tools=tools, **kwargs)
     assert tokenizer.apply_chat_template(messages, tools=tools, **kwargs) == expected
 
 
 def test_documents_and_empty_conversations_go_through_jinja(tokenizer: Tokenizer) -> None:
-    variables = dict(tokenizer.special_tokens)
-    assert render_qwen3([USER], None, [{"text": "doc"}], True, variables) is None
-    assert render_qwen3([], None, None, True, variables) is None
-    assert render_qwen3([USER], [], None, True, variables) is not None  # no tools: same text
+    assert render_qwen3([USER], None, [{"text": "doc"}], True, {}) is None
+    assert render_qwen3([], None, None, True, {}) is None
+    assert render_qwen3([USER], [], None, True, {}) is not None  # no tools: same text
 
 
 def test_only_the_qwen3_template_text_is_recognized(tokenizer: Tokenizer, tmp_path: Path) -> None:
