@@ -36,11 +36,12 @@ from dashserve.serving.request import GenerationRequest, RequestedParams
 def to_generation_request(body: ChatCompletionRequest, *, request_id: str,
                           resolve_oss: bool = False,
                           inspection: InspectionRequest | None = None) -> GenerationRequest:
-    check_extras(given(body, EXTRA_NAMES))
-    if getattr(body, "asr_options", None) is not None:
+    values = given(body, (*EXTRA_NAMES, "asr_options", "ocr_options"))
+    check_extras(values)
+    if values["asr_options"] is not None:
         raise UnsupportedFeature("asr_options is only available on the DashScope API "
                                  "(MultiModalConversation)", param="asr_options")
-    if getattr(body, "ocr_options", None):
+    if values["ocr_options"]:
         raise UnsupportedFeature("ocr_options is only available on the DashScope API "
                                  "(/api/v1/services/aigc/multimodal-generation/generation)",
                                  param="ocr_options")
