@@ -107,6 +107,8 @@ async def test_text_content_parts(client: httpx.AsyncClient) -> None:
     ({"enable_search": True}, "enable_search"),
     ({"logit_bias": {"1": 5}}, "logit_bias"),
     ({"modalities": ["text", "audio"]}, "modalities"),
+    ({"asr_options": {"language": "zh"}}, "asr_options"),
+    ({"ocr_options": {"task": "text_recognition"}}, "ocr_options"),
 ])
 async def test_unavailable_features_are_refused(client: httpx.AsyncClient,
                                                 extra: dict[str, object], param: str) -> None:
