@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from dashserve.chat_templates import Renderer, fast_renderer
 from dashserve.errors import InvalidRequest
 from dashserve.tokenizer_build import bytes_to_unicode
+from dashserve.tokenizer_pieces import PieceEncoder
 
 if TYPE_CHECKING:
     import jinja2
@@ -144,6 +145,7 @@ class Tokenizer:
             self._added_re = re.compile("|".join(
                 re.escape(t) for t in sorted(self._added_ids, key=len, reverse=True)))
         self._plain_backend: Backend | None = None  # built by prepare_plain (servers do it at load)
+        self._pieces: PieceEncoder | None = None  # ASCII text piece by piece (with the above)
         self._plain_lock = threading.Lock()
         # the short pieces between a template's control tokens ("assistant\n", "\n\n") recur
         # in every prompt: their ids are kept rather than asked of the tokenizer each time
@@ -212,7 +214,10 @@ class Tokenizer:
         this while loading, so no request pays for it."""
         with self._plain_lock:
             if self._plain_backend is None:
-                self._plain_backend = _without_added_tokens(self.backend)
+                spec = json.loads(self.backend.to_str())
+                plain = _without_added_tokens(spec)
+                self._pieces = PieceEncoder.of(plain, spec)
+                self._plain_backend = plain
         return self._plain_backend
 
     def prepare_for_serving(self) -> None:
@@ -230,6 +235,9 @@ class Tokenizer:
             backend = self.prepare_plain()
         if len(text) > _GIL_FREE_CHARS:
             return backend.encode_batch([text], add_special_tokens=False)[0].ids
+        pieces = self._pieces
+        if pieces is not None and text.isascii():
+            return pieces.encode(text)
         return backend.encode(text, add_special_tokens=False).ids
 
     def escape_added(self, text: str) -> str:
@@ -341,13 +349,12 @@ class Tokenizer:
             ) from exc
 
 
-def _without_added_tokens(backend: Backend) -> Backend:
-    """A copy of ``backend`` that knows no added tokens (ordinary tokens keep their ids)."""
+def _without_added_tokens(spec: dict[str, Any]) -> Backend:
+    """The tokenizer of ``spec`` (a tokenizer.json) without its added tokens (ordinary
+    tokens keep their ids)."""
     from tokenizers import Tokenizer as Backend
 
-    spec = json.loads(backend.to_str())
-    spec["added_tokens"] = []
-    return Backend.from_str(json.dumps(spec))
+    return Backend.from_str(json.dumps({**spec, "added_tokens": []}))
 
 
 def _model_vocab_size(path: Path) -> int | None:

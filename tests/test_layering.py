@@ -25,7 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "netguard": set(),
     "tokenizer_build": set(),
     "chat_templates": {"tokenizer_build"},
-    "tokenizer": {"chat_templates", "errors", "tokenizer_build"},
+    "tokenizer_pieces": {"tokenizer_build"},
+    "tokenizer": {"chat_templates", "errors", "tokenizer_build", "tokenizer_pieces"},
     # shared contracts: what crosses from serving into the engine and back
     "contracts": {"errors", "tokenizer"},
     # the engine side: tokens and tensors, no HTTP, no database
