@@ -5,8 +5,13 @@ and ``meta_info`` (``prompt_tokens``, ``completion_tokens``, ``cached_tokens``,
 ``finish_reason`` as ``{"type": "stop"|"length"|"abort", ...}``). Output is cumulative by
 default and incremental with ``--incremental-streaming-output`` (``--stream-output`` in
 older releases, where only ``output_ids`` became incremental); both are read from the ids.
-An aborted stream's last object (SGLang 0.5) holds only the last token, already sent, with
-the count of everything generated and the whole text: nothing in it is new output.
+An abort the scheduler finishes (``/abort_request`` on a running request, recorded from
+SGLang 0.5.23) ends like any other object: its new ids, text and full ``meta_info``. The
+tokenizer manager's own abort echo (``_handle_abort_req``: e.g. a request aborted while
+waiting) has no ``prompt_tokens``; incremental, it repeats only the last token, already
+sent, with the whole text: nothing in it is new output.
+``sampling_seed`` is sent, but SGLang 0.5.23 follows it only under
+``--enable-deterministic-inference`` (not offered with the torch_native attention backend).
 """
 
 from __future__ import annotations
@@ -62,8 +67,8 @@ class SglangGenerate(Dialect):
         cumulative = ids is not None and completion is not None and len(ids) == completion
         reason = finish_reason(meta.get("finish_reason"))
         text = data.get("text") or ""
-        if reason is FinishReason.ABORT and not cumulative:
-            ids, text = [], ""  # the last token again (already sent) and the whole text
+        if reason is FinishReason.ABORT and not cumulative and "prompt_tokens" not in meta:
+            ids, text = [], ""  # the echo: the last token again (already sent), the whole text
         return Chunk(text=text, token_ids=ids, finish_reason=reason,
                      num_prompt_tokens=meta.get("prompt_tokens"), num_output_tokens=completion,
                      num_cached_tokens=meta.get("cached_tokens"), is_last=reason is not None,
