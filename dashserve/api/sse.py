@@ -19,15 +19,26 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+import orjson
+
 SSE_MEDIA_TYPE = "text/event-stream"
 SSE_HEADERS = MappingProxyType({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 KEEPALIVE = b":keepalive\n\n"
 OPENAI_DONE = b"data: [DONE]\n\n"
 
 
+def dump_bytes(obj: Any) -> bytes:
+    """Compact JSON with raw UTF-8, always on one line (orjson: a stream frame is written
+    for every token, and it takes a fraction of the standard library's time)."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # what orjson does not write (an int past 64 bits): the same JSON
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def dumps(obj: Any) -> str:
-    """Compact JSON with raw UTF-8, always on one line."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    """``dump_bytes`` as text."""
+    return dump_bytes(obj).decode()
 
 
 def wants_native_stream(headers: Mapping[str, str]) -> bool:
@@ -39,7 +50,8 @@ def wants_native_stream(headers: Mapping[str, str]) -> bool:
 
 
 def native_event(event_id: int, data: Mapping[str, Any]) -> bytes:
-    return f"id:{event_id}\nevent:result\n:HTTP_STATUS/200\ndata:{dumps(data)}\n\n".encode()
+    return (f"id:{event_id}\nevent:result\n:HTTP_STATUS/200\ndata:".encode() + dump_bytes(data)
+            + b"\n\n")
 
 
 def native_error_event(event_id: int, status: int, code: str, message: str, request_id: str,
@@ -53,4 +65,4 @@ def native_error_event(event_id: int, status: int, code: str, message: str, requ
 
 
 def openai_event(data: Mapping[str, Any]) -> bytes:
-    return f"data: {dumps(data)}\n\n".encode()
+    return b"data: " + dump_bytes(data) + b"\n\n"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from dashserve.api.sse import (
+    dump_bytes,
     native_error_event,
     native_event,
     openai_event,
@@ -38,3 +41,22 @@ def test_stream_switch() -> None:
     assert wants_native_stream({"accept": "text/event-stream"})
     assert not wants_native_stream({"accept": "application/json; charset=utf-8"})
     assert not wants_native_stream({"x-dashscope-sse": "disable", "accept": "*/*"})
+
+
+STDLIB_CASES = [
+    {"text": "a\nb\tc\r\x00\x1f\x7f \u2028 \"q\" \\ / 你好 😀", "n": 3, "ok": True, "none": None},
+    {"choices": [{"delta": {"content": "x"}, "index": 0, "logprobs": None}], "usage": {}},
+    [1, -2, 2 ** 63 - 1, "", [], {}],
+    {"big": 2 ** 70},  # past 64 bits: written the standard library's way
+]
+
+
+def test_frames_are_the_standard_librarys_compact_utf8_json() -> None:
+    for obj in STDLIB_CASES:
+        assert dump_bytes(obj) == json.dumps(obj, ensure_ascii=False,
+                                             separators=(",", ":")).encode()
+
+
+def test_floats_and_other_keys_read_back_the_same() -> None:
+    obj = {"p": 0.1, "q": 1e-07, "r": -3.5e300, 1: "one"}
+    assert json.loads(dump_bytes(obj)) == {"p": 0.1, "q": 1e-07, "r": -3.5e300, "1": "one"}

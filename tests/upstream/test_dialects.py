@@ -211,3 +211,15 @@ def test_answer_limit_in_thinking_mode_needs_token_ids(make_pool: Any) -> None:
     assert room.check(ids, params)["max_tokens"] == room.model_info.max_model_len - len(ids)
     text = make_pool(["http://127.0.0.1:9"], kind="openai").endpoints[0]
     assert text.check(ids, params)["max_tokens"] == 5  # reasoning and answer together
+
+
+def test_stream_lines_past_strict_json_are_read_as_python_reads_them() -> None:
+    """vLLM writes a -inf logprob as ``-Infinity``; ints past 64 bits are JSON too."""
+    assert sse_data('data: {"logprob": -Infinity, "x": NaN}')["logprob"] == float("-inf")
+    assert sse_data('data: {"n": 123456789012345678901234567890}') == {
+        "n": 123456789012345678901234567890}
+    assert sse_data('data: {"text": "\\u4f60", "ids": [1, 2]}') == {"text": "你", "ids": [1, 2]}
+    for line in ("data: [DONE]", ": ping", "data:", "data: [1, 2]"):
+        assert sse_data(line) is None
+    with pytest.raises(ValueError):
+        sse_data("data: {not json")
