@@ -12,7 +12,9 @@ limits, metering in SQLite). For each concurrency it alternates rounds: N stream
 the upstream's ``/completion`` with the same token ids the front sends, then N streams through
 the front's compatible mode. Per request: time to first token (TTFT) and the mean gap
 between tokens after the first. Prints p50/p99 TTFT and the per-token mean for both, and
-what the front adds.
+what the front adds; and the CPU time the front and the upstream processes spent per request
+they served, less what each spends idle (read from /proc: it moves far less than latency
+with what else the machine runs).
 
 ``--scale-out`` instead measures aggregate throughput through the front with one upstream
 and then with two in its pool, each upstream capped at ``--capacity`` tokens/s over all its
@@ -48,6 +50,7 @@ from dashserve.tokenizer import Tokenizer  # noqa: E402
 
 log = logging.getLogger("bench_upstream")
 API_KEY = "sk-bench-upstream"
+IDLE_WINDOW_S = 2.0  # how long each process's idle CPU is read before the rounds
 QUESTION = "Explain in one paragraph why the sky is blue."
 
 
@@ -70,12 +73,13 @@ def wait_health(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180)
 
 
 @contextlib.contextmanager
-def process(cmd: list[str], health_url: str, log_path: Path) -> Iterator[None]:
+def process(cmd: list[str], health_url: str, log_path: Path
+            ) -> Iterator[subprocess.Popen[bytes]]:
     with open(log_path, "wb") as sink:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
         try:
             wait_health(health_url, proc)
-            yield
+            yield proc
         finally:
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -122,13 +126,26 @@ async def _timed(c: httpx.AsyncClient, url: str, body: dict[str, Any], headers: 
     return times[0] - t0, gaps
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of process ``pid`` so far (Linux schedstat, nanoseconds; 0
+    where /proc has none). Unlike latency, it hardly moves with what else the machine runs."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(stat.read_text().split()[0])
+    return total / 1e9
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
 async def measure(upstream: str, front: str, ids: list[int], concurrency: int, n: int,
-                  rounds: int) -> dict[str, Any]:
+                  rounds: int, pids: dict[str, int] | None = None) -> dict[str, Any]:
+    """TTFT and token gaps of both sides; with ``pids`` ({"front": pid, "upstream": pid}) also
+    the CPU each process spent per request it served over the rounds."""
+    pids = pids or {}
     # connections idle for a second are not reused: a server may close an idle one (uvicorn
     # after 5 s) just as the next round reuses it, which fails that request
     limits = httpx.Limits(max_connections=concurrency * 2 + 8, keepalive_expiry=1.0)
@@ -136,6 +153,12 @@ async def measure(upstream: str, front: str, ids: list[int], concurrency: int, n
     async with httpx.AsyncClient(timeout=300, limits=limits, trust_env=False) as c:
         await front_stream(c, front, n)  # warm both paths (connections, caches)
         await direct_stream(c, upstream, ids, n)
+        # what each process spends idle (timers, probes), taken out of the per-request figure
+        idle_from = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        await asyncio.sleep(IDLE_WINDOW_S if pids else 0.0)
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        idle_rate = {name: (cpu_before[name] - idle_from[name]) / IDLE_WINDOW_S for name in pids}
+        started = time.perf_counter()
         for _ in range(rounds):
             for side in ("direct", "front"):
                 if side == "direct":
@@ -147,7 +170,14 @@ async def measure(upstream: str, front: str, ids: list[int], concurrency: int, n
                 for ttft, gaps in results:
                     out[side]["ttft"].append(ttft)
                     out[side]["gap"].extend(gaps)
+        await asyncio.sleep(1.0)  # the front's usage writer flushes what the last round billed
+        elapsed = time.perf_counter() - started
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] - idle_rate[name] * elapsed
+               for name, pid in pids.items()}
     row: dict[str, Any] = {"concurrency": concurrency, "requests": concurrency * rounds}
+    served = {"front": concurrency * rounds, "upstream": 2 * concurrency * rounds}
+    row["cpu_ms_per_request"] = {name: spent * 1e3 / served[name] for name, spent in cpu.items()}
+    row["idle_cpu_ms_per_s"] = {name: rate * 1e3 for name, rate in idle_rate.items()}
     for side, v in out.items():
         row[side] = {"ttft_p50_ms": pct(v["ttft"], 0.5) * 1e3, "ttft_p99_ms": pct(v["ttft"], 0.99) * 1e3,
                      "per_token_ms": statistics.fmean(v["gap"]) * 1e3}
@@ -163,6 +193,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             v = row[side]
             lines.append(f"{row['concurrency']:>7} {side:>7} {v['ttft_p50_ms']:>12.2f} "
                          f"{v['ttft_p99_ms']:>12.2f} {v['per_token_ms']:>9.3f}")
+    for row in rows:
+        cpu = row.get("cpu_ms_per_request") or {}
+        if cpu:
+            idle = row["idle_cpu_ms_per_s"]
+            lines.append(f"{row['concurrency']:>7} streams: CPU per request served, " + ", ".join(
+                f"{name} {ms:.2f} ms" for name, ms in sorted(cpu.items())) + " (idle: " + ", ".join(
+                f"{name} {idle[name]:.1f} ms/s" for name in sorted(idle)) + ", taken out)")
     sys.stdout.write("\n".join(lines) + "\n")
 
 
@@ -274,12 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     env_note = {"cpus": os.cpu_count(), "upstream": "llama-server" if args.gguf else "fake",
                 "num_tokens": args.num_tokens, "token_delay_ms": args.token_delay_ms}
     rows = []
-    with process(up_cmd, upstream + "/health", work / "upstream.log"), \
-            process(front_cmd, front + "/health", work / "front.log"):
+    with process(up_cmd, upstream + "/health", work / "upstream.log") as up_proc, \
+            process(front_cmd, front + "/health", work / "front.log") as front_proc:
+        pids = {"front": front_proc.pid, "upstream": up_proc.pid}
         for n in args.concurrency:
             rounds = max(args.rounds, -(-args.min_requests // n))
             log.info("%d concurrent streams x %d rounds", n, rounds)
-            rows.append(asyncio.run(measure(upstream, front, ids, n, args.num_tokens, rounds)))
+            rows.append(asyncio.run(measure(upstream, front, ids, n, args.num_tokens, rounds,
+                                            pids)))
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps({"setup": env_note, "rows": rows}, indent=2))
