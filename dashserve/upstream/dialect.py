@@ -90,6 +90,13 @@ class Dialect:
     # (from every front, not just this one); None: the kind exposes none we read
     metrics_path: str | None = None
     load_metrics: tuple[str, ...] = ()
+    # where the server describes how it was started (read once, by the probe task), the
+    # first that answers; () for kinds whose description changes nothing we say
+    info_paths: tuple[str, ...] = ()
+
+    def info_warnings(self, info: dict[str, Any]) -> list[str]:
+        """What the operator should hear about a server so described (``info_paths``)."""
+        return []
 
     def request_body(self, plan: RequestPlan, params: SamplingParams) -> dict[str, Any]:
         raise NotImplementedError

@@ -72,6 +72,7 @@ class Endpoint(Rotation):
         # the last body ``check`` built, with the ids and params it was built from: the pool
         # checks a request just before it submits it, and the endpoint then reuses the body
         self._checked: tuple[list[int], SamplingParams, dict[str, Any]] | None = None
+        self._described = not dialect.info_paths  # the server's description was read
         self.num_outstanding = 0  # requests this front sent and that have not finished
         self.num_external = 0  # requests other fronts have there (from its metrics)
         self.num_requests = 0
@@ -205,8 +206,29 @@ class Endpoint(Rotation):
         """Requests running or queued there, ours and other fronts' (the router's measure)."""
         return self.num_outstanding + self.num_external
 
+    async def describe(self, timeout_s: float = 2.0) -> None:
+        """Read, once, how the server says it was started, and log what the dialect makes of
+        it (``Dialect.info_paths``); a server that does not answer is asked again later."""
+        if self._described:
+            return
+        for path in self.dialect.info_paths:
+            try:
+                status, text = await self._http.get(self.url + path, self._headers, timeout_s)
+            except HttpFailure:
+                return  # asked again at the next probe
+            try:
+                info = json.loads(text) if status == 200 else None
+            except ValueError:
+                info = None
+            if isinstance(info, dict):
+                for warning in self.dialect.info_warnings(info):
+                    log.warning("upstream %s (%s): %s", self.url, self.dialect.kind, warning)
+                break
+        self._described = True  # it answered: described, or it has no description to read
+
     async def scrape(self, timeout_s: float = 2.0) -> None:
         """Read the upstream's load gauges; requests beyond ours are other fronts'."""
+        await self.describe(timeout_s)
         if self.dialect.metrics_path is None:
             return
         try:

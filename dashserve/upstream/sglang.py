@@ -11,7 +11,8 @@ tokenizer manager's own abort echo (``_handle_abort_req``: e.g. a request aborte
 waiting) has no ``prompt_tokens``; incremental, it repeats only the last token, already
 sent, with the whole text: nothing in it is new output.
 ``sampling_seed`` is sent, but SGLang 0.5.23 follows it only under
-``--enable-deterministic-inference`` (not offered with the torch_native attention backend).
+``--enable-deterministic-inference`` (not offered with the torch_native attention backend):
+the probe task reads each server's ``/server_info`` once and warns of one started without it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ class SglangGenerate(Dialect):
     health_path = "/health"
     metrics_path = "/metrics"  # served with --enable-metrics
     load_metrics = ("sglang:num_running_reqs", "sglang:num_queue_reqs")
+    info_paths = ("/server_info", "/get_server_info")  # 0.5.x; older releases only the second
+
+    def info_warnings(self, info: dict[str, Any]) -> list[str]:
+        if info.get("enable_deterministic_inference"):
+            return []
+        return ["it was started without --enable-deterministic-inference, so it does not "
+                "follow seeds: a seed (DashScope's default 1234 included) will not make its "
+                "answers repeatable"]
 
     def request_body(self, plan: RequestPlan, params: SamplingParams) -> dict[str, Any]:
         self.check_common(params)

@@ -49,6 +49,8 @@ class State:
         self.released.set()
         self.prompts: deque[list[int]] = deque(maxlen=MAX_CACHED_PROMPTS)
         self.bodies: list[dict[str, Any]] = []
+        self.deterministic = False  # what /server_info says of --enable-deterministic-inference
+        self.info_reads = 0
 
     def cached(self, prompt: list[int]) -> int:
         best = 0
@@ -143,7 +145,7 @@ def make_app(state: State) -> Starlette:
     async def stats(request: Request) -> Response:
         return JSONResponse({"requests": state.requests, "active": state.active,
                              "disconnected": state.disconnected, "completed": state.completed,
-                             "bodies": state.bodies})
+                             "bodies": state.bodies, "info_reads": state.info_reads})
 
     async def metrics(request: Request) -> Response:
         lines = [
@@ -154,8 +156,15 @@ def make_app(state: State) -> Starlette:
         ]
         return Response("\n".join(lines) + "\n", media_type="text/plain")
 
+    async def server_info(request: Request) -> Response:  # SGLang's description of itself
+        state.info_reads += 1
+        return JSONResponse({"version": "fake",
+                             "enable_deterministic_inference": state.deterministic})
+
     async def mode(request: Request) -> Response:
         body = await request.json()
+        if "deterministic" in body:
+            state.deterministic = bool(body["deterministic"])
         if "fail" in body:
             state.fail = body["fail"]
         if "hold" in body:
@@ -168,6 +177,7 @@ def make_app(state: State) -> Starlette:
         Route("/generate", generate, methods=["POST"]),
         Route("/health", health), Route("/v1/models", health), Route("/_stats", stats),
         Route("/_mode", mode, methods=["POST"]), Route("/metrics", metrics),
+        Route("/server_info", server_info),
     ])
 
 

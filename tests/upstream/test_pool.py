@@ -292,3 +292,35 @@ async def test_a_stream_the_kind_cannot_follow_fails_as_the_upstream_s_fault(
             await run(pool, prefix(3))
     finally:
         await pool.shutdown()
+
+
+async def test_an_sglang_server_that_ignores_seeds_is_named_once_in_the_log(
+        fake_upstreams: Callable[..., list[FakeUpstream]], make_pool: Callable[..., Pool],
+        caplog: pytest.LogCaptureFixture) -> None:
+    loose, strict = fake_upstreams(2)
+    strict.mode(deterministic=True)
+    pool = make_pool([loose.url, strict.url], kind="sglang")
+    try:
+        with caplog.at_level("WARNING", logger="dashserve.upstream.endpoint"):
+            await pool.check_health()  # starts the probe task, which reads /server_info
+            await until(lambda: loose.stats()["info_reads"] == 1
+                        and strict.stats()["info_reads"] == 1, what="both servers described")
+            await asyncio.sleep(0.3)  # more probe rounds: neither is asked again
+        assert loose.stats()["info_reads"] == strict.stats()["info_reads"] == 1
+        warned = [r.getMessage() for r in caplog.records
+                  if "--enable-deterministic-inference" in r.getMessage()]
+        assert len(warned) == 1 and loose.url in warned[0] and strict.url not in warned[0]
+    finally:
+        await pool.shutdown()
+
+
+async def test_kinds_without_a_description_are_not_asked_for_one(
+        fake_upstreams: Callable[..., list[FakeUpstream]], make_pool: Callable[..., Pool]) -> None:
+    (up,) = fake_upstreams(1)
+    pool = make_pool([up.url], kind="vllm")
+    try:
+        await pool.check_health()
+        await asyncio.sleep(0.3)
+        assert up.stats()["info_reads"] == 0
+    finally:
+        await pool.shutdown()
