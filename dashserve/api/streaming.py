@@ -7,6 +7,7 @@ and again from the response's background task as a safety net.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.types import Receive, Scope, Send
 
 from dashserve.api.deps import ClientDisconnected, settings_of, unless_disconnected
 from dashserve.api.sse import KEEPALIVE, SSE_HEADERS, SSE_MEDIA_TYPE
@@ -76,12 +78,53 @@ async def _frames(run: GenerationRun, renderer: StreamRenderer,
         await run.aclose(status_code=status, disconnected=disconnected)
 
 
+class SseResponse(StreamingResponse):
+    """A streaming response that watches for the client's disconnect with one plain task.
+
+    Starlette's own, for servers that speak ASGI before 2.4 (uvicorn), runs the body and the
+    watch as two tasks of an anyio task group, with their cancel scopes: about a twentieth of
+    the front's work on a short streamed request. Here the body streams in the request's own
+    task, and a disconnect cancels that task, so the body's cleanup (billing the run, closing
+    the engine or upstream request) runs at once, as it does there.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        version = scope.get("asgi", {}).get("spec_version", "2.0")
+        if tuple(map(int, version.split("."))) >= (2, 4) or scope["type"] != "http":
+            await super().__call__(scope, receive, send)  # disconnects raise from send there
+            return
+        streaming = asyncio.current_task()
+        assert streaming is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            streaming.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            uncancel = getattr(streaming, "uncancel", None)  # Python 3.11 and later
+            if uncancel is not None:
+                uncancel()  # the client left: not a cancellation of the request's task
+        finally:
+            watcher.cancel()
+        if self.background is not None:
+            await self.background()
+
+
 def stream_response(request: Request, run: GenerationRun, renderer: StreamRenderer,
                     ) -> StreamingResponse:
     settings = settings_of(request)
     headers = dict(SSE_HEADERS)
     headers["x-request-id"] = run.request_id
-    return StreamingResponse(
+    return SseResponse(
         _frames(run, renderer, settings.sse_keepalive_s), media_type=SSE_MEDIA_TYPE,
         headers=headers, background=BackgroundTask(run.aclose, disconnected=True),
     )
