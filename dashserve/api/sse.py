@@ -36,11 +36,6 @@ def dump_bytes(obj: Any) -> bytes:
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def dumps(obj: Any) -> str:
-    """``dump_bytes`` as text."""
-    return dump_bytes(obj).decode()
-
-
 def wants_native_stream(headers: Mapping[str, str]) -> bool:
     """``X-DashScope-SSE: enable`` (authoritative) or ``Accept: text/event-stream``."""
     if headers.get("x-dashscope-sse", "").strip().lower() == "enable":
@@ -60,8 +55,8 @@ def native_error_event(event_id: int, status: int, code: str, message: str, requ
     payload = {"code": code, "message": message.replace("data:", "data :"),
                "request_id": request_id}
     status_part = f"status:{status}\n" if status_line else ""
-    return (f"id:{event_id}\nevent:error\n:HTTP_STATUS/{status}\n{status_part}"
-            f"data:{dumps(payload)}\n\n").encode()
+    return (f"id:{event_id}\nevent:error\n:HTTP_STATUS/{status}\n{status_part}data:".encode()
+            + dump_bytes(payload) + b"\n\n")
 
 
 def openai_event(data: Mapping[str, Any]) -> bytes:
