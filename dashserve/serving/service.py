@@ -87,6 +87,12 @@ PROMPT_THREADS = 4  # prompts are rendered and tokenized on these, unless they a
 # a text-only request of at most this many characters is planned on the event loop, where it
 # takes a fraction of a millisecond, less than the hop to a prompt thread and back costs
 INLINE_PLAN_CHARS = 4096
+# Loop turns a new run's pump gets before the response is built, so that the request is
+# with its engine first: the local engine queues it in the first; an upstream needs the
+# second, since aiohttp writes a request's body in a task of its own (eager only on Python
+# 3.12 and later). Building and sending the response headers first cost the upstream
+# request 0.6 to 0.9 ms on its way out, all of it added to the time to first token.
+HANDOFF_TURNS = 2
 
 
 def check_least_length(request: GenerationRequest, profile: ModelProfile,
@@ -380,8 +386,9 @@ class GenerationService:
             except DashServeError as exc:
                 await run.aclose(status_code=exc.status_code)
                 raise
-        else:  # the run hands its request to the engine now, before the response is built
-            await asyncio.sleep(0)
+        else:  # the run hands its request over now, before the response is built
+            for _ in range(HANDOFF_TURNS):
+                await asyncio.sleep(0)
         return run
 
     def _fitted(self, request: GenerationRequest, images: PreparedImages,
