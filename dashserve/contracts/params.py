@@ -33,7 +33,9 @@ class SamplingParams:
     is greedy. ``max_tokens`` None means "until the context is full". ``stop`` strings are
     matched on the decoded text and never emitted; ``stop_token_ids`` end generation on
     that token (which is not emitted as text). ``n`` samples share the prompt's KV blocks.
-    ``seed`` makes sampling reproducible whatever else is in the batch.
+    ``seed`` makes sampling reproducible whatever else is in the batch; ``seed_requested``
+    says the client chose it (False: the model's default seed), which matters only where a
+    seed may not be followed (an upstream server started without deterministic sampling).
     """
 
     temperature: float = 1.0
@@ -44,6 +46,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int | None = None
+    seed_requested: bool = False
     max_tokens: int | None = None
     min_tokens: int = 0
     ignore_eos: bool = False

@@ -147,6 +147,7 @@ def sampling_params(p: RequestedParams, profile: ModelProfile, num_prompt_tokens
                           else p.presence_penalty),
         frequency_penalty=p.frequency_penalty or 0.0,
         seed=d.seed if p.seed is None else p.seed,
+        seed_requested=p.seed is not None,
         max_tokens=max_tokens,
         stop=stop[0],
         stop_token_ids=stop[1],

@@ -98,6 +98,11 @@ class Dialect:
         """What the operator should hear about a server so described (``info_paths``)."""
         return []
 
+    def ignores_seeds(self, info: dict[str, Any]) -> bool:
+        """A server so described does not follow ``seed``: a request whose client set one
+        goes to another endpoint, or is refused (the pool's rule)."""
+        return False
+
     def request_body(self, plan: RequestPlan, params: SamplingParams) -> dict[str, Any]:
         raise NotImplementedError
 

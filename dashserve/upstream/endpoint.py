@@ -73,6 +73,7 @@ class Endpoint(Rotation):
         # checks a request just before it submits it, and the endpoint then reuses the body
         self._checked: tuple[list[int], SamplingParams, dict[str, Any]] | None = None
         self._described = not dialect.info_paths  # the server's description was read
+        self.ignores_seeds = False  # it says it does not follow seeds (once described)
         self.num_outstanding = 0  # requests this front sent and that have not finished
         self.num_external = 0  # requests other fronts have there (from its metrics)
         self.num_requests = 0
@@ -221,6 +222,7 @@ class Endpoint(Rotation):
             except ValueError:
                 info = None
             if isinstance(info, dict):
+                self.ignores_seeds = self.dialect.ignores_seeds(info)
                 for warning in self.dialect.info_warnings(info):
                     log.warning("upstream %s (%s): %s", self.url, self.dialect.kind, warning)
                 break

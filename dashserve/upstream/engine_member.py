@@ -30,6 +30,7 @@ class EngineMember(Rotation):
     """Implements the pool's ``Member`` over ``client``; ``url`` names it in logs."""
 
     noun = "engine"
+    ignores_seeds = False  # a dashserve engine follows seeds
 
     def __init__(self, client: EngineClient, url: str) -> None:
         super().__init__()
@@ -47,6 +48,9 @@ class EngineMember(Rotation):
               mm_inputs: Sequence[MultiModalInput] = ()) -> Any:
         """A dashserve engine takes every parameter; it validates the request itself."""
         return None
+
+    async def describe(self, timeout_s: float = 2.0) -> None:
+        """Nothing to read: a dashserve engine follows every parameter it takes."""
 
     async def submit(self, request: EngineRequest) -> AsyncGenerator[EngineEvent, None]:
         self.num_outstanding += 1

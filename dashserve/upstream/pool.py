@@ -24,7 +24,7 @@ from dashserve.contracts.multimodal import MultiModalInput
 from dashserve.contracts.outputs import EngineEvent, EngineStats
 from dashserve.contracts.params import SamplingParams
 from dashserve.contracts.request import EngineRequest
-from dashserve.errors import DashServeError, ModelUnavailable
+from dashserve.errors import DashServeError, ModelUnavailable, UnsupportedFeature
 from dashserve.tokenizer import Tokenizer
 from dashserve.upstream.endpoint import UpstreamBusy, UpstreamError
 from dashserve.upstream.http import UpstreamHttp
@@ -41,6 +41,7 @@ class Member(Protocol):
     url: str
     is_healthy: bool
     num_outstanding: int
+    ignores_seeds: bool  # it does not follow ``seed`` (known once described)
 
     @property
     def load(self) -> int: ...
@@ -53,6 +54,8 @@ class Member(Protocol):
     async def probe(self, timeout_s: float = 2.0) -> bool: ...
 
     async def scrape(self, timeout_s: float = 2.0) -> None: ...
+
+    async def describe(self, timeout_s: float = 2.0) -> None: ...
 
     def eject(self, reason: str = "") -> None: ...
 
@@ -102,6 +105,8 @@ class Pool:
         self.endpoints[0].check(prompt_token_ids, params, mm_inputs)  # 400s before routing
         self._ensure_prober()
         tried: list[Member] = []
+        if params.seed_requested:  # only servers that follow seeds take a client's seed
+            tried = await self._ignoring_seeds()
         last: DashServeError | None = None
         for _ in range(self.policy.max_attempts):
             endpoint = self.router.pick(self.endpoints, prompt_token_ids, tried)
@@ -134,6 +139,18 @@ class Pool:
         raise last or ModelUnavailable(
             f"Model is unavailable, please try again later (no healthy upstream for "
             f"{self.name!r}).")
+
+    async def _ignoring_seeds(self) -> list[Member]:
+        """The endpoints that do not follow seeds (each is described once, here or by the
+        probe task); a 400 when all of them are (while one that does is only down, 503)."""
+        await asyncio.gather(*(e.describe(self.policy.probe_timeout_s) for e in self.endpoints))
+        ignoring = [e for e in self.endpoints if e.ignores_seeds]
+        if len(ignoring) == len(self.endpoints):
+            raise UnsupportedFeature(
+                "seed is not supported by this model's upstream (its servers were started "
+                "without deterministic sampling, so a seed would not make answers "
+                "repeatable)", param="seed")
+        return ignoring
 
     def _ensure_prober(self) -> None:
         if self._prober is None or self._prober.done():

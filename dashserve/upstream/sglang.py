@@ -12,7 +12,8 @@ waiting) has no ``prompt_tokens``; incremental, it repeats only the last token, 
 sent, with the whole text: nothing in it is new output.
 ``sampling_seed`` is sent, but SGLang 0.5.23 follows it only under
 ``--enable-deterministic-inference`` (not offered with the torch_native attention backend):
-the probe task reads each server's ``/server_info`` once and warns of one started without it.
+each server's ``/server_info`` is read once; one started without it is named in a warning,
+and a seed the client set goes only to servers that follow it (none: a 400).
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ class SglangGenerate(Dialect):
     load_metrics = ("sglang:num_running_reqs", "sglang:num_queue_reqs")
     info_paths = ("/server_info", "/get_server_info")  # 0.5.x; older releases only the second
 
+    def ignores_seeds(self, info: dict[str, Any]) -> bool:
+        return not info.get("enable_deterministic_inference")
+
     def info_warnings(self, info: dict[str, Any]) -> list[str]:
-        if info.get("enable_deterministic_inference"):
+        if not self.ignores_seeds(info):
             return []
         return ["it was started without --enable-deterministic-inference, so it does not "
-                "follow seeds: a seed (DashScope's default 1234 included) will not make its "
-                "answers repeatable"]
+                "follow seeds: requests that set one go to other servers of the pool (none: "
+                "400), and the default seed does not make its answers repeatable"]
 
     def request_body(self, plan: RequestPlan, params: SamplingParams) -> dict[str, Any]:
         self.check_common(params)

@@ -98,7 +98,11 @@ def test_input_length() -> None:
 def test_sampling_params_defaults_and_clamp() -> None:
     sp = sampling_params(RequestedParams(), PROFILE, 8000, ((), ()))
     assert (sp.temperature, sp.top_p, sp.top_k, sp.seed) == (0.7, 0.8, 20, 1234)
+    assert not sp.seed_requested  # the default seed: not the client's choice
     assert sp.max_tokens == 192  # what fits after the prompt
+    for seed in (0, 1234, 99):  # a seed the client sent, the default's value included
+        sp = sampling_params(RequestedParams(seed=seed), PROFILE, 8000, ((), ()))
+        assert (sp.seed, sp.seed_requested) == (seed, True)
     sp = sampling_params(RequestedParams(max_tokens=10, top_logprobs=3), PROFILE, 10, ((), ()))
     assert sp.max_tokens == 10 and sp.top_logprobs == 0  # top_logprobs needs logprobs
     sp = sampling_params(RequestedParams(logprobs=True, top_logprobs=3, temperature=0.0),

@@ -11,7 +11,7 @@ import pytest
 from dashserve.contracts.outputs import EngineEvent, FinishReason
 from dashserve.contracts.params import SamplingParams
 from dashserve.contracts.request import EngineRequest
-from dashserve.errors import ModelUnavailable, ServerBusy
+from dashserve.errors import InvalidRequest, ModelUnavailable, ServerBusy, UnsupportedFeature
 from dashserve.upstream.pool import Pool
 from tests.upstream.conftest import FakeUpstream, until
 
@@ -310,6 +310,48 @@ async def test_an_sglang_server_that_ignores_seeds_is_named_once_in_the_log(
         warned = [r.getMessage() for r in caplog.records
                   if "--enable-deterministic-inference" in r.getMessage()]
         assert len(warned) == 1 and loose.url in warned[0] and strict.url not in warned[0]
+    finally:
+        await pool.shutdown()
+
+
+async def test_a_seed_the_client_set_goes_only_to_sglang_servers_that_follow_it(
+        fake_upstreams: Callable[..., list[FakeUpstream]], make_pool: Callable[..., Pool]) -> None:
+    """The default seed goes anywhere; a chosen one only where it makes answers repeatable,
+    read from each server's description before the first such request is routed."""
+    loose, strict = fake_upstreams(2, num_tokens=3)
+    strict.mode(deterministic=True)
+    pool = make_pool([loose.url, strict.url], kind="sglang", probe_interval_s=60)
+    seeded = SamplingParams(temperature=0.7, max_tokens=3, seed=7, seed_requested=True)
+    default = SamplingParams(temperature=0.7, max_tokens=3, seed=1234)
+    try:
+        for i in range(6):
+            await run(pool, prefix(100 + i), f"s{i}", seeded)
+        assert (loose.stats()["requests"], strict.stats()["requests"]) == (0, 6)
+        assert loose.stats()["info_reads"] == strict.stats()["info_reads"] == 1
+        assert strict.stats()["bodies"][-1]["sampling_params"]["sampling_seed"] == 7
+        for i in range(6):
+            await run(pool, prefix(200 + i), f"d{i}", default)
+        assert loose.stats()["requests"] > 0  # the default seed is routed as before
+        strict.kill()  # the one that follows seeds is down: unavailable, not refused
+        with pytest.raises(ModelUnavailable) as down:
+            await run(pool, prefix(300), "s-down", seeded)
+        assert not isinstance(down.value, InvalidRequest)
+    finally:
+        await pool.shutdown()
+
+
+async def test_a_seed_is_refused_when_no_server_of_the_pool_follows_it(
+        fake_upstreams: Callable[..., list[FakeUpstream]], make_pool: Callable[..., Pool]) -> None:
+    (loose,) = fake_upstreams(1, num_tokens=3)
+    pool = make_pool([loose.url], kind="sglang", probe_interval_s=60)
+    try:
+        with pytest.raises(UnsupportedFeature) as refused:
+            await run(pool, prefix(1), "s", SamplingParams(max_tokens=3, seed=7,
+                                                           seed_requested=True))
+        assert (refused.value.status_code, refused.value.param) == (400, "seed")
+        assert loose.stats()["requests"] == 0
+        events = await run(pool, prefix(1), "d", SamplingParams(max_tokens=3, seed=1234))
+        assert events[-1].finished and loose.stats()["requests"] == 1
     finally:
         await pool.shutdown()
 
