@@ -145,3 +145,23 @@ async def test_what_the_kind_cannot_do_is_a_dashscope_400(
         assert r.status_code == 400
         assert r.json()["code"] == "InvalidParameter" and "llamacpp" in r.json()["message"]
         assert up.stats()["requests"] == 0  # refused before anything was sent
+
+
+async def test_a_seed_on_sglang_servers_that_ignore_it_is_a_dashscope_400(
+        tmp_path: Path, db_url: str, fake_upstreams: Callable[..., list[FakeUpstream]],
+        make_pool: Callable[..., Pool]) -> None:
+    (up,) = fake_upstreams(1, num_tokens=3)  # /server_info: no deterministic inference
+    shown: list[str] = []
+    async with front(tmp_path, db_url, make_pool([up.url], kind="sglang"), shown) as (c, _):
+        key = {"Authorization": f"Bearer {shown[0]}"}
+        seeded = {**body(), "parameters": {"seed": 42, "result_format": "message"}}
+        r = await c.post(NATIVE, headers=key, json=seeded)
+        assert r.status_code == 400, r.text
+        assert (r.json()["code"], up.stats()["requests"]) == ("InvalidParameter", 0)
+        assert "seed" in r.json()["message"] and r.json()["request_id"]
+        chat = {"model": "qwen-plus", "seed": 42, "max_tokens": 3,
+                "messages": [{"role": "user", "content": "hi"}]}
+        r = await c.post(CHAT, headers=key, json=chat)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "seed"
+        r = await c.post(NATIVE, headers=key, json=body())  # the default seed is served
+        assert r.status_code == 200 and up.stats()["requests"] == 1
