@@ -13,6 +13,7 @@ its health probe again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -74,6 +75,7 @@ class Endpoint(Rotation):
         self._checked: tuple[list[int], SamplingParams, dict[str, Any]] | None = None
         self._described = not dialect.info_paths  # the server's description was read
         self.ignores_seeds = False  # it says it does not follow seeds (once described)
+        self._describing: asyncio.Future[None] | None = None  # the read under way
         self.num_outstanding = 0  # requests this front sent and that have not finished
         self.num_external = 0  # requests other fronts have there (from its metrics)
         self.num_requests = 0
@@ -209,9 +211,15 @@ class Endpoint(Rotation):
 
     async def describe(self, timeout_s: float = 2.0) -> None:
         """Read, once, how the server says it was started, and log what the dialect makes of
-        it (``Dialect.info_paths``); a server that does not answer is asked again later."""
+        it (``Dialect.info_paths``); a server that does not answer is asked again later.
+        Callers at the same time (the probe task, a seeded request) share one read."""
         if self._described:
             return
+        if self._describing is None or self._describing.done():
+            self._describing = asyncio.ensure_future(self._read_description(timeout_s))
+        await asyncio.shield(self._describing)
+
+    async def _read_description(self, timeout_s: float) -> None:
         for path in self.dialect.info_paths:
             try:
                 status, text = await self._http.get(self.url + path, self._headers, timeout_s)

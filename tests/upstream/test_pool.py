@@ -324,8 +324,8 @@ async def test_a_seed_the_client_set_goes_only_to_sglang_servers_that_follow_it(
     seeded = SamplingParams(temperature=0.7, max_tokens=3, seed=7, seed_requested=True)
     default = SamplingParams(temperature=0.7, max_tokens=3, seed=1234)
     try:
-        for i in range(6):
-            await run(pool, prefix(100 + i), f"s{i}", seeded)
+        # at once: the first seeded requests share each server's one description read
+        await asyncio.gather(*(run(pool, prefix(100 + i), f"s{i}", seeded) for i in range(6)))
         assert (loose.stats()["requests"], strict.stats()["requests"]) == (0, 6)
         assert loose.stats()["info_reads"] == strict.stats()["info_reads"] == 1
         assert strict.stats()["bodies"][-1]["sampling_params"]["sampling_seed"] == 7
