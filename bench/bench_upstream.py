@@ -88,6 +88,20 @@ def process(cmd: list[str], health_url: str, log_path: Path
                 proc.kill()
 
 
+def fake_upstream_cmd(port: int, num_tokens: int, *pace: str) -> list[str]:
+    """The test suite's fake llama-server; `pace` is `--token-delay-ms N` or `--tokens-per-s N`."""
+    return [sys.executable, "-m", "tests.upstream.fake_upstream", "--port", str(port),
+            "--num-tokens", str(num_tokens), *pace]
+
+
+def front_cmd(port: int, data_dir: Path, model_dir: Path, upstreams: list[str]) -> list[str]:
+    """A dashserve front serving `qwen-plus` from llama.cpp-kind upstreams."""
+    return [sys.executable, "-m", "dashserve", "serve", "--port", str(port),
+            "--data-dir", str(data_dir), "--api-key", API_KEY, "--no-console",
+            "--log-level", "warning", "--upstream-tokenizer", str(model_dir),
+            "--upstream", f"qwen-plus=llamacpp:{','.join(upstreams)}"]
+
+
 async def direct_stream(c: httpx.AsyncClient, url: str, ids: list[int],
                         n: int) -> tuple[float, list[float]]:
     body = {"prompt": ids, "n_predict": n, "stream": True, "return_tokens": True,
@@ -236,16 +250,12 @@ def scale_out(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str
     with contextlib.ExitStack() as stack:
         for port, url in zip(ports, ups, strict=True):
             stack.enter_context(process(
-                [sys.executable, "-m", "tests.upstream.fake_upstream", "--port", str(port),
-                 "--num-tokens", str(args.num_tokens), "--tokens-per-s", str(args.capacity)],
+                fake_upstream_cmd(port, args.num_tokens, "--tokens-per-s", str(args.capacity)),
                 url + "/health", work / f"upstream-{port}.log"))
         for k in (1, 2):
             front_port = free_port()
             front = f"http://127.0.0.1:{front_port}"
-            cmd = [sys.executable, "-m", "dashserve", "serve", "--port", str(front_port),
-                   "--data-dir", str(work / f"front{k}"), "--api-key", API_KEY, "--no-console",
-                   "--log-level", "warning", "--upstream-tokenizer", str(model_dir),
-                   "--upstream", f"qwen-plus=llamacpp:{','.join(ups[:k])}"]
+            cmd = front_cmd(front_port, work / f"front{k}", model_dir, ups[:k])
             with process(cmd, front + "/health", work / f"front{k}.log"):
                 rate = asyncio.run(throughput(front, args.streams, args.num_tokens, args.seconds))
             result[f"{k}_upstream_tok_s"] = rate
@@ -302,17 +312,14 @@ def main(argv: list[str] | None = None) -> int:
         up_cmd = llamacpp.server_command(server, args.gguf, up_port, slots=max(args.concurrency),
                                          threads=1, ctx_per_slot=512)
     else:
-        up_cmd = [sys.executable, "-m", "tests.upstream.fake_upstream", "--port", str(up_port),
-                  "--num-tokens", str(args.num_tokens), "--token-delay-ms", str(args.token_delay_ms)]
-    front_cmd = [sys.executable, "-m", "dashserve", "serve", "--port", str(front_port),
-                 "--data-dir", str(work), "--api-key", API_KEY, "--no-console",
-                 "--log-level", "warning", "--upstream-tokenizer", str(model_dir),
-                 "--upstream", f"qwen-plus=llamacpp:{upstream}"]
+        up_cmd = fake_upstream_cmd(up_port, args.num_tokens,
+                                   "--token-delay-ms", str(args.token_delay_ms))
     env_note = {"cpus": os.cpu_count(), "upstream": "llama-server" if args.gguf else "fake",
                 "num_tokens": args.num_tokens, "token_delay_ms": args.token_delay_ms}
     rows = []
     with process(up_cmd, upstream + "/health", work / "upstream.log") as up_proc, \
-            process(front_cmd, front + "/health", work / "front.log") as front_proc:
+            process(front_cmd(front_port, work, model_dir, [upstream]), front + "/health",
+                    work / "front.log") as front_proc:
         pids = {"front": front_proc.pid, "upstream": up_proc.pid}
         for n in args.concurrency:
             rounds = max(args.rounds, -(-args.min_requests // n))

@@ -40,7 +40,14 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_upstream import API_KEY, QUESTION, free_port, process  # noqa: E402
+from bench.bench_upstream import (  # noqa: E402
+    API_KEY,
+    QUESTION,
+    fake_upstream_cmd,
+    free_port,
+    front_cmd,
+    process,
+)
 from bench.checkpoints import bench_checkpoint  # noqa: E402
 
 ETH_P_ALL = 0x0003
@@ -139,14 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-phases-"))
     up_port, front_port = free_port(), free_port()
     upstream, front = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{front_port}"
-    up_cmd = [sys.executable, "-m", "tests.upstream.fake_upstream", "--port", str(up_port),
-              "--num-tokens", str(args.num_tokens), "--token-delay-ms", str(args.token_delay_ms)]
-    front_cmd = [sys.executable, "-m", "dashserve", "serve", "--port", str(front_port),
-                 "--data-dir", str(work), "--api-key", API_KEY, "--no-console",
-                 "--log-level", "warning", "--upstream-tokenizer", str(model_dir),
-                 "--upstream", f"qwen-plus=llamacpp:{upstream}"]
+    up_cmd = fake_upstream_cmd(up_port, args.num_tokens,
+                               "--token-delay-ms", str(args.token_delay_ms))
     with process(up_cmd, upstream + "/health", work / "upstream.log"), \
-            process(front_cmd, front + "/health", work / "front.log"):
+            process(front_cmd(front_port, work, model_dir, [upstream]), front + "/health",
+                    work / "front.log"):
         asyncio.run(drive(front, 2, 0.0, args.num_tokens))  # connections and caches warm
         ready = multiprocessing.Event()
         parent, child = multiprocessing.Pipe()
