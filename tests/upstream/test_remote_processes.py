@@ -214,10 +214,9 @@ def test_one_front_over_engine_processes_and_a_llama_server(
 
     from bench.checkpoints import bench_checkpoint
     from bench.peers import llamacpp
-    from tests.upstream.test_sdk_front import NOT_BUILT, _built
+    from tests.upstream.test_sdk_front import need_llama_server
 
-    if not _built():
-        pytest.skip(NOT_BUILT)
+    need_llama_server()
     ckpt = bench_checkpoint("qwen3-tiny")
     port = free_port()
     with llamacpp.start_llama_server(llamacpp.ensure_gguf(ckpt), port, slots=2, threads=1,

@@ -9,6 +9,7 @@ several minutes); its cases are skipped until then. Its model is the random-weig
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,6 +35,17 @@ def _built() -> bool:
 
 
 NOT_BUILT = "llama-server is not built: run `python bench/peers/llamacpp.py build`"
+# .ci/run builds llama-server and sets this, so that there a missing build fails the run.
+REQUIRE_BUILT = os.environ.get("DASHSERVE_REQUIRE_LLAMA_SERVER", "") not in ("", "0")
+
+
+def need_llama_server() -> None:
+    """Skip a test of the real llama-server when it is not built (fail where it must be)."""
+    if _built():
+        return
+    if REQUIRE_BUILT:
+        pytest.fail(NOT_BUILT)
+    pytest.skip(NOT_BUILT)
 MESSAGES = [{"role": "system", "content": "You are a helpful assistant. " * 6},
             {"role": "user", "content": "Tell me about the sea."}]
 
@@ -46,8 +58,7 @@ def front(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
     if request.param == "fake":
         yield from _over_fakes(ckpt)
         return
-    if not _built():
-        pytest.skip(NOT_BUILT)
+    need_llama_server()
     from bench.peers import llamacpp
 
     gguf = llamacpp.ensure_gguf(ckpt)
