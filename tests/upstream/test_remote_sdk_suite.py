@@ -1,6 +1,7 @@
-"""The SDK suites (dashscope and openai) again, every engine behind the token-id wire: each
-FakeEngine of the standard set serves from its own engine server, and the front reaches it
-through RemoteEngineClient. The answers, errors and usage the SDKs see must not change."""
+"""The SDK suites (dashscope and openai) and the documentation's own examples again, every
+engine behind the token-id wire: each FakeEngine of the standard set serves from its own
+engine server, and the front reaches it through RemoteEngineClient. The answers, errors and
+usage the SDKs and the examples see must not change."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dashserve.upstream.remote_engine import RemoteEngineClient
 from tests.integration.conftest import LiveServer, dashscope_sdk, standard_engines, start_server
 from tests.integration.test_dashscope_sdk import *  # noqa: F403
 from tests.integration.test_openai_sdk import *  # noqa: F403
+from tests.integration.test_seed_examples import *  # noqa: F403
 from tests.upstream.test_remote_wire import LiveEngine
 
 __all__ = ["dashscope_sdk"]
