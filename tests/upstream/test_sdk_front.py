@@ -2,8 +2,9 @@
 llama.cpp ``llama-server`` (token ids both ways).
 
 The real server needs the C++ build of ``python bench/peers/llamacpp.py build`` (cmake,
-several minutes); its cases are skipped until then. Its model is the random-weight
-``qwen3-tiny`` checkpoint, converted to GGUF once (cached beside the build).
+several minutes); its cases are skipped until then (and fail under ``.ci/run``, which
+builds it). Its model is the random-weight ``qwen3-tiny`` checkpoint, converted to GGUF
+once (cached beside the build).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def need_llama_server() -> None:
     if REQUIRE_BUILT:
         pytest.fail(NOT_BUILT)
     pytest.skip(NOT_BUILT)
+
+
 MESSAGES = [{"role": "system", "content": "You are a helpful assistant. " * 6},
             {"role": "user", "content": "Tell me about the sea."}]
 
