@@ -158,14 +158,22 @@ def _build_python_server(cache: Path, vendored: Path) -> dict:
             "build_seconds": round(time.perf_counter() - t0, 1), "upstream_commit": upstream_commit(vendored)}
 
 
+def built_server(cache_dir: Path | None = None) -> dict | None:
+    """The build record of llama-server when it is built and still there (builds nothing)."""
+    try:
+        info = json.loads(_stamp_path(_cache(cache_dir)).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if Path(info.get("server", "")).is_file() else None
+
+
 def ensure_llama_server(cache_dir: Path | None = None) -> Path:
     """Build llama-server (and llama-bench) once; return the server binary's path."""
     cache = _cache(cache_dir)
     stamp = _stamp_path(cache)
-    if stamp.exists():
-        info = json.loads(stamp.read_text())
-        if Path(info["server"]).exists():
-            return Path(info["server"])
+    info = built_server(cache)
+    if info is not None:
+        return Path(info["server"])
     vendored = fetch_sources(cache)
     log.info("building llama.cpp %s tools with -j%d (several minutes on 2 cores)", upstream_commit(vendored), JOBS)
     try:

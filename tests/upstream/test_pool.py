@@ -111,11 +111,18 @@ async def test_failing_endpoint_is_taken_out_and_probed_back(
     bad.mode(fail=500)
     pool = make_pool([bad.url, good.url])
     try:
-        for i in range(6):  # every request succeeds: the retry goes to the other endpoint
+        # every request succeeds: the retry goes to the other endpoint. Each prompt lands by
+        # its hash, so go on until one has been tried on the failing endpoint, then 6 more
+        sent = 0
+        while sent < 64 and not bad.stats()["requests"]:
+            events = await run(pool, prefix(sent), f"r{sent}")
+            assert events[-1].finished
+            sent += 1
+        for i in range(sent, sent + 6):
             events = await run(pool, prefix(i), f"r{i}")
             assert events[-1].finished
         assert bad.stats()["requests"] == 1  # tried once, then out of rotation
-        assert good.stats()["requests"] == 6
+        assert good.stats()["requests"] == sent + 6
         assert not pool.endpoints[0].is_healthy
         bad.mode(fail=None)
         await until(lambda: pool.endpoints[0].is_healthy, what="probe back")
@@ -329,9 +336,13 @@ async def test_a_seed_the_client_set_goes_only_to_sglang_servers_that_follow_it(
         assert (loose.stats()["requests"], strict.stats()["requests"]) == (0, 6)
         assert loose.stats()["info_reads"] == strict.stats()["info_reads"] == 1
         assert strict.stats()["bodies"][-1]["sampling_params"]["sampling_seed"] == 7
-        for i in range(6):
+        # the default seed is routed as before: distinct prefixes spread over both servers
+        # (each lands by its hash, so a few may all land on one: go on until one does not)
+        for i in range(64):
             await run(pool, prefix(200 + i), f"d{i}", default)
-        assert loose.stats()["requests"] > 0  # the default seed is routed as before
+            if loose.stats()["requests"]:
+                break
+        assert loose.stats()["requests"] == 1
         strict.kill()  # the one that follows seeds is down: unavailable, not refused
         with pytest.raises(ModelUnavailable) as down:
             await run(pool, prefix(300), "s-down", seeded)

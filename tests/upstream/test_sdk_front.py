@@ -9,7 +9,6 @@ once (cached beside the build).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -24,15 +23,12 @@ from dashserve.upstream.config import UpstreamSpec
 from tests.integration.conftest import API_KEY, LiveServer, free_port, start_server
 from tests.upstream.conftest import ROOT, FakeUpstream, wait_until
 
-STAMP = Path.home() / ".cache" / "dashserve" / "peers" / "llamacpp" / "build.json"
-
 
 def _built() -> bool:
-    try:
-        info = json.loads(STAMP.read_text())
-    except (OSError, ValueError):
-        return False
-    return info.get("server_kind") == "cpp" and Path(info["server"]).exists()
+    from bench.peers.llamacpp import built_server
+
+    info = built_server()
+    return info is not None and info.get("server_kind") == "cpp"
 
 
 NOT_BUILT = "llama-server is not built: run `python bench/peers/llamacpp.py build`"
