@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.ports import free_port
 
 ADMIN_KEY = "sk-console-admin"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -42,18 +43,12 @@ class Server:
     proc: subprocess.Popen[str]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(qwen3_tiny_dir: Path, model_dir_factory: Any,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("console-data")
     vision_dir = model_dir_factory("qwen3-vl-tiny")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dashserve", "serve", "--model", str(qwen3_tiny_dir),
          "--served-model-name", "qwen-plus", "qwen3-0.6b", "--model", str(vision_dir),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import uvicorn
 
 from dashserve.app import create_app
 from dashserve.config import Settings
+from tests.ports import free_port
 from tests.utils.fake_engine import FakeEngine
 from tests.utils.recording_gate import RecordingGate
 
@@ -23,12 +23,6 @@ API_KEY = "sk-test"
 # fails after two tokens.
 FAST_NAMES = ("qwen-plus", "qwen-max", "qwen3-0.6b", "qwen3-vl-plus", "qwen-vl-max",
               "qwen2-audio-instruct", "qwen-long")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

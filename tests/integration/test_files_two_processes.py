@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ports import free_port
 from tests.utils.databases import pg_schema_url
 from tests.utils.documents import docx_bytes
 
@@ -28,12 +28,6 @@ def pg_url(pg_available: bool) -> Iterator[str]:
         pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
     with pg_schema_url() as url:
         yield url
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_healthy(base: str, proc: subprocess.Popen[str], timeout_s: float = 240) -> None:
@@ -57,7 +51,7 @@ def test_upload_through_one_process_use_through_the_other(
     bases: list[str] = []
     try:
         for n in range(2):
-            port = _port()
+            port = free_port()
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "dashserve", "serve", "--model", str(qwen3_tiny_dir),
                  "--served-model-name", "qwen-long", "--port", str(port),

@@ -7,7 +7,6 @@ meant to be run by hand.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -18,16 +17,11 @@ import uvicorn
 from dashserve.app import create_app
 from dashserve.config import Settings
 from dashserve.platform.gate import Gate
+from tests.ports import free_port
 
 LONG = os.environ.get("DASHSERVE_RELIABILITY_LONG", "") not in ("", "0")
 NATIVE = "/api/v1/services/aigc/text-generation/generation"
 CHAT = "/compatible-mode/v1/chat/completions"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,9 @@ from dashserve.tokenizer import Tokenizer
 from dashserve.upstream.build import build_pool, load_tokenizer
 from dashserve.upstream.config import UpstreamSpec
 from dashserve.upstream.pool import Pool
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition") -> None:
@@ -61,6 +55,9 @@ class FakeUpstream:
             self.proc.wait(10)
 
     def is_up(self) -> bool:
+        """Answering health checks (fails the test at once when the process has exited)."""
+        code = self.proc.poll()
+        assert code is None, f"fake upstream {self.url} exited with {code}"
         try:
             with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
                 return bool(r.status == 200)

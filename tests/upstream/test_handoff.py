@@ -33,7 +33,7 @@ async def test_start_returns_once_the_upstream_request_is_written(
     first token with it."""
     (up,) = fake_upstreams(1, num_tokens=4, token_delay_ms=50)
     port = int(up.url.rsplit(":", 1)[1])
-    pool = make_pool([up.url])
+    pool = make_pool([up.url], probe_interval_s=60)  # no probe shares the connection pool
     registry = ModelRegistry()
     registry.install({"qwen-plus": pool})
     service = GenerationService(registry, RecordingGate())
