@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,14 +32,9 @@ from dashserve.contracts.params import SamplingParams  # noqa: E402
 from dashserve.contracts.request import EngineRequest  # noqa: E402
 from dashserve.engine.async_engine import AsyncEngine  # noqa: E402
 from dashserve.upstream.remote_engine import RemoteEngineClient  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _one(engine: EngineClient, request_id: str, prompt: list[int],
@@ -105,7 +99,7 @@ def main() -> int:
     args = parser.parse_args()
     model_dir = bench_checkpoint(args.preset)
     engine_args = ["--dtype", "fp32", "--max-model-len", "2048"]
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dashserve", "engine-serve", "--model", str(model_dir),
          "--port", str(port), "--log-level", "warning", *engine_args],

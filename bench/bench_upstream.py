@@ -30,7 +30,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,17 +46,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.checkpoints import bench_checkpoint  # noqa: E402
 from dashserve.tokenizer import Tokenizer  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 log = logging.getLogger("bench_upstream")
 API_KEY = "sk-bench-upstream"
 IDLE_WINDOW_S = 2.0  # how long each process's idle CPU is read before the rounds
 QUESTION = "Explain in one paragraph why the sky is blue."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_health(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> None:

@@ -44,11 +44,11 @@ from bench.bench_upstream import (  # noqa: E402
     API_KEY,
     QUESTION,
     fake_upstream_cmd,
-    free_port,
     front_cmd,
     process,
 )
 from bench.checkpoints import bench_checkpoint  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4  # on loopback each packet is seen twice; the outgoing copy is kept

@@ -55,8 +55,6 @@ async def test_start_returns_once_the_upstream_request_is_written(
             run = await service.start(request(f"r{i}"), PRINCIPAL)
             sent = b"".join(written)
             written.clear()
-            if sent.startswith(b"GET "):  # a health or metrics probe went first
-                sent = sent[sent.index(b"POST "):] if b"POST " in sent else b""
             assert sent.startswith(b"POST /completion ") and sent.endswith(b"}"), sent[:80]
             done = await run.complete(None)
             await run.aclose()
