@@ -2,15 +2,18 @@
 
 Usage: python bench/bench_upstream.py [--concurrency 1 64] [--num-tokens 32]
                                       [--token-delay-ms 20] [--rounds 3] [--min-requests 40]
+                                      [--block 4] [--pause-ms 0] [--key store|static]
                                       [--json PATH]
                                       [--gguf FILE]   # a live llama-server instead of the fake
 
 One run starts the upstream (the fake llama-server of tests/upstream, streaming
 ``--num-tokens`` tokens at one per ``--token-delay-ms``; or a real ``llama-server`` on a GGUF)
 and a ``dashserve serve --upstream qwen-plus=llamacpp:URL`` front with its platform (keys,
-limits, metering in SQLite). For each concurrency it alternates rounds: N streams straight to
-the upstream's ``/completion`` with the same token ids the front sends, then N streams through
-the front's compatible mode. Per request: time to first token (TTFT) and the mean gap
+limits, metering in SQLite), called with a key from its key store (``--key store``, as users
+who create keys call it) or its static ``--api-key``. For each concurrency the two sides take
+turns: batches of N streams straight to the upstream's ``/completion`` with the same token
+ids the front sends, then batches of N streams through the front's compatible mode; each turn
+is one uncounted batch and ``--block`` counted ones (see ``measure``). Per request: time to first token (TTFT) and the mean gap
 between tokens after the first. Prints p50/p99 TTFT and the per-token mean for both, and
 what the front adds; and the CPU time the front and the upstream processes spent per request
 they served, less what each spends idle (read from /proc: it moves far less than latency
@@ -104,10 +107,11 @@ async def direct_stream(c: httpx.AsyncClient, url: str, ids: list[int],
     return await _timed(c, url + "/completion", body, {}, lambda d: bool(d.get("tokens")))
 
 
-async def front_stream(c: httpx.AsyncClient, url: str, n: int) -> tuple[float, list[float]]:
+async def front_stream(c: httpx.AsyncClient, url: str, n: int,
+                       key: str = API_KEY) -> tuple[float, list[float]]:
     body = {"model": "qwen-plus", "stream": True, "max_tokens": n, "temperature": 0.0,
             "messages": [{"role": "user", "content": QUESTION}], "enable_thinking": False}
-    headers = {"Authorization": f"Bearer {API_KEY}"}
+    headers = {"Authorization": f"Bearer {key}"}
 
     def has_text(d: dict[str, Any]) -> bool:
         choices = d.get("choices") or []
@@ -150,16 +154,26 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def measure(upstream: str, front: str, ids: list[int], concurrency: int, n: int,
-                  rounds: int, pids: dict[str, int] | None = None) -> dict[str, Any]:
+                  rounds: int, pids: dict[str, int] | None = None, *, block: int = 4,
+                  pause_s: float = 0.0, key: str = API_KEY) -> dict[str, Any]:
     """TTFT and token gaps of both sides; with ``pids`` ({"front": pid, "upstream": pid}) also
-    the CPU each process spent per request it served over the rounds."""
+    the CPU each process spent per request it served over the rounds.
+
+    The sides take turns in blocks: one uncounted batch, then up to ``block`` counted ones,
+    each batch after ``pause_s``. While the direct side runs, the front has nothing to do, and
+    on a shared machine the first work after an idle stretch runs several times slower (see
+    ``idle_penalty.py``); alternating single batches made every front request pay that, and
+    no direct one (the upstream is busy in both turns). The uncounted batch puts both sides
+    in the same state; its TTFT is reported apart, as ``after_idle``."""
     pids = pids or {}
     # connections idle for a second are not reused: a server may close an idle one (uvicorn
     # after 5 s) just as the next round reuses it, which fails that request
     limits = httpx.Limits(max_connections=concurrency * 2 + 8, keepalive_expiry=1.0)
-    out: dict[str, dict[str, list[float]]] = {s: {"ttft": [], "gap": []} for s in ("direct", "front")}
+    out: dict[str, dict[str, list[float]]] = {
+        s: {"ttft": [], "gap": [], "after_idle": []} for s in ("direct", "front")}
+    warmups = 0
     async with httpx.AsyncClient(timeout=300, limits=limits, trust_env=False) as c:
-        await front_stream(c, front, n)  # warm both paths (connections, caches)
+        await front_stream(c, front, n, key)  # warm both paths (connections, caches)
         await direct_stream(c, upstream, ids, n)
         # what each process spends idle (timers, probes), taken out of the per-request figure
         idle_from = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -167,28 +181,41 @@ async def measure(upstream: str, front: str, ids: list[int], concurrency: int, n
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         idle_rate = {name: (cpu_before[name] - idle_from[name]) / IDLE_WINDOW_S for name in pids}
         started = time.perf_counter()
-        for _ in range(rounds):
+        left = rounds
+        while left > 0:
+            counted = min(block, left)
+            left -= counted
+            warmups += 1
             for side in ("direct", "front"):
-                if side == "direct":
-                    results = await asyncio.gather(*(direct_stream(c, upstream, ids, n)
-                                                     for _ in range(concurrency)))
-                else:
-                    results = await asyncio.gather(*(front_stream(c, front, n)
-                                                     for _ in range(concurrency)))
-                for ttft, gaps in results:
-                    out[side]["ttft"].append(ttft)
-                    out[side]["gap"].extend(gaps)
+                for i in range(counted + 1):
+                    await asyncio.sleep(pause_s)
+                    if side == "direct":
+                        results = await asyncio.gather(*(direct_stream(c, upstream, ids, n)
+                                                         for _ in range(concurrency)))
+                    else:
+                        results = await asyncio.gather(*(front_stream(c, front, n, key)
+                                                         for _ in range(concurrency)))
+                    for ttft, gaps in results:
+                        if i == 0:
+                            out[side]["after_idle"].append(ttft)
+                            continue
+                        out[side]["ttft"].append(ttft)
+                        out[side]["gap"].extend(gaps)
         await asyncio.sleep(1.0)  # the front's usage writer flushes what the last round billed
         elapsed = time.perf_counter() - started
         cpu = {name: cpu_seconds(pid) - cpu_before[name] - idle_rate[name] * elapsed
                for name, pid in pids.items()}
-    row: dict[str, Any] = {"concurrency": concurrency, "requests": concurrency * rounds}
-    served = {"front": concurrency * rounds, "upstream": 2 * concurrency * rounds}
+    row: dict[str, Any] = {"concurrency": concurrency, "requests": concurrency * rounds,
+                           "block": block, "pause_s": pause_s}
+    per_side = concurrency * (rounds + warmups)
+    served = {"front": per_side, "upstream": 2 * per_side}
     row["cpu_ms_per_request"] = {name: spent * 1e3 / served[name] for name, spent in cpu.items()}
     row["idle_cpu_ms_per_s"] = {name: rate * 1e3 for name, rate in idle_rate.items()}
     for side, v in out.items():
         row[side] = {"ttft_p50_ms": pct(v["ttft"], 0.5) * 1e3, "ttft_p99_ms": pct(v["ttft"], 0.99) * 1e3,
                      "per_token_ms": statistics.fmean(v["gap"]) * 1e3}
+        row[side + "_after_idle"] = {"ttft_p50_ms": pct(v["after_idle"], 0.5) * 1e3,
+                                     "requests": len(v["after_idle"])}
     row["added"] = {k: row["front"][k] - row["direct"][k] for k in row["front"]}
     return row
 
@@ -208,6 +235,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             lines.append(f"{row['concurrency']:>7} streams: CPU per request served, " + ", ".join(
                 f"{name} {ms:.2f} ms" for name, ms in sorted(cpu.items())) + " (idle: " + ", ".join(
                 f"{name} {idle[name]:.1f} ms/s" for name in sorted(idle)) + ", taken out)")
+    for row in rows:
+        cold = {side: row[side + "_after_idle"] for side in ("direct", "front")}
+        lines.append(f"{row['concurrency']:>7} streams: the first batch of each turn (uncounted; "
+                     f"its side was idle while the other side ran), TTFT p50 direct "
+                     f"{cold['direct']['ttft_p50_ms']:.2f} / front {cold['front']['ttft_p50_ms']:.2f}"
+                     f" ms ({cold['front']['requests']} requests each)")
     sys.stdout.write("\n".join(lines) + "\n")
 
 
@@ -261,6 +294,22 @@ def scale_out(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str
     return result
 
 
+def issue_key(data_dir: Path) -> str:
+    """A key from the front's key store (as ``dashserve keys create`` makes), before it starts."""
+    from dashserve.platform.keys import KeySpec
+    from dashserve.platform.state import PlatformSettings, prepare_platform
+
+    async def issue() -> str:
+        state = prepare_platform(PlatformSettings(data_dir=data_dir))
+        await state.gate.start()
+        try:
+            return (await state.keys.create(KeySpec(name="bench"))).secret
+        finally:
+            await state.gate.stop()
+
+    return asyncio.run(issue())
+
+
 def prompt_ids(model_dir: Path) -> list[int]:
     """The ids the front sends for QUESTION (Qwen3 template, thinking off)."""
     tok = Tokenizer.from_dir(model_dir)
@@ -278,6 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-requests", type=int, default=40,
                         help="more rounds where needed so each side has at least this many "
                              "requests per concurrency (a p50 of 3 requests is noise)")
+    parser.add_argument("--block", type=int, default=4,
+                        help="counted batches per turn of a side, after one uncounted batch")
+    parser.add_argument("--pause-ms", type=float, default=0.0,
+                        help="idle time before every batch, the same for both sides")
+    parser.add_argument("--key", choices=("store", "static"), default="store",
+                        help="call the front with a key from its key store (as users who "
+                             "create keys do) or with its static --api-key")
     parser.add_argument("--gguf", type=Path, help="serve this GGUF with the built llama-server")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--scale-out", action="store_true",
@@ -309,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         up_cmd = fake_upstream_cmd(up_port, args.num_tokens,
                                    "--token-delay-ms", str(args.token_delay_ms))
     env_note = {"cpus": os.cpu_count(), "upstream": "llama-server" if args.gguf else "fake",
-                "num_tokens": args.num_tokens, "token_delay_ms": args.token_delay_ms}
+                "num_tokens": args.num_tokens, "token_delay_ms": args.token_delay_ms,
+                "block": args.block, "pause_ms": args.pause_ms, "key": args.key}
+    key = issue_key(work) if args.key == "store" else API_KEY
     rows = []
     with process(up_cmd, upstream + "/health", work / "upstream.log") as up_proc, \
             process(front_cmd(front_port, work, model_dir, [upstream]), front + "/health",
@@ -319,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             rounds = max(args.rounds, -(-args.min_requests // n))
             log.info("%d concurrent streams x %d rounds", n, rounds)
             rows.append(asyncio.run(measure(upstream, front, ids, n, args.num_tokens, rounds,
-                                            pids)))
+                                            pids, block=args.block,
+                                            pause_s=args.pause_ms / 1e3, key=key)))
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps({"setup": env_note, "rows": rows}, indent=2))

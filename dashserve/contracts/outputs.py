@@ -85,6 +85,8 @@ class EngineStats:
     def summed(cls, all_stats: Iterable[EngineStats]) -> EngineStats:
         """Several engines' stats as one (a pool's, or a server's over its models)."""
         items = list(all_stats)
+        if len(items) == 1 and type(items[0]) is cls:
+            return items[0]  # frozen: shared as it is
         return cls(*(sum(getattr(s, f.name) for s in items) for f in dataclasses.fields(cls)))
 
     @property

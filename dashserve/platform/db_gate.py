@@ -1,9 +1,12 @@
 """DbGate: the Gate backed by the key store, a rate limiter, the usage writer and metrics.
 
-Authentication reads the key store on every request, so a key revoked by any process fails on
-its very next request. If the store cannot be reached, keys seen valid within
-``offline_grace_s`` keep working (a request against a dead database is still served); unknown
-keys then get 503.
+A key revoked by any process fails on its very next request. A key read from the store is
+reused, without reading the store again, while the store's revocation mark
+(``revocations.py``) reads as it did before that read, and for at most ``key_reuse_s``
+(which bounds how long a change made to the database by hand goes unseen); without a mark
+(PostgreSQL) every request reads the store. If the store cannot be reached, keys seen valid
+within ``offline_grace_s`` keep working (a request against a dead database is still served);
+unknown keys then get 503.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class GateConfig:
     default_workspace: str = DEFAULT_WORKSPACE
     offline_grace_s: float = 3600.0  # how long a key seen valid works while the store is down
     store_retry_s: float = 1.0  # after a store failure, trust the cache this long before retrying
+    key_reuse_s: float = 60.0  # how long a key read from the store is reused (see above)
 
 
 def static_prefix(secret_hash: str) -> str:
@@ -97,7 +101,8 @@ class DbGate:
         self._admin_hashes = {hash_secret(k) for k in self.config.admin_keys}
         self._static_hashes = [hash_secret(k) for k in self.config.static_keys]
         self._static_hashes += [h for h in self._admin_hashes if h not in self._static_hashes]
-        self._known: OrderedDict[str, tuple[KeyRow, float]] = OrderedDict()
+        # digest -> (key, when it was read, the revocation mark read before it)
+        self._known: OrderedDict[str, tuple[KeyRow, float, str | None]] = OrderedDict()
         self._store_down_until = 0.0
         self._started = False
         self._hooks = hooks
@@ -107,6 +112,7 @@ class DbGate:
         if not self._started:
             if self._hooks is not None:
                 await self._hooks[0]()
+            self.keys.mark.ensure()
             await self.writer.start()
             self._started = True
 
@@ -169,6 +175,11 @@ class DbGate:
     async def _lookup(self, secret: str) -> KeyRow | None:
         digest = hash_secret(secret)
         now = time.monotonic()
+        mark = self.keys.mark.read()  # before the store: a revocation after it changes it
+        cached = self._known.get(digest)
+        if (cached is not None and mark is not None and cached[2] == mark
+                and now - cached[1] < self.config.key_reuse_s):
+            return cached[0]
         if now >= self._store_down_until:
             try:
                 key = await self.keys.lookup(secret)
@@ -176,18 +187,17 @@ class DbGate:
                 self._store_down_until = now + self.config.store_retry_s
                 logger.error("key store unavailable, using keys seen recently: %s", exc)
             else:
-                self._remember(digest, key, now)
+                self._remember(digest, key, now, mark)
                 return key
-        cached = self._known.get(digest)
         if cached is None or now - cached[1] > self.config.offline_grace_s:
             raise ModelUnavailable("The key store is unavailable, please try again later.")
         return cached[0]
 
-    def _remember(self, digest: str, key: KeyRow | None, now: float) -> None:
+    def _remember(self, digest: str, key: KeyRow | None, now: float, mark: str | None) -> None:
         if key is None or not is_usable(key, now_utc()):
             self._known.pop(digest, None)
             return
-        self._known[digest] = (key, now)
+        self._known[digest] = (key, now, mark)
         self._known.move_to_end(digest)
         while len(self._known) > _CACHE_SIZE:
             self._known.popitem(last=False)

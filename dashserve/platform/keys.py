@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dashserve.errors import InvalidRequest, NotFound
+from dashserve.platform.revocations import RevocationMark
 from dashserve.store import repos
 from dashserve.store.db import Store
 from dashserve.store.repos import KeyRow
@@ -117,6 +118,7 @@ class KeyManager:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self.mark = RevocationMark.for_url(store.engine.url)
 
     async def create(self, spec: KeySpec) -> IssuedKey:
         secret = generate_secret()
@@ -189,4 +191,6 @@ class KeyManager:
         at = now_utc()
         async with self._store.transaction() as session:
             changed = await repos.revoke_key(session, key_id=row.id, at=at)
+        if changed:
+            self.mark.bump()  # servers holding the key read it again
         return replace(row, revoked_at=at) if changed else row

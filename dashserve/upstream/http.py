@@ -9,14 +9,26 @@ to the event loop it was made in, so it is made on first use, in the loop that u
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 import aiohttp
+import orjson
 
 # an SSE line of one upstream chunk (with logprobs) fits many times over
 READ_BUFFER_BYTES = 1 << 20
 
 # what a failed exchange raises: refused, cut or timed-out connections, bad framing
 HttpFailure = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
+def dumps(value: Any) -> str:
+    """A request body as compact JSON: orjson where it can (a fraction of the standard
+    library's time), the standard library for what orjson refuses (integers past 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"))
 
 
 class UpstreamHttp:
@@ -37,7 +49,7 @@ class UpstreamHttp:
             connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0)
             self._session = aiohttp.ClientSession(  # no cookies: upstreams are APIs
                 connector=connector, timeout=self.timeout, trust_env=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
+                cookie_jar=aiohttp.DummyCookieJar(), json_serialize=dumps,
                 read_bufsize=READ_BUFFER_BYTES, auto_decompress=True)
             self._loop = loop
         return self._session

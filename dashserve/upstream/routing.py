@@ -115,6 +115,8 @@ class Router:
         candidates = [e for e in endpoints if e.is_healthy and e not in exclude]
         if not candidates:
             return None
+        if len(endpoints) == 1:  # nothing to choose between, now or later: no hashing
+            return candidates[0]
         hashes = block_hashes(prompt_token_ids, self.policy.block_tokens)
         total = sum(e.load for e in candidates)
         bound = math.ceil(self.policy.load_factor * (total + 1) / len(candidates))
