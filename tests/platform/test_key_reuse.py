@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dashserve.errors import AuthenticationFailed
+from dashserve.platform import db_gate
 from dashserve.platform.db_gate import DbGate
 from dashserve.platform.keys import KeyManager, KeySpec
 from dashserve.platform.revocations import RevocationMark
@@ -90,46 +92,30 @@ async def test_a_revocation_in_another_process_is_seen_on_the_next_request(
         await gate.stop()
 
 
-async def test_expiry_is_checked_on_every_request(sqlite_store: Store) -> None:
-    from datetime import datetime, timedelta, timezone
-
+async def test_expiry_is_checked_on_every_request(sqlite_store: Store,
+                                                  monkeypatch: Any) -> None:
     gate = await started(sqlite_store)
     try:
         soon = datetime.now(timezone.utc) + timedelta(seconds=1)
         issued = await gate.keys.create(KeySpec(expires_at=soon))
         await gate.authenticate(issued.secret, None, "qwen")
-        import dashserve.platform.db_gate as db_gate
-
-        later = soon + timedelta(seconds=1)
-        original = db_gate.now_utc
-        db_gate.now_utc = lambda: later  # type: ignore[assignment]
-        try:
-            with pytest.raises(AuthenticationFailed):
-                await gate.authenticate(issued.secret, None, "qwen")
-        finally:
-            db_gate.now_utc = original  # type: ignore[assignment]
-    finally:
-        await gate.stop()
-
-
-async def test_reuse_ends_after_key_reuse_s(sqlite_store: Store) -> None:
-    gate = await started(sqlite_store, key_reuse_s=0.0)
-    try:
-        issued = await gate.keys.create(KeySpec())
-        reads = Reads(gate.keys)
-        for _ in range(3):
+        monkeypatch.setattr(db_gate, "now_utc", lambda: soon + timedelta(seconds=1))
+        with pytest.raises(AuthenticationFailed):
             await gate.authenticate(issued.secret, None, "qwen")
-        assert reads.count == 3
     finally:
         await gate.stop()
 
 
-async def test_without_a_mark_every_request_reads_the_store(sqlite_store: Store) -> None:
-    gate = await started(sqlite_store)
+@pytest.mark.parametrize("case", ["reuse time over", "no mark"])
+async def test_every_request_reads_the_store(sqlite_store: Store, case: str) -> None:
+    """Once ``key_reuse_s`` is over, or without a mark (e.g. removed because it could not be
+    rewritten), the key is read from the store again."""
+    gate = await started(sqlite_store, key_reuse_s=0.0 if case == "reuse time over" else 60.0)
     try:
         issued = await gate.keys.create(KeySpec())
-        assert gate.keys.mark.path is not None
-        gate.keys.mark.path.unlink()  # e.g. removed because it could not be rewritten
+        if case == "no mark":
+            assert gate.keys.mark.path is not None
+            gate.keys.mark.path.unlink()
         reads = Reads(gate.keys)
         for _ in range(3):
             await gate.authenticate(issued.secret, None, "qwen")
