@@ -14,26 +14,16 @@ OpenAI-compatible events are ``data: {...}`` and the stream ends with ``data: [D
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-import orjson
+from dashserve.compact_json import dump_bytes
 
 SSE_MEDIA_TYPE = "text/event-stream"
 SSE_HEADERS = MappingProxyType({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 KEEPALIVE = b":keepalive\n\n"
 OPENAI_DONE = b"data: [DONE]\n\n"
-
-
-def dump_bytes(obj: Any) -> bytes:
-    """Compact JSON with raw UTF-8, always on one line (orjson: a stream frame is written
-    for every token, and it takes a fraction of the standard library's time)."""
-    try:
-        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:  # what orjson does not write (an int past 64 bits): the same JSON
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def wants_native_stream(headers: Mapping[str, str]) -> bool:

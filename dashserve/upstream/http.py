@@ -9,11 +9,11 @@ to the event loop it was made in, so it is made on first use, in the loop that u
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import aiohttp
-import orjson
+
+from dashserve.compact_json import dump_bytes
 
 # an SSE line of one upstream chunk (with logprobs) fits many times over
 READ_BUFFER_BYTES = 1 << 20
@@ -23,12 +23,8 @@ HttpFailure = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 def dumps(value: Any) -> str:
-    """A request body as compact JSON: orjson where it can (a fraction of the standard
-    library's time), the standard library for what orjson refuses (integers past 64 bits)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"))
+    """A request body as compact JSON (aiohttp takes a str)."""
+    return dump_bytes(value).decode()
 
 
 class UpstreamHttp:
