@@ -13,8 +13,8 @@ limits, metering in SQLite), called with a key from its key store (``--key store
 who create keys call it) or its static ``--api-key``. For each concurrency the two sides take
 turns: batches of N streams straight to the upstream's ``/completion`` with the same token
 ids the front sends, then batches of N streams through the front's compatible mode; each turn
-is one uncounted batch and ``--block`` counted ones (see ``measure``). Per request: time to first token (TTFT) and the mean gap
-between tokens after the first. Prints p50/p99 TTFT and the per-token mean for both, and
+is one uncounted batch and ``--block`` counted ones (see ``measure``). Per request: time to
+first token (TTFT) and the mean gap between tokens after the first. Prints p50/p99 TTFT and the per-token mean for both, and
 what the front adds; and the CPU time the front and the upstream processes spent per request
 they served, less what each spends idle (read from /proc: it moves far less than latency
 with what else the machine runs).
@@ -189,12 +189,9 @@ async def measure(upstream: str, front: str, ids: list[int], concurrency: int, n
             for side in ("direct", "front"):
                 for i in range(counted + 1):
                     await asyncio.sleep(pause_s)
-                    if side == "direct":
-                        results = await asyncio.gather(*(direct_stream(c, upstream, ids, n)
-                                                         for _ in range(concurrency)))
-                    else:
-                        results = await asyncio.gather(*(front_stream(c, front, n, key)
-                                                         for _ in range(concurrency)))
+                    results = await asyncio.gather(*(
+                        direct_stream(c, upstream, ids, n) if side == "direct"
+                        else front_stream(c, front, n, key) for _ in range(concurrency)))
                     for ttft, gaps in results:
                         if i == 0:
                             out[side]["after_idle"].append(ttft)
@@ -295,19 +292,11 @@ def scale_out(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str
 
 
 def issue_key(data_dir: Path) -> str:
-    """A key from the front's key store (as ``dashserve keys create`` makes), before it starts."""
-    from dashserve.platform.keys import KeySpec
-    from dashserve.platform.state import PlatformSettings, prepare_platform
-
-    async def issue() -> str:
-        state = prepare_platform(PlatformSettings(data_dir=data_dir))
-        await state.gate.start()
-        try:
-            return (await state.keys.create(KeySpec(name="bench"))).secret
-        finally:
-            await state.gate.stop()
-
-    return asyncio.run(issue())
+    """A key made by ``dashserve keys create`` in the front's store, before it starts."""
+    out = subprocess.run([sys.executable, "-m", "dashserve", "keys", "create", "--name", "bench",
+                          "--json", "--data-dir", str(data_dir)],
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return str(json.loads(out.strip().splitlines()[-1])["secret"])
 
 
 def prompt_ids(model_dir: Path) -> list[int]:

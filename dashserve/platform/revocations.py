@@ -7,10 +7,10 @@ every revocation rewrites (a new random token, swapped in atomically) after its 
 commits, in whatever process it runs (the server's admin API, ``dashserve keys revoke``).
 
 A server reads the mark before it reads a key from the store and files the key under it; a
-later request reuses the key only while the mark reads the same. Without a mark (not made
-yet, or removed because it could not be rewritten) every request reads the store. A revocation that commits
+later request reuses the key only while the mark reads the same. A revocation that commits
 before a request reads the mark is therefore seen by that request: the revoked key fails on
-its very next request, in every process, as when each request read the store.
+its very next request, in every process, as when each request read the store. Without a mark
+(not made yet, or removed because it could not be rewritten) every request reads the store.
 
 Only SQLite has a mark, since every process sharing a SQLite file shares its directory. Other
 stores (PostgreSQL, maybe on several machines) have none, and their keys are read from the
