@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     # the bottom: the error tree, and leaves that know nothing of requests
     "errors": set(),
     "netguard": set(),
+    "compact_json": set(),
     "tokenizer_build": set(),
     "chat_templates": {"tokenizer_build"},
     "tokenizer_pieces": {"tokenizer_build"},
@@ -49,10 +50,11 @@ ALLOWED: dict[str, set[str]] = {
     "inspection": {"contracts", "errors", "inspection.header", "inspection.rules", "serving"},
     # the front's clients of engines elsewhere: other processes, upstream servers, replicas
     "upstream.config": set(),
-    "upstream": {"contracts", "engine", "errors", "tokenizer", "upstream.config"},
+    "upstream": {"compact_json", "contracts", "engine", "errors", "tokenizer",
+                 "upstream.config"},
     "config": {"inspection", "platform", "search", "upstream.config"},
     # HTTP adapters over serving (the files API shows file rows as the store keeps them)
-    "api": {"config", "contracts", "errors", "inspection.header", "inspection.rules", "media",
+    "api": {"compact_json", "config", "contracts", "errors", "inspection.header", "inspection.rules", "media",
             "platform", "search", "serving", "store"},
     "console": set(),
     # assembly and entry points
