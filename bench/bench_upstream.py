@@ -3,13 +3,15 @@
 Usage: python bench/bench_upstream.py [--concurrency 1 64] [--num-tokens 32]
                                       [--token-delay-ms 20] [--rounds 3] [--min-requests 40]
                                       [--block 4] [--pause-ms 0] [--key store|static]
+                                      [--database-url URL] [--redis-url URL]
                                       [--json PATH]
                                       [--gguf FILE]   # a live llama-server instead of the fake
 
 One run starts the upstream (the fake llama-server of tests/upstream, streaming
 ``--num-tokens`` tokens at one per ``--token-delay-ms``; or a real ``llama-server`` on a GGUF)
 and a ``dashserve serve --upstream qwen-plus=llamacpp:URL`` front with its platform (keys,
-limits, metering in SQLite), called with a key from its key store (``--key store``, as users
+limits, metering in SQLite, or in ``--database-url`` with ``--redis-url`` as several fronts
+share them), called with a key from its key store (``--key store``, as users
 who create keys call it) or its static ``--api-key``. For each concurrency the two sides take
 turns: batches of N streams straight to the upstream's ``/completion`` with the same token
 ids the front sends, then batches of N streams through the front's compatible mode; each turn
@@ -91,12 +93,14 @@ def fake_upstream_cmd(port: int, num_tokens: int, *pace: str) -> list[str]:
             "--num-tokens", str(num_tokens), *pace]
 
 
-def front_cmd(port: int, data_dir: Path, model_dir: Path, upstreams: list[str]) -> list[str]:
-    """A dashserve front serving `qwen-plus` from llama.cpp-kind upstreams."""
+def front_cmd(port: int, data_dir: Path, model_dir: Path, upstreams: list[str],
+              shared: list[str] | None = None) -> list[str]:
+    """A dashserve front serving `qwen-plus` from llama.cpp-kind upstreams; ``shared``: its
+    ``--database-url``/``--redis-url`` arguments, if any."""
     return [sys.executable, "-m", "dashserve", "serve", "--port", str(port),
             "--data-dir", str(data_dir), "--api-key", API_KEY, "--no-console",
             "--log-level", "warning", "--upstream-tokenizer", str(model_dir),
-            "--upstream", f"qwen-plus=llamacpp:{','.join(upstreams)}"]
+            "--upstream", f"qwen-plus=llamacpp:{','.join(upstreams)}", *(shared or [])]
 
 
 async def direct_stream(c: httpx.AsyncClient, url: str, ids: list[int],
@@ -291,10 +295,11 @@ def scale_out(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str
     return result
 
 
-def issue_key(data_dir: Path) -> str:
+def issue_key(data_dir: Path, database_url: str | None = None) -> str:
     """A key made by ``dashserve keys create`` in the front's store, before it starts."""
+    where = ["--database-url", database_url] if database_url else ["--data-dir", str(data_dir)]
     out = subprocess.run([sys.executable, "-m", "dashserve", "keys", "create", "--name", "bench",
-                          "--json", "--data-dir", str(data_dir)],
+                          "--json", *where],
                          cwd=ROOT, check=True, capture_output=True, text=True).stdout
     return str(json.loads(out.strip().splitlines()[-1])["secret"])
 
@@ -323,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", choices=("store", "static"), default="store",
                         help="call the front with a key from its key store (as users who "
                              "create keys do) or with its static --api-key")
+    parser.add_argument("--database-url", help="the front's key store and usage database "
+                        "(default: SQLite in a fresh data dir), e.g. postgresql://...")
+    parser.add_argument("--redis-url", help="the front's shared rate limits, e.g. redis://...")
     parser.add_argument("--gguf", type=Path, help="serve this GGUF with the built llama-server")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--scale-out", action="store_true",
@@ -355,11 +363,15 @@ def main(argv: list[str] | None = None) -> int:
                                    "--token-delay-ms", str(args.token_delay_ms))
     env_note = {"cpus": os.cpu_count(), "upstream": "llama-server" if args.gguf else "fake",
                 "num_tokens": args.num_tokens, "token_delay_ms": args.token_delay_ms,
-                "block": args.block, "pause_ms": args.pause_ms, "key": args.key}
-    key = issue_key(work) if args.key == "store" else API_KEY
+                "block": args.block, "pause_ms": args.pause_ms, "key": args.key,
+                "database": "postgresql" if args.database_url else "sqlite",
+                "redis": bool(args.redis_url)}
+    shared = [*(["--database-url", args.database_url] if args.database_url else []),
+              *(["--redis-url", args.redis_url] if args.redis_url else [])]
+    key = issue_key(work, args.database_url) if args.key == "store" else API_KEY
     rows = []
     with process(up_cmd, upstream + "/health", work / "upstream.log") as up_proc, \
-            process(front_cmd(front_port, work, model_dir, [upstream]), front + "/health",
+            process(front_cmd(front_port, work, model_dir, [upstream], shared), front + "/health",
                     work / "front.log") as front_proc:
         pids = {"front": front_proc.pid, "upstream": up_proc.pid}
         for n in args.concurrency:

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dashserve.errors import InvalidRequest, NotFound
-from dashserve.platform.revocations import RevocationMark
+from dashserve.platform.revocations import Mark, mark_for
 from dashserve.store import repos
 from dashserve.store.db import Store
 from dashserve.store.repos import KeyRow
@@ -118,7 +118,7 @@ class KeyManager:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self.mark = RevocationMark.for_url(store.engine.url)
+        self.mark: Mark = mark_for(store.engine.url)
 
     async def create(self, spec: KeySpec) -> IssuedKey:
         secret = generate_secret()
@@ -186,11 +186,14 @@ class KeyManager:
         return rows[0]
 
     async def revoke(self, key_or_prefix: str) -> KeyRow:
-        """Revoke a key; its very next request fails. Revoking twice is not an error."""
+        """Revoke a key; its next request fails (see ``revocations.py``). Revoking twice is
+        not an error."""
         row = await self.resolve(key_or_prefix)
         at = now_utc()
         async with self._store.transaction() as session:
             changed = await repos.revoke_key(session, key_id=row.id, at=at)
+            if changed:
+                await repos.notify_revocation(session)  # delivered at commit
         if changed:
             self.mark.bump()  # servers holding the key read it again
         return replace(row, revoked_at=at) if changed else row

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashserve.store.tables import api_keys, usage_daily, usage_records
 
+# notified inside every revocation's transaction on PostgreSQL (see platform/revocations.py)
+REVOCATION_CHANNEL = "dashserve_key_revocations"
 USAGE_SUMS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 GROUPINGS = ("day", "model", "key", "workspace")
 
@@ -95,6 +97,13 @@ async def revoke_key(session: AsyncSession, *, key_id: str, at: datetime) -> boo
         .values(revoked_at=at)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def notify_revocation(session: AsyncSession) -> None:
+    """Tell the servers listening that a key was revoked, when this transaction commits
+    (PostgreSQL; a no-op elsewhere)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text(f"NOTIFY {REVOCATION_CHANNEL}"))
 
 
 async def touch_keys(session: AsyncSession, *, last_used: dict[str, datetime]) -> None:

@@ -1,7 +1,9 @@
-"""Keys read from the store are reused until a revocation anywhere (the revocation mark)."""
+"""Keys read from the store are reused until a revocation anywhere (the revocation mark): a
+file beside SQLite, notifications from PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -14,9 +16,11 @@ from dashserve.errors import AuthenticationFailed
 from dashserve.platform import db_gate
 from dashserve.platform.db_gate import DbGate
 from dashserve.platform.keys import KeyManager, KeySpec
-from dashserve.platform.revocations import RevocationMark
+from dashserve.platform.revocations import FileMark, NoMark, NotifiedMark, mark_for
+from dashserve.store import repos
 from dashserve.store.db import Store, open_store
 from tests.platform.test_db_gate import build_gate
+from tests.utils.databases import pg_schema_url
 
 
 class Reads:
@@ -49,6 +53,7 @@ async def started(store: Store, **config: object) -> DbGate:
 async def test_a_key_is_read_once_then_reused(sqlite_store: Store, tmp_path: Path) -> None:
     gate = await started(sqlite_store)
     try:
+        assert isinstance(gate.keys.mark, FileMark)
         assert gate.keys.mark.path == tmp_path / "dashserve.db.revoked"
         assert gate.keys.mark.read()  # made at start
         issued = await gate.keys.create(KeySpec(rpm=1000))
@@ -114,7 +119,7 @@ async def test_every_request_reads_the_store(sqlite_store: Store, case: str) -> 
     try:
         issued = await gate.keys.create(KeySpec())
         if case == "no mark":
-            assert gate.keys.mark.path is not None
+            assert isinstance(gate.keys.mark, FileMark)
             gate.keys.mark.path.unlink()
         reads = Reads(gate.keys)
         for _ in range(3):
@@ -126,7 +131,7 @@ async def test_every_request_reads_the_store(sqlite_store: Store, case: str) -> 
 
 def test_a_mark_that_cannot_be_rewritten_is_removed(tmp_path: Path, monkeypatch: Any,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    mark = RevocationMark(tmp_path / "db.revoked")
+    mark = FileMark(tmp_path / "db.revoked")
     mark.bump()
     first = mark.read()
     assert first and len(first) == 32
@@ -143,13 +148,110 @@ def test_a_mark_that_cannot_be_rewritten_is_removed(tmp_path: Path, monkeypatch:
     assert list(tmp_path.iterdir()) == []  # no temporary file left either
 
 
-def test_only_sqlite_files_have_a_mark(tmp_path: Path) -> None:
+def test_each_store_has_its_kind_of_mark(tmp_path: Path) -> None:
     from sqlalchemy.engine import make_url
 
-    assert RevocationMark.for_url(make_url(f"sqlite+aiosqlite:///{tmp_path}/x.db")).path \
-        == tmp_path / "x.db.revoked"
-    for url in ("sqlite+aiosqlite:///:memory:", "sqlite+aiosqlite://",
-                "postgresql+asyncpg://u@127.0.0.1/test"):
-        mark = RevocationMark.for_url(make_url(url))
-        assert mark.path is None and mark.read() is None
+    file_mark = mark_for(make_url(f"sqlite+aiosqlite:///{tmp_path}/x.db"))
+    assert isinstance(file_mark, FileMark) and file_mark.path == tmp_path / "x.db.revoked"
+    for url in ("postgresql+psycopg://u@127.0.0.1/test", "postgresql+asyncpg://u@127.0.0.1/t"):
+        assert isinstance(mark_for(make_url(url)), NotifiedMark)
+    for url in ("sqlite+aiosqlite:///:memory:", "sqlite+aiosqlite://"):
+        mark = mark_for(make_url(url))
+        assert isinstance(mark, NoMark) and mark.read() is None
         mark.bump()  # nothing to do
+
+
+# PostgreSQL: the mark is renewed by the notification each revocation sends at commit
+
+
+@pytest.fixture
+def pg_url(pg_available: bool) -> Any:
+    if not pg_available:
+        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
+    with pg_schema_url() as url:
+        yield url
+
+
+async def until(ok: Any, timeout_s: float = 5.0) -> bool:
+    """Whether ``ok()`` came true within ``timeout_s``."""
+    for _ in range(int(timeout_s / 0.005)):
+        if ok():
+            return True
+        await asyncio.sleep(0.005)
+    return False
+
+
+async def test_postgres_a_revocation_on_another_server_is_heard(pg_url: str) -> None:
+    store, other_store = await open_store(pg_url), await open_store(pg_url)
+    gate, other = await started(store), await started(other_store)  # two servers, one database
+    try:
+        assert isinstance(other.keys.mark, NotifiedMark) and other.keys.mark.listening.is_set()
+        revoked = await gate.keys.create(KeySpec())
+        kept = await gate.keys.create(KeySpec())
+        for secret in (revoked.secret, kept.secret):
+            await other.authenticate(secret, None, "qwen")
+        reads = Reads(other.keys)
+        for _ in range(3):
+            await other.authenticate(kept.secret, None, "qwen")
+            await other.authenticate(revoked.secret, None, "qwen")
+        assert reads.count == 0  # reused
+        before = other.keys.mark.read()
+        await gate.keys.revoke(revoked.key.prefix)
+        assert await until(lambda: other.keys.mark.read() not in (None, before))
+        with pytest.raises(AuthenticationFailed):
+            await other.authenticate(revoked.secret, None, "qwen")
+        await other.authenticate(kept.secret, None, "qwen")  # read again, still good
+        assert reads.count == 2
+        await other.authenticate(kept.secret, None, "qwen")
+        assert reads.count == 2
+        # a revocation rolled back is never announced
+        quiet = other.keys.mark.read()
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as session:
+                await repos.revoke_key(session, key_id=kept.key.id, at=datetime.now(timezone.utc))
+                await repos.notify_revocation(session)
+                raise RuntimeError("roll back")
+        assert not await until(lambda: other.keys.mark.read() != quiet, timeout_s=0.3)
+        await other.authenticate(kept.secret, None, "qwen")
+    finally:
+        await other.stop()
+        await gate.stop()
+        await other_store.close()
+        await store.close()
+
+
+async def test_postgres_every_request_reads_the_store_while_not_listening(
+        pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The listening connection dropped (a database restart, a network cut): the mark is
+    None until it listens again, with a new token (a revocation may have gone unheard)."""
+    import psycopg
+
+    store = await open_store(pg_url)
+    gate = await started(store)
+    mark = gate.keys.mark
+    assert isinstance(mark, NotifiedMark)
+    mark._retry_s = 0.3  # noqa: SLF001 - come back quickly
+    try:
+        issued = await gate.keys.create(KeySpec())
+        await gate.authenticate(issued.secret, None, "qwen")
+        reads = Reads(gate.keys)
+        await gate.authenticate(issued.secret, None, "qwen")
+        assert reads.count == 0
+        before = mark.read()
+        with caplog.at_level(logging.ERROR):
+            async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as c:
+                await c.execute("SELECT pg_terminate_backend(%s)", [mark.backend_pid])
+            assert await until(lambda: mark.read() is None)
+            for _ in range(3):
+                await gate.authenticate(issued.secret, None, "qwen")
+            assert reads.count == 3
+            assert "not listening for key revocations" in caplog.text
+        await asyncio.wait_for(mark.listening.wait(), 10)
+        assert mark.read() not in (None, before)
+        await gate.authenticate(issued.secret, None, "qwen")
+        await gate.authenticate(issued.secret, None, "qwen")
+        assert reads.count == 4  # one read under the new token, then reused
+    finally:
+        await gate.stop()
+        await store.close()
+    assert mark.read() is None and not mark.listening.is_set()
