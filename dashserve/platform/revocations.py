@@ -17,7 +17,8 @@ reads the same. Without a mark (``read`` is None) every request reads the store.
   listening, and takes a new token for each notification. A revoked key therefore fails on
   every server once the notification has reached it: within a millisecond or so on a local
   network, where a server reading the store on every request would see it at once. While the
-  listening connection is down (and until it is back and listening again) the mark is None.
+  listening connection is down, or its own probes do not come back (notifications lost on
+  the way, as through a proxy pooling connections by transaction), the mark is None.
 - A store with neither (``:memory:``) has ``NoMark``.
 """
 
@@ -126,15 +127,23 @@ class FileMark:
 
 class NotifiedMark:
     """The mark of a PostgreSQL database: a token renewed by each revocation's notification,
-    kept by one listening connection (psycopg, whatever driver the store itself uses)."""
+    kept by one listening connection (psycopg, whatever driver the store itself uses).
 
-    def __init__(self, url: URL, *, retry_s: float = 1.0, check_s: float = 10.0) -> None:
+    Notifications can be lost on the way without an error: through a proxy that pools
+    server connections by transaction or statement (PgBouncer's usual modes), the connection
+    that asked to listen is not the one notified. So the listener sends itself a notification
+    (a probe) every ``check_s`` and keeps the mark only while each comes back within
+    ``probe_s``; the first one must come back before any key is reused."""
+
+    def __init__(self, url: URL, *, retry_s: float = 1.0, check_s: float = 10.0,
+                 probe_s: float = 2.0) -> None:
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._retry_s = retry_s
-        self._check_s = check_s  # a quiet connection is checked this often
+        self._check_s = check_s
+        self._probe_s = probe_s
         self._token: str | None = None
         self._task: asyncio.Task[None] | None = None
-        self.listening = asyncio.Event()  # set while a listening connection is up
+        self.listening = asyncio.Event()  # set while notifications are known to arrive
         self.backend_pid: int | None = None  # the listening connection's server process
 
     def read(self) -> str | None:
@@ -144,8 +153,8 @@ class NotifiedMark:
         """Nothing to do: the revocation's own transaction sent the notification."""
 
     async def start(self, wait_s: float = 3.0) -> None:
-        """Begin listening; waits up to ``wait_s`` for the first connection (until then, and
-        whenever it is down, keys are read from the store)."""
+        """Begin listening; waits up to ``wait_s`` for the first probe to come back (until
+        then, and whenever notifications may be missed, keys are read from the store)."""
         if self._task is None:
             self._task = asyncio.create_task(self._listen(), name="revocation-listener")
         with contextlib.suppress(TimeoutError):
@@ -161,6 +170,9 @@ class NotifiedMark:
         self._token = None  # nothing is reused while revocations may go unheard
         self.listening.clear()
 
+    def _listen_sql(self) -> str:
+        return f"LISTEN {REVOCATION_CHANNEL}"
+
     async def _listen(self) -> None:
         import psycopg
 
@@ -170,15 +182,18 @@ class NotifiedMark:
                 async with await psycopg.AsyncConnection.connect(
                         self._conninfo, autocommit=True, connect_timeout=3,
                         application_name="dashserve revocations") as conn:
-                    await conn.execute(f"LISTEN {REVOCATION_CHANNEL}")
+                    await conn.execute(self._listen_sql())
                     self.backend_pid = conn.info.backend_pid
+                    await self._probe(conn)
                     # keys filed under an earlier token may have been revoked unheard
                     self._token = secrets.token_hex(16)
                     self.listening.set()
                     if failures:
                         log.info("listening for key revocations again")
                     failures = 0
-                    await self._follow(conn)
+                    while True:
+                        await self._wait(conn, None, self._check_s)
+                        await self._probe(conn)
             except asyncio.CancelledError:
                 self._down()
                 raise
@@ -190,9 +205,30 @@ class NotifiedMark:
                     "store until this is back): %s", exc)
                 await asyncio.sleep(min(30.0, self._retry_s * failures))
 
-    async def _follow(self, conn: Any) -> None:
-        """Renew the token on each notification; check the connection when quiet."""
-        while True:
-            async for _ in conn.notifies(timeout=self._check_s):
-                self._token = secrets.token_hex(16)
-            await asyncio.wait_for(conn.execute("SELECT 1"), 5.0)
+    async def _probe(self, conn: Any) -> None:
+        """Send a probe and see it come back, or raise ``NotificationsLost``."""
+        probe = PROBE + secrets.token_hex(8)
+        await conn.execute(f"NOTIFY {REVOCATION_CHANNEL}, '{probe}'")
+        if not await self._wait(conn, probe, self._probe_s):
+            raise NotificationsLost(
+                f"a notification sent on {REVOCATION_CHANNEL} did not come back within "
+                f"{self._probe_s:g} s; through a proxy pooling connections by transaction or "
+                "statement, point the server at the database directly or a session pool")
+
+    async def _wait(self, conn: Any, probe: str | None, timeout_s: float) -> bool:
+        """Follow the notifications for ``timeout_s``, renewing the token on each revocation
+        (other servers' probes are not revocations); True as soon as ``probe`` comes back."""
+        async with contextlib.aclosing(conn.notifies(timeout=timeout_s)) as notes:
+            async for note in notes:
+                if probe is not None and note.payload == probe:
+                    return True
+                if not note.payload.startswith(PROBE) and self._token is not None:
+                    self._token = secrets.token_hex(16)
+        return False
+
+
+PROBE = "probe:"
+
+
+class NotificationsLost(RuntimeError):
+    """Notifications sent do not reach the listening connection."""

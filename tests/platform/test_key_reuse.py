@@ -255,3 +255,51 @@ async def test_postgres_every_request_reads_the_store_while_not_listening(
         await gate.stop()
         await store.close()
     assert mark.read() is None and not mark.listening.is_set()
+
+
+async def test_postgres_notifications_that_do_not_come_back_mean_no_reuse(
+        pg_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: Any) -> None:
+    """Through a proxy pooling connections by transaction, the connection that listens is not
+    the one notified. Here it listens on another channel: the probe it sends itself never
+    comes back, so no key is reused and the log says why."""
+    monkeypatch.setattr(NotifiedMark, "_listen_sql", lambda self: "LISTEN elsewhere")
+    store = await open_store(pg_url)
+    gate = build_gate(store)
+    mark = gate.keys.mark
+    assert isinstance(mark, NotifiedMark)
+    mark._probe_s = 0.2  # noqa: SLF001
+    try:
+        with caplog.at_level(logging.ERROR):
+            await gate.start()
+        assert mark.read() is None and not mark.listening.is_set()
+        assert "did not come back within 0.2 s" in caplog.text
+        issued = await gate.keys.create(KeySpec())
+        reads = Reads(gate.keys)
+        for _ in range(3):
+            await gate.authenticate(issued.secret, None, "qwen")
+        assert reads.count == 3
+    finally:
+        await gate.stop()
+        await store.close()
+
+
+async def test_postgres_other_servers_probes_are_not_revocations(pg_url: str) -> None:
+    store, other_store = await open_store(pg_url), await open_store(pg_url)
+    gate = build_gate(store)
+    assert isinstance(gate.keys.mark, NotifiedMark)
+    gate.keys.mark._check_s = 0.02  # noqa: SLF001 - probes often
+    await gate.start()
+    other = await started(other_store)
+    try:
+        issued = await gate.keys.create(KeySpec())
+        await other.authenticate(issued.secret, None, "qwen")
+        reads = Reads(other.keys)
+        for _ in range(10):
+            await asyncio.sleep(0.05)
+            await other.authenticate(issued.secret, None, "qwen")
+        assert reads.count == 0
+    finally:
+        await other.stop()
+        await gate.stop()
+        await other_store.close()
+        await store.close()
