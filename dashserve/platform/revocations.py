@@ -15,8 +15,9 @@ reads the same. Without a mark (``read`` is None) every request reads the store.
   revocation sends a notification on ``REVOCATION_CHANNEL`` inside its transaction, which the
   database delivers at commit to every server listening; each server holds one connection
   listening, and takes a new token for each notification. A revoked key therefore fails on
-  every server once the notification has reached it: within a millisecond or so on a local
-  network, where a server reading the store on every request would see it at once. While the
+  the server that revoked it on its very next request, and on every other server once the
+  notification has reached it: within a millisecond or so on a local network, where a server
+  reading the store on every request would see it at once. While the
   listening connection is down, or its own probes do not come back (notifications lost on
   the way, as through a proxy pooling connections by transaction), the mark is None.
 - A store with neither (``:memory:``) has ``NoMark``.
@@ -150,7 +151,10 @@ class NotifiedMark:
         return self._token
 
     def bump(self) -> None:
-        """Nothing to do: the revocation's own transaction sent the notification."""
+        """A revocation made by this process (its own transaction sent the notification to the
+        others): renewed at once, so this server refuses the key on its very next request."""
+        if self._token is not None:
+            self._token = secrets.token_hex(16)
 
     async def start(self, wait_s: float = 3.0) -> None:
         """Begin listening; waits up to ``wait_s`` for the first probe to come back (until

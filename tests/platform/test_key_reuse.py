@@ -195,8 +195,14 @@ async def test_postgres_a_revocation_on_another_server_is_heard(pg_url: str) -> 
             await other.authenticate(kept.secret, None, "qwen")
             await other.authenticate(revoked.secret, None, "qwen")
         assert reads.count == 0  # reused
+        await gate.authenticate(revoked.secret, None, "qwen")
         before = other.keys.mark.read()
         await gate.keys.revoke(revoked.key.prefix)
+        with pytest.raises(AuthenticationFailed):  # the server that revoked it: at once
+            await gate.authenticate(revoked.secret, None, "qwen")
+        mine = gate.keys.mark.read()
+        gate.keys.mark.bump()  # what revoke does after its commit, before any notification
+        assert gate.keys.mark.read() not in (None, mine)
         assert await until(lambda: other.keys.mark.read() not in (None, before))
         with pytest.raises(AuthenticationFailed):
             await other.authenticate(revoked.secret, None, "qwen")
@@ -273,6 +279,8 @@ async def test_postgres_notifications_that_do_not_come_back_mean_no_reuse(
             await gate.start()
         assert mark.read() is None and not mark.listening.is_set()
         assert "did not come back within 0.2 s" in caplog.text
+        mark.bump()
+        assert mark.read() is None
         issued = await gate.keys.create(KeySpec())
         reads = Reads(gate.keys)
         for _ in range(3):
