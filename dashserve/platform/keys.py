@@ -144,8 +144,8 @@ class KeyManager:
 
     async def lookup(self, secret: str) -> KeyRow | None:
         """The stored key for a presented secret (usable or not), or None."""
-        async with self._store.transaction() as session:
-            row = await repos.get_key_by_hash(session, secret_hash=hash_secret(secret))
+        digest = hash_secret(secret)
+        row = await self._store.read(lambda conn: repos.get_key_by_hash(conn, secret_hash=digest))
         if row is None or not verify_secret(secret, row.secret_hash):
             return None
         return row

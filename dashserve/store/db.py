@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -23,6 +25,7 @@ DB_FILENAME = "dashserve.db"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any constant works; it only has to be the same in every dashserve process.
 _MIGRATION_LOCK_ID = 0x64617368
+T = TypeVar("T")
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -82,6 +85,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _pg_connect_args(url: URL) -> dict[str, Any]:
+    return {"connect_timeout": 3} if url.drivername == "postgresql+psycopg" else {}
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for a URL already passed through ``resolve_database_url``."""
     parsed = make_url(url)
@@ -89,11 +96,21 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 2})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    connect_args: dict[str, Any] = {}
-    if parsed.drivername == "postgresql+psycopg":
-        connect_args["connect_timeout"] = 3
     return create_async_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args
+        url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+        connect_args=_pg_connect_args(parsed),
+    )
+
+
+def _reader_engine(engine: AsyncEngine) -> AsyncEngine:
+    """For ``Store.read``: on PostgreSQL a small pool of autocommit connections without the
+    check-out ping, so a read is one round trip where a transaction takes four (ping, BEGIN,
+    the query, COMMIT); elsewhere the engine itself."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    return create_async_engine(
+        engine.url, isolation_level="AUTOCOMMIT", pool_size=4, max_overflow=8,
+        connect_args=_pg_connect_args(engine.url),
     )
 
 
@@ -103,6 +120,7 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._reader = _reader_engine(engine)
 
     @property
     def url(self) -> str:
@@ -118,7 +136,22 @@ class Store:
         async with self._sessions() as session, session.begin():
             yield session
 
+    async def read(self, query: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """The result of ``query``, one read that needs no transaction of its own (on
+        PostgreSQL an autocommit connection: one round trip). A pooled connection the server
+        has closed meanwhile (a restart) is dropped and the read tried once more."""
+        try:
+            async with self._reader.connect() as conn:
+                return await query(conn)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        async with self._reader.connect() as conn:
+            return await query(conn)
+
     async def close(self) -> None:
+        if self._reader is not self.engine:
+            await self._reader.dispose()
         await self.engine.dispose()
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dashserve.store.tables import api_keys, usage_daily, usage_records
 
@@ -53,7 +53,8 @@ async def insert_key(session: AsyncSession, *, row: KeyRow) -> None:
     await session.execute(api_keys.insert().values(**values))
 
 
-async def get_key_by_hash(session: AsyncSession, *, secret_hash: str) -> KeyRow | None:
+async def get_key_by_hash(session: AsyncSession | AsyncConnection, *,
+                          secret_hash: str) -> KeyRow | None:
     result = await session.execute(select(api_keys).where(api_keys.c.secret_hash == secret_hash))
     row = result.first()
     return _key_row(row) if row is not None else None

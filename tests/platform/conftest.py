@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -38,6 +39,12 @@ class FlakyStore:
         if self.fail_after_commit > 0:
             self.fail_after_commit -= 1
             raise OperationalError("COMMIT", {}, ConnectionResetError("connection lost"))
+
+    async def read(self, query: Any) -> Any:
+        self.attempts += 1
+        if self.down:
+            raise OperationalError("SELECT", {}, ConnectionRefusedError("database is down"))
+        return await self.inner.read(query)
 
     async def close(self) -> None:
         await self.inner.close()

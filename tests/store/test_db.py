@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import func, inspect, select, text
 
 from dashserve.store.db import (
     DB_FILENAME,
@@ -113,3 +114,45 @@ async def test_transaction_rolls_back_on_error(store: Store) -> None:
             raise RuntimeError("boom")
     async with store.transaction() as s:
         assert (await s.execute(select(api_keys.c.id))).first() is None
+
+
+async def test_a_read_is_one_statement_outside_a_transaction(store: Store) -> None:
+    async def count(conn: Any) -> int:
+        return int((await conn.execute(select(func.count()).select_from(api_keys))).scalar())
+
+    assert await store.read(count) == 0
+    if store.dialect != "postgresql":
+        return
+
+    async def autocommit(conn: Any) -> bool:
+        return bool((await conn.get_raw_connection()).driver_connection.autocommit)
+
+    assert await store.read(autocommit)  # no BEGIN, no COMMIT
+    async with store.transaction() as session:  # transactions are unchanged
+        raw = await (await session.connection()).get_raw_connection()
+        assert raw.driver_connection.autocommit is False
+
+
+async def test_a_read_outlives_a_database_restart(pg_available: bool) -> None:
+    """A pooled read connection closed by the server (a restart, an idle timeout) is replaced:
+    the read that finds it dead is tried again once, and succeeds."""
+    if not pg_available:
+        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
+    import psycopg
+
+    from tests.utils.databases import PG_BASE, pg_schema_url
+
+    async def backend(conn: Any) -> int:
+        return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar())
+
+    with pg_schema_url() as url:
+        store = await open_store(url)
+        try:
+            first = await store.read(backend)
+            with psycopg.connect(PG_BASE, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [first])
+            second = await store.read(backend)  # the pooled connection was dead
+            assert second != first
+            assert await store.read(backend) == second  # and the new one is pooled
+        finally:
+            await store.close()
