@@ -4,6 +4,7 @@ file beside SQLite, notifications from PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -68,32 +69,6 @@ async def test_a_key_is_read_once_then_reused(sqlite_store: Store, tmp_path: Pat
             await gate.authenticate("sk-not-a-key", None, "qwen")
         assert reads.count == 3
     finally:
-        await gate.stop()
-
-
-async def test_a_revocation_in_another_process_is_seen_on_the_next_request(
-        sqlite_store: Store, tmp_path: Path) -> None:
-    gate = await started(sqlite_store)
-    other_store = await open_store(f"sqlite:///{tmp_path / 'dashserve.db'}")
-    other = await started(other_store)  # a second server on the same database
-    try:
-        revoked = await gate.keys.create(KeySpec())
-        kept = await gate.keys.create(KeySpec())
-        for secret in (revoked.secret, kept.secret):
-            await other.authenticate(secret, None, "qwen")
-        reads = Reads(other.keys)
-        await other.authenticate(kept.secret, None, "qwen")
-        assert reads.count == 0  # reused
-        await gate.keys.revoke(revoked.key.prefix)
-        with pytest.raises(AuthenticationFailed):
-            await other.authenticate(revoked.secret, None, "qwen")
-        await other.authenticate(kept.secret, None, "qwen")  # read again, still good
-        assert reads.count == 2
-        await other.authenticate(kept.secret, None, "qwen")
-        assert reads.count == 2
-    finally:
-        await other.stop()
-        await other_store.close()
         await gate.stop()
 
 
@@ -181,49 +156,77 @@ async def until(ok: Any, timeout_s: float = 5.0) -> bool:
     return False
 
 
-async def test_postgres_a_revocation_on_another_server_is_heard(pg_url: str) -> None:
-    store, other_store = await open_store(pg_url), await open_store(pg_url)
-    gate, other = await started(store), await started(other_store)  # two servers, one database
+@contextlib.asynccontextmanager
+async def servers(url: str) -> AsyncIterator[tuple[DbGate, DbGate]]:
+    """Two servers on one database."""
+    stores = [await open_store(url), await open_store(url)]
+    gates = [await started(store) for store in stores]
     try:
-        assert isinstance(other.keys.mark, NotifiedMark) and other.keys.mark.listening.is_set()
-        revoked = await gate.keys.create(KeySpec())
-        kept = await gate.keys.create(KeySpec())
-        for secret in (revoked.secret, kept.secret):
-            await other.authenticate(secret, None, "qwen")
-        reads = Reads(other.keys)
-        for _ in range(3):
-            await other.authenticate(kept.secret, None, "qwen")
-            await other.authenticate(revoked.secret, None, "qwen")
-        assert reads.count == 0  # reused
+        yield gates[0], gates[1]
+    finally:
+        for gate in gates:
+            await gate.stop()
+        for store in stores:
+            await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def two_servers(request: pytest.FixtureRequest, tmp_path: Path,
+                      pg_available: bool) -> AsyncIterator[tuple[str, DbGate, DbGate]]:
+    """(the store's kind, two servers on one database)."""
+    if request.param == "postgresql" and not pg_available:
+        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
+    place = (contextlib.nullcontext(f"sqlite:///{tmp_path / 'dashserve.db'}")
+             if request.param == "sqlite" else pg_schema_url())
+    with place as url:
+        async with servers(url) as (gate, other):
+            yield request.param, gate, other
+
+
+async def test_a_revocation_on_another_server_is_seen(
+        two_servers: tuple[str, DbGate, DbGate]) -> None:
+    kind, gate, other = two_servers
+    assert other.keys.mark.read() is not None
+    revoked = await gate.keys.create(KeySpec())
+    kept = await gate.keys.create(KeySpec())
+    for secret in (revoked.secret, kept.secret):
+        await gate.authenticate(secret, None, "qwen")
+        await other.authenticate(secret, None, "qwen")
+    reads = Reads(other.keys)
+    for _ in range(3):
+        await other.authenticate(kept.secret, None, "qwen")
+        await other.authenticate(revoked.secret, None, "qwen")
+    assert reads.count == 0  # reused
+    before = other.keys.mark.read()
+    await gate.keys.revoke(revoked.key.prefix)
+    with pytest.raises(AuthenticationFailed):  # the server that revoked it: at once
         await gate.authenticate(revoked.secret, None, "qwen")
-        before = other.keys.mark.read()
-        await gate.keys.revoke(revoked.key.prefix)
-        with pytest.raises(AuthenticationFailed):  # the server that revoked it: at once
-            await gate.authenticate(revoked.secret, None, "qwen")
+    if kind == "sqlite":  # the other server: at once beside SQLite
+        assert other.keys.mark.read() != before
+    else:  # once the notification has reached it
+        assert await until(lambda: other.keys.mark.read() not in (None, before))
+    with pytest.raises(AuthenticationFailed):
+        await other.authenticate(revoked.secret, None, "qwen")
+    await other.authenticate(kept.secret, None, "qwen")  # read again, still good
+    assert reads.count == 2
+    await other.authenticate(kept.secret, None, "qwen")
+    assert reads.count == 2
+
+
+async def test_postgres_this_servers_revocations_and_rolled_back_ones(pg_url: str) -> None:
+    async with servers(pg_url) as (gate, other):
         mine = gate.keys.mark.read()
         gate.keys.mark.bump()  # what revoke does after its commit, before any notification
         assert gate.keys.mark.read() not in (None, mine)
-        assert await until(lambda: other.keys.mark.read() not in (None, before))
-        with pytest.raises(AuthenticationFailed):
-            await other.authenticate(revoked.secret, None, "qwen")
-        await other.authenticate(kept.secret, None, "qwen")  # read again, still good
-        assert reads.count == 2
-        await other.authenticate(kept.secret, None, "qwen")
-        assert reads.count == 2
-        # a revocation rolled back is never announced
+        kept = await gate.keys.create(KeySpec())
         quiet = other.keys.mark.read()
         with pytest.raises(RuntimeError):
-            async with store.transaction() as session:
+            async with gate.keys._store.transaction() as session:  # noqa: SLF001
                 await repos.revoke_key(session, key_id=kept.key.id, at=datetime.now(timezone.utc))
                 await repos.notify_revocation(session)
                 raise RuntimeError("roll back")
         assert not await until(lambda: other.keys.mark.read() != quiet, timeout_s=0.3)
         await other.authenticate(kept.secret, None, "qwen")
-    finally:
-        await other.stop()
-        await gate.stop()
-        await other_store.close()
-        await store.close()
 
 
 async def test_postgres_every_request_reads_the_store_while_not_listening(
