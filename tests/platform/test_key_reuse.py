@@ -45,6 +45,14 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
     await store.close()
 
 
+async def store_reads(gate: DbGate, secret: str, requests: int = 3) -> int:
+    """How many of ``requests`` requests with ``secret`` read the key store."""
+    reads = Reads(gate.keys)
+    for _ in range(requests):
+        await gate.authenticate(secret, None, "qwen")
+    return reads.count
+
+
 async def started(store: Store, **config: object) -> DbGate:
     gate = build_gate(store, **config)
     await gate.start()
@@ -96,10 +104,7 @@ async def test_every_request_reads_the_store(sqlite_store: Store, case: str) -> 
         if case == "no mark":
             assert isinstance(gate.keys.mark, FileMark)
             gate.keys.mark.path.unlink()
-        reads = Reads(gate.keys)
-        for _ in range(3):
-            await gate.authenticate(issued.secret, None, "qwen")
-        assert reads.count == 3
+        assert await store_reads(gate, issued.secret) == 3
     finally:
         await gate.stop()
 
@@ -242,24 +247,17 @@ async def test_postgres_every_request_reads_the_store_while_not_listening(
     mark._retry_s = 0.3  # noqa: SLF001 - come back quickly
     try:
         issued = await gate.keys.create(KeySpec())
-        await gate.authenticate(issued.secret, None, "qwen")
-        reads = Reads(gate.keys)
-        await gate.authenticate(issued.secret, None, "qwen")
-        assert reads.count == 0
+        assert await store_reads(gate, issued.secret) == 1
         before = mark.read()
         with caplog.at_level(logging.ERROR):
             async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as c:
                 await c.execute("SELECT pg_terminate_backend(%s)", [mark.backend_pid])
             assert await until(lambda: mark.read() is None)
-            for _ in range(3):
-                await gate.authenticate(issued.secret, None, "qwen")
-            assert reads.count == 3
+            assert await store_reads(gate, issued.secret) == 3
             assert "not listening for key revocations" in caplog.text
         await asyncio.wait_for(mark.listening.wait(), 10)
         assert mark.read() not in (None, before)
-        await gate.authenticate(issued.secret, None, "qwen")
-        await gate.authenticate(issued.secret, None, "qwen")
-        assert reads.count == 4  # one read under the new token, then reused
+        assert await store_reads(gate, issued.secret) == 1  # read under the new token, reused
     finally:
         await gate.stop()
         await store.close()
@@ -285,10 +283,7 @@ async def test_postgres_notifications_that_do_not_come_back_mean_no_reuse(
         mark.bump()
         assert mark.read() is None
         issued = await gate.keys.create(KeySpec())
-        reads = Reads(gate.keys)
-        for _ in range(3):
-            await gate.authenticate(issued.secret, None, "qwen")
-        assert reads.count == 3
+        assert await store_reads(gate, issued.secret) == 3
     finally:
         await gate.stop()
         await store.close()
