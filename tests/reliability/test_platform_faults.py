@@ -16,8 +16,11 @@ from sqlalchemy.exc import OperationalError
 
 from dashserve.app import create_app
 from dashserve.config import Settings
+from dashserve.platform.keys import KeyManager
+from dashserve.platform.revocations import NotifiedMark
 from dashserve.platform.state import PlatformSettings, PlatformState, prepare_platform
 from dashserve.store import repos
+from dashserve.store.db import open_store
 from tests.reliability.conftest import NATIVE
 from tests.reliability.services import PostgresServer
 from tests.utils.fake_engine import FakeEngine
@@ -107,8 +110,11 @@ async def test_a_postgresql_restart_mid_load_loses_no_usage(postgres: PostgresSe
     client, platform, app = await platform_app(tmp_path, postgres.url)
     async with app.router.lifespan_context(app), client:  # type: ignore[attr-defined]
         admin = {"Authorization": f"Bearer {ADMIN}"}
-        secret = (await client.post("/admin/v1/keys", headers=admin, json={})).json()["secret"]
-        key = {"Authorization": f"Bearer {secret}"}
+        made = (await client.post("/admin/v1/keys", headers=admin, json={})).json()
+        key = {"Authorization": f"Bearer {made['secret']}"}
+        mark = platform.gate.keys.mark
+        assert isinstance(mark, NotifiedMark) and mark.listening.is_set()
+        before = mark.read()
         statuses: Counter[int] = Counter()
         ok_ids: list[str] = []
 
@@ -128,6 +134,18 @@ async def test_a_postgresql_restart_mid_load_loses_no_usage(postgres: PostgresSe
         await asyncio.gather(*(load(5) for _ in range(4)))
         assert set(statuses) == {200}, statuses
         assert await platform.writer.wait_idle(timeout_s=30)
+        # the revocation listener is back, with a new token, and hears another process
+        await asyncio.wait_for(mark.listening.wait(), 30)
+        listening = mark.read()
+        assert listening not in (None, before)
+        other = await open_store(postgres.url)
+        await KeyManager(other).revoke(made["id"])  # as `dashserve keys revoke` does
+        await other.close()
+        for _ in range(1000):
+            if mark.read() != listening:
+                break
+            await asyncio.sleep(0.005)
+        assert (await client.post(NATIVE, headers=key, json=BODY)).status_code == 401
     check, check_platform, _ = await platform_app(tmp_path / "check", postgres.url)
     async with check_platform.store.transaction() as session:
         rows = await repos.select_records(session)
