@@ -2,7 +2,8 @@
 
 Usage: python bench/bench_upstream.py [--concurrency 1 64] [--num-tokens 32]
                                       [--token-delay-ms 20] [--rounds 3] [--min-requests 40]
-                                      [--block 4] [--pause-ms 0] [--key store|static]
+                                      [--block 4] [--pause-ms 0]
+                                      [--key store|limited|static]
                                       [--database-url URL] [--redis-url URL]
                                       [--json PATH]
                                       [--gguf FILE]   # a live llama-server instead of the fake
@@ -11,8 +12,9 @@ One run starts the upstream (the fake llama-server of tests/upstream, streaming
 ``--num-tokens`` tokens at one per ``--token-delay-ms``; or a real ``llama-server`` on a GGUF)
 and a ``dashserve serve --upstream qwen-plus=llamacpp:URL`` front with its platform (keys,
 limits, metering in SQLite, or in ``--database-url`` with ``--redis-url`` as several fronts
-share them), called with a key from its key store (``--key store``, as users
-who create keys call it) or its static ``--api-key``. For each concurrency the two sides take
+share them), called with a key from its key store (``--key store``, as users who create keys
+call it; ``--key limited``: one with rate limits it never reaches) or its static
+``--api-key``. For each concurrency the two sides take
 turns: batches of N streams straight to the upstream's ``/completion`` with the same token
 ids the front sends, then batches of N streams through the front's compatible mode; each turn
 is one uncounted batch and ``--block`` counted ones (see ``measure``). Per request: time to
@@ -295,11 +297,15 @@ def scale_out(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str
     return result
 
 
-def issue_key(data_dir: Path, database_url: str | None = None) -> str:
-    """A key made by ``dashserve keys create`` in the front's store, before it starts."""
+def issue_key(data_dir: Path, database_url: str | None = None, limited: bool = False) -> str:
+    """A key made by ``dashserve keys create`` in the front's store, before it starts; with
+    ``limited``, RPM, TPM and concurrency limits far above what the bench sends (each request
+    is then admitted and settled by the rate limiter, in Redis with ``--redis-url``)."""
     where = ["--database-url", database_url] if database_url else ["--data-dir", str(data_dir)]
+    limits = ["--rpm", "1000000", "--tpm", "1000000000", "--concurrency", "10000"] \
+        if limited else []
     out = subprocess.run([sys.executable, "-m", "dashserve", "keys", "create", "--name", "bench",
-                          "--json", *where],
+                          "--json", *where, *limits],
                          cwd=ROOT, check=True, capture_output=True, text=True).stdout
     return str(json.loads(out.strip().splitlines()[-1])["secret"])
 
@@ -325,9 +331,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="counted batches per turn of a side, after one uncounted batch")
     parser.add_argument("--pause-ms", type=float, default=0.0,
                         help="idle time before every batch, the same for both sides")
-    parser.add_argument("--key", choices=("store", "static"), default="store",
+    parser.add_argument("--key", choices=("store", "limited", "static"), default="store",
                         help="call the front with a key from its key store (as users who "
-                             "create keys do) or with its static --api-key")
+                             "create keys do), one with rate limits (never reached), or "
+                             "with its static --api-key")
     parser.add_argument("--database-url", help="the front's key store and usage database "
                         "(default: SQLite in a fresh data dir), e.g. postgresql://...")
     parser.add_argument("--redis-url", help="the front's shared rate limits, e.g. redis://...")
@@ -368,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                 "redis": bool(args.redis_url)}
     shared = [*(["--database-url", args.database_url] if args.database_url else []),
               *(["--redis-url", args.redis_url] if args.redis_url else [])]
-    key = issue_key(work, args.database_url) if args.key == "store" else API_KEY
+    key = API_KEY if args.key == "static" else \
+        issue_key(work, args.database_url, limited=args.key == "limited")
     rows = []
     with process(up_cmd, upstream + "/health", work / "upstream.log") as up_proc, \
             process(front_cmd(front_port, work, model_dir, [upstream], shared), front + "/health",
