@@ -8,26 +8,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.ports import free_port
-from tests.utils.databases import pg_schema_url
 from tests.utils.documents import docx_bytes
 
 ADMIN = "sk-admin-two-processes"
 NATIVE_CHAT = "/api/v1/services/aigc/text-generation/generation"
-
-
-@pytest.fixture
-def pg_url(pg_available: bool) -> Iterator[str]:
-    if not pg_available:
-        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
-    with pg_schema_url() as url:
-        yield url
 
 
 def _wait_healthy(base: str, proc: subprocess.Popen[str], timeout_s: float = 240) -> None:

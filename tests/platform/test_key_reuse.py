@@ -144,14 +144,6 @@ def test_each_store_has_its_kind_of_mark(tmp_path: Path) -> None:
 # PostgreSQL: the mark is renewed by the notification each revocation sends at commit
 
 
-@pytest.fixture
-def pg_url(pg_available: bool) -> Any:
-    if not pg_available:
-        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
-    with pg_schema_url() as url:
-        yield url
-
-
 async def until(ok: Any, timeout_s: float = 5.0) -> bool:
     """Whether ``ok()`` came true within ``timeout_s``."""
     for _ in range(int(timeout_s / 0.005)):

@@ -44,6 +44,15 @@ def pg_schema_url() -> Iterator[str]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+@pytest.fixture
+def pg_url(pg_available: bool) -> Iterator[str]:
+    """A PostgreSQL URL with nothing in it yet (the test is skipped without a server)."""
+    if not pg_available:
+        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
+    with pg_schema_url() as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path, pg_available: bool) -> Iterator[str]:
     """A database URL with nothing in it yet."""
