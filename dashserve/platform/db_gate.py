@@ -5,9 +5,9 @@ another server: once the revocation's notification reached this one). A key read
 store is reused, without reading the store again, while the store's revocation mark
 (``revocations.py``: a file beside SQLite, notifications from PostgreSQL) reads as it did
 before that read, and for at most ``key_reuse_s`` (which bounds how long a change made to the
-database by hand goes unseen); without a mark every request reads the store. If the store cannot be reached, keys seen valid
-within ``offline_grace_s`` keep working (a request against a dead database is still served);
-unknown keys then get 503.
+database by hand goes unseen); without a mark every request reads the store. If the store
+cannot be reached, keys seen valid within ``offline_grace_s`` keep working (a request against
+a dead database is still served); unknown keys then get 503.
 """
 
 from __future__ import annotations

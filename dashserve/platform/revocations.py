@@ -17,9 +17,9 @@ reads the same. Without a mark (``read`` is None) every request reads the store.
   listening, and takes a new token for each notification. A revoked key therefore fails on
   the server that revoked it on its very next request, and on every other server once the
   notification has reached it: within a millisecond or so on a local network, where a server
-  reading the store on every request would see it at once. While the
-  listening connection is down, or its own probes do not come back (notifications lost on
-  the way, as through a proxy pooling connections by transaction), the mark is None.
+  reading the store on every request would see it at once. While the listening connection is
+  down, or its own probes do not come back (notifications lost on the way, as through a proxy
+  pooling connections by transaction), the mark is None.
 - A store with neither (``:memory:``) has ``NoMark``.
 """
 
@@ -31,11 +31,14 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.engine import URL
 
 from dashserve.store.repos import REVOCATION_CHANNEL
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,13 @@ class FileMark:
             self.path.unlink(missing_ok=True)
 
 
+PROBE = "probe:"  # the payload's start of a listener's own notification, not a revocation
+
+
+class NotificationsLost(RuntimeError):
+    """Notifications sent do not reach the listening connection."""
+
+
 class NotifiedMark:
     """The mark of a PostgreSQL database: a token renewed by each revocation's notification,
     kept by one listening connection (psycopg, whatever driver the store itself uses).
@@ -209,7 +219,7 @@ class NotifiedMark:
                     "store until this is back): %s", exc)
                 await asyncio.sleep(min(30.0, self._retry_s * failures))
 
-    async def _probe(self, conn: Any) -> None:
+    async def _probe(self, conn: AsyncConnection[Any]) -> None:
         """Send a probe and see it come back, or raise ``NotificationsLost``."""
         probe = PROBE + secrets.token_hex(8)
         await conn.execute(f"NOTIFY {REVOCATION_CHANNEL}, '{probe}'")
@@ -219,7 +229,8 @@ class NotifiedMark:
                 f"{self._probe_s:g} s; through a proxy pooling connections by transaction or "
                 "statement, point the server at the database directly or a session pool")
 
-    async def _wait(self, conn: Any, probe: str | None, timeout_s: float) -> bool:
+    async def _wait(self, conn: AsyncConnection[Any], probe: str | None,
+                    timeout_s: float) -> bool:
         """Follow the notifications for ``timeout_s``, renewing the token on each revocation
         (other servers' probes are not revocations); True as soon as ``probe`` comes back."""
         async with contextlib.aclosing(conn.notifies(timeout=timeout_s)) as notes:
@@ -230,9 +241,3 @@ class NotifiedMark:
                     self._token = secrets.token_hex(16)
         return False
 
-
-PROBE = "probe:"
-
-
-class NotificationsLost(RuntimeError):
-    """Notifications sent do not reach the listening connection."""
