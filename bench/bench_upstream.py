@@ -14,11 +14,11 @@ and a ``dashserve serve --upstream qwen-plus=llamacpp:URL`` front with its platf
 limits, metering in SQLite, or in ``--database-url`` with ``--redis-url`` as several fronts
 share them), called with a key from its key store (``--key store``, as users who create keys
 call it; ``--key limited``: one with rate limits it never reaches) or its static
-``--api-key``. For each concurrency the two sides take
-turns: batches of N streams straight to the upstream's ``/completion`` with the same token
-ids the front sends, then batches of N streams through the front's compatible mode; each turn
-is one uncounted batch and ``--block`` counted ones (see ``measure``). Per request: time to
-first token (TTFT) and the mean gap between tokens after the first. Prints p50/p99 TTFT and the per-token mean for both, and
+``--api-key``. For each concurrency the two sides take turns: batches of N streams straight to
+the upstream's ``/completion`` with the same token ids the front sends, then batches of N
+streams through the front's compatible mode; each turn is one uncounted batch and ``--block``
+counted ones (see ``measure``). Per request: time to first token (TTFT) and the mean gap
+between tokens after the first. Prints p50/p99 TTFT and the per-token mean for both, and
 what the front adds; and the CPU time the front and the upstream processes spent per request
 they served, less what each spends idle (read from /proc: it moves far less than latency
 with what else the machine runs).

@@ -24,6 +24,7 @@ from dashserve.store.db import open_store
 from tests.reliability.conftest import NATIVE
 from tests.reliability.services import PostgresServer
 from tests.utils.fake_engine import FakeEngine
+from tests.utils.waiting import until
 
 ADMIN = "sk-admin-reliability"
 STATIC = "sk-static-reliability"
@@ -141,10 +142,7 @@ async def test_a_postgresql_restart_mid_load_loses_no_usage(postgres: PostgresSe
         other = await open_store(postgres.url)
         await KeyManager(other).revoke(made["id"])  # as `dashserve keys revoke` does
         await other.close()
-        for _ in range(1000):
-            if mark.read() != listening:
-                break
-            await asyncio.sleep(0.005)
+        await until(lambda: mark.read() != listening)
         assert (await client.post(NATIVE, headers=key, json=BODY)).status_code == 401
     check, check_platform, _ = await platform_app(tmp_path / "check", postgres.url)
     async with check_platform.store.transaction() as session:

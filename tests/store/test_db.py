@@ -133,26 +133,21 @@ async def test_a_read_is_one_statement_outside_a_transaction(store: Store) -> No
         assert raw.driver_connection.autocommit is False
 
 
-async def test_a_read_outlives_a_database_restart(pg_available: bool) -> None:
+async def test_a_read_outlives_a_database_restart(pg_url: str) -> None:
     """A pooled read connection closed by the server (a restart, an idle timeout) is replaced:
     the read that finds it dead is tried again once, and succeeds."""
-    if not pg_available:
-        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
     import psycopg
-
-    from tests.utils.databases import PG_BASE, pg_schema_url
 
     async def backend(conn: Any) -> int:
         return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar())
 
-    with pg_schema_url() as url:
-        store = await open_store(url)
-        try:
-            first = await store.read(backend)
-            with psycopg.connect(PG_BASE, autocommit=True) as admin:
-                admin.execute("SELECT pg_terminate_backend(%s)", [first])
-            second = await store.read(backend)  # the pooled connection was dead
-            assert second != first
-            assert await store.read(backend) == second  # and the new one is pooled
-        finally:
-            await store.close()
+    store = await open_store(pg_url)
+    try:
+        first = await store.read(backend)
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [first])
+        second = await store.read(backend)  # the pooled connection was dead
+        assert second != first
+        assert await store.read(backend) == second  # and the new one is pooled
+    finally:
+        await store.close()
