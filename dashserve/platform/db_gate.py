@@ -204,13 +204,20 @@ class DbGate:
         while len(self._known) > _CACHE_SIZE:
             self._known.popitem(last=False)
 
-    async def admit(
-        self, principal: Principal, request_id: str, model: str, estimated_tokens: int
-    ) -> Admission:
+    def _limits(self, principal: Principal) -> tuple[str, LimitPolicy]:
+        """The limiter's subject for ``principal`` and its limits."""
         policy = (
             principal.policy if isinstance(principal, KeyPrincipal) else self.config.static_limits
         )
-        subject = principal.key_id or principal.key_prefix
+        return principal.key_id or principal.key_prefix, policy
+
+    def expects_admission(self, principal: Principal, estimated_tokens: int) -> bool:
+        return self._limiter.expects(*self._limits(principal), estimated_tokens)
+
+    async def admit(
+        self, principal: Principal, request_id: str, model: str, estimated_tokens: int
+    ) -> Admission:
+        subject, policy = self._limits(principal)
         reservation = await self._limiter.acquire(subject, policy, estimated_tokens)
         return GateAdmission(
             principal=principal, request_id=request_id, model=model,

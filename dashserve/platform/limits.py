@@ -55,6 +55,10 @@ class Reservation:
 class Limiter(Protocol):
     async def acquire(self, subject: str, policy: LimitPolicy, tokens: int) -> Reservation: ...
 
+    def expects(self, subject: str, policy: LimitPolicy, tokens: int) -> bool:
+        """True when ``acquire`` takes a while (a shared store) and will almost surely admit."""
+        ...
+
     async def settle(self, reservation: Reservation, actual_tokens: int) -> None: ...
 
     async def close(self) -> None: ...
@@ -113,6 +117,10 @@ class InProcessLimiter:
 
     async def acquire(self, subject: str, policy: LimitPolicy, tokens: int) -> Reservation:
         return self.acquire_now(subject, policy, tokens)
+
+    def expects(self, subject: str, policy: LimitPolicy, tokens: int) -> bool:
+        return False  # acquire answers at once: nothing to start early
+
 
     def acquire_now(self, subject: str, policy: LimitPolicy, tokens: int) -> Reservation:
         """Synchronous acquire (used directly as the Redis limiter's fallback)."""

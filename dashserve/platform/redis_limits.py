@@ -12,7 +12,7 @@ Times come from Redis (``TIME``), so processes on different clocks agree. A conc
 a lease of ``lease_s`` (30 s) that its process renews every third of that while the request
 runs: a crashed process, or a release lost while Redis was down or restarting, frees the slot
 within one lease. If Redis cannot be reached the limiter logs an error and limits per process
-until it can.
+until it can. Each admission returns the key's counts, which ``expects`` reads (headroom.py).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from dashserve.platform.headroom import Headroom
 from dashserve.platform.limits import (
     WINDOW_S,
     InProcessLimiter,
@@ -56,24 +57,27 @@ end
 """
 
 # ARGV: window_ms, rpm, tpm, concurrency (0 = none), tokens, id, lease_ms
+# -> {kind, wait_ms} refused; {'ok', 0, running, requests, tokens} admitted (counts with it)
 _ACQUIRE = _PRELUDE + """
 local rpm, tpm, conc = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local tokens, id, lease = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+local running, requests, used = 0, 0, 0
 if conc > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-  if redis.call('ZCARD', KEYS[5]) >= conc then return {'concurrency', 1000} end
+  running = redis.call('ZCARD', KEYS[5])
+  if running >= conc then return {'concurrency', 1000} end
 end
 if rpm > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-  local n = redis.call('ZCARD', KEYS[1])
-  if n >= rpm then
-    local e = redis.call('ZRANGE', KEYS[1], n - rpm, n - rpm, 'WITHSCORES')
+  requests = redis.call('ZCARD', KEYS[1])
+  if requests >= rpm then
+    local e = redis.call('ZRANGE', KEYS[1], requests - rpm, requests - rpm, 'WITHSCORES')
     return {'rpm', tonumber(e[2]) + window - now}
   end
 end
 if tpm > 0 then
   expire_tokens()
-  local used = tonumber(redis.call('GET', KEYS[4]) or '0')
+  used = tonumber(redis.call('GET', KEYS[4]) or '0')
   if used + tokens > tpm then
     local need = used + tokens - tpm
     local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
@@ -92,7 +96,7 @@ if tpm > 0 then
   redis.call('INCRBY', KEYS[4], tokens)
 end
 keep(window + lease)
-return {'ok', 0}
+return {'ok', 0, running + 1, requests + 1, used + tokens}
 """
 
 # ARGV: window_ms, id, actual tokens, tpm (0 = none), lease_ms
@@ -143,6 +147,7 @@ class RedisLimiter:
         self._fallback = InProcessLimiter(window_s=window_s)
         self._held: dict[str, str] = {}  # reservation id -> subject, for leases to renew
         self._renewer: asyncio.Task[None] | None = None
+        self._room = Headroom()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisLimiter:
@@ -162,19 +167,31 @@ class RedisLimiter:
             self._window_ms, policy.rpm or 0, policy.tpm or 0, policy.max_concurrency or 0,
             counted, rid, self._lease_ms,
         ]
+        self._room.asking(subject, 1)
         try:
-            kind, wait_ms = await self._acquire(keys=self._keys(subject), args=args)
+            answer = await self._acquire(keys=self._keys(subject), args=args)
         except RedisError as exc:
+            self._room.forget(subject)
             logger.error("redis rate limiter unreachable, limiting per process: %s", exc)
             return self._fallback.acquire_now(subject, policy, tokens)
-        kind = kind.decode() if isinstance(kind, bytes) else kind
+        finally:
+            self._room.asking(subject, -1)
+        kind = answer[0].decode() if isinstance(answer[0], bytes) else answer[0]
         if kind != "ok":
-            raise refusal(kind, int(wait_ms) / 1000.0)
+            self._room.forget(subject)
+            raise refusal(kind, int(answer[1]) / 1000.0)
+        self._room.admitted(subject, *(int(n) for n in answer[2:5]))
         if policy.max_concurrency:
             self._held[rid] = subject
             if self._renewer is None or self._renewer.done():
                 self._renewer = asyncio.create_task(self._renew_leases(), name="lease-renewal")
         return Reservation(subject, rid, counted, policy, is_local=False)
+
+    def expects(self, subject: str, policy: LimitPolicy, tokens: int) -> bool:
+        """True when ``acquire`` will almost surely admit: the key's last admission here, a
+        moment ago, left ample room (a run may then start while its admission is asked)."""
+        return not policy.is_unlimited and self._room.ample(
+            subject, policy, counted_tokens(policy, tokens))
 
     async def _renew_leases(self) -> None:
         """Extend the leases of the slots this process holds, every third of a lease."""
@@ -190,7 +207,8 @@ class RedisLimiter:
                     logger.error("redis rate limiter could not renew leases: %s", exc)
 
     async def settle(self, reservation: Reservation, actual_tokens: int) -> None:
-        self._held.pop(reservation.reservation_id, None)  # not renewed any more
+        if self._held.pop(reservation.reservation_id, None) is not None:  # not renewed now
+            self._room.released(reservation.subject)
         if reservation.is_local:
             self._fallback.settle_now(reservation, actual_tokens)
             return

@@ -60,6 +60,9 @@ class StaticKeyGate:
         return Admission(principal=principal, request_id=request_id, model=model,
                          reserved_tokens=estimated_tokens, started_at=time.monotonic())
 
+    def expects_admission(self, principal: Principal, estimated_tokens: int) -> bool:
+        return False  # admit answers at once
+
     async def finish(self, admission: Admission, record: UsageRecord) -> None:
         self.num_finished += 1
         log_request(log, record)

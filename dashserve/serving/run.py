@@ -4,7 +4,9 @@ A ``GenerationRun`` owns a pump task that reads the engine's event stream into a
 buffer, so readers can wait with a timeout (stream heartbeats, the non-stream cut-off)
 without ever cancelling the engine iterator mid-step. ``aclose`` is the single exit:
 it stops the pump (which aborts the request in the engine and frees its KV blocks) and
-reports a ``UsageRecord`` to the gate, once, whatever the outcome.
+reports a ``UsageRecord`` to the gate, once, whatever the outcome. A run may start before
+its admission is answered (``admitted`` gives it); closed before that, it reports nothing:
+the request was refused, and the refusal is recorded by whoever raised it.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def client_error(exc: BaseException) -> DashServeError:
 class GenerationRun:
     """Reads one request's events; see the module docstring for the life cycle."""
 
-    def __init__(self, request_id: str, plan: Plan, admission: Admission, gate: Gate,
+    def __init__(self, request_id: str, plan: Plan, admission: Admission | None, gate: Gate,
                  on_close: Callable[[], None]) -> None:
         self.request_id = request_id
         self.plan = plan
@@ -128,6 +130,16 @@ class GenerationRun:
         # the decision passes of web search are billed as input
         return dataclasses.replace(usage, search_count=search.count,
                                    input_tokens=usage.input_tokens + search.overhead_tokens)
+
+    async def admitted(self, admission: Admission) -> None:
+        """The admission of a run started before it was admitted: from now on it is billed
+        (at once, if the run was closed meanwhile, at server shutdown)."""
+        if self._finalizer is None:
+            self.admission = admission
+            return
+        await asyncio.shield(self._finalizer)  # it billed nothing: there was no admission
+        self.admission = admission
+        await self._gate.finish(admission, self._record())
 
     def start(self) -> None:
         self._pump = asyncio.create_task(self._pump_events(), name=f"run-{self.request_id}")
@@ -241,13 +253,15 @@ class GenerationRun:
             if self._pump is not None and not self._pump.done():
                 self._pump.cancel()
                 await asyncio.wait({self._pump})
-            await self._gate.finish(self.admission, self._record())
+            if self.admission is not None:
+                await self._gate.finish(self.admission, self._record())
         except Exception:
             log.exception("could not report usage of request %s", self.request_id)
         finally:
             self._on_close()
 
     def _record(self) -> UsageRecord:
+        assert self.admission is not None
         usage = self.usage
         principal = self.admission.principal
         status = self._status or 200

@@ -95,6 +95,12 @@ INLINE_PLAN_CHARS = 4096
 HANDOFF_TURNS = 2
 
 
+async def handed_over() -> None:
+    """Let a run just started hand its request to the engine (see ``HANDOFF_TURNS``)."""
+    for _ in range(HANDOFF_TURNS):
+        await asyncio.sleep(0)
+
+
 def check_least_length(request: GenerationRequest, profile: ModelProfile,
                        max_token_bytes: int | None) -> None:
     """Refuse, without tokenizing it, a prompt whose text alone must exceed the input limit
@@ -362,10 +368,17 @@ class GenerationService:
         check_engine_capacity(plan.served.engine.stats(), max_waiting=self.max_waiting,
                               max_kv_usage=self.max_kv_usage)
         estimate = len(plan.prompt_token_ids) + (plan.sampling.max_tokens or 0) * plan.sampling.n
-        admission = await self.gate.admit(principal, request.request_id, request.model, estimate)
-        if on_admitted is not None:
-            on_admitted()
-        if options is not None and self.web_search is not None:
+        searching = options is not None and self.web_search is not None
+        # a key with ample room starts its run while the shared limiter admits it
+        early = not searching and self.gate.expects_admission(principal, estimate)
+        admission: Admission | None = None
+        if not early:
+            admission = await self.gate.admit(principal, request.request_id, request.model,
+                                              estimate)
+            if on_admitted is not None:
+                on_admitted()
+        if searching:
+            assert admission is not None and options is not None
             plan = await self._with_search(request, plan, options, admission, images)
         if inspection.output and self.inspector is not None:
             plan = dataclasses.replace(
@@ -380,16 +393,32 @@ class GenerationService:
         run = GenerationRun(request.request_id, plan, admission, self.gate, release)
         self._runs.add(run)
         run.start()
+        if early:
+            await self._admit_started(run, request, principal, estimate, on_admitted)
         if plan.sampling.structured is not None:  # a grammar the engine refuses is a 400
             try:
                 await run.accepted()
             except DashServeError as exc:
                 await run.aclose(status_code=exc.status_code)
                 raise
-        else:  # the run hands its request over now, before the response is built
-            for _ in range(HANDOFF_TURNS):
-                await asyncio.sleep(0)
+        elif not early:  # the run hands its request over now, before the response is built
+            await handed_over()
         return run
+
+    async def _admit_started(self, run: GenerationRun, request: GenerationRequest,
+                             principal: Principal, estimate: int,
+                             on_admitted: Callable[[], None] | None) -> None:
+        """Admit a run already started: its request leaves for the engine first, then the
+        admission is asked; refused (or cancelled), the run is aborted and bills nothing."""
+        await handed_over()
+        try:
+            await run.admitted(await self.gate.admit(principal, request.request_id,
+                                                     request.model, estimate))
+        except BaseException:
+            await run.aclose()
+            raise
+        if on_admitted is not None:
+            on_admitted()
 
     def _fitted(self, request: GenerationRequest, images: PreparedImages,
                 outcome: SearchOutcome, principal: Principal) -> Plan:

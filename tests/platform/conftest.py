@@ -1,4 +1,4 @@
-"""Platform fixtures: SQLite and PostgreSQL stores, an injectable outage, a real Redis."""
+"""Platform fixtures: an injectable store outage (the stores and Redis: tests/utils/databases)."""
 
 from __future__ import annotations
 
@@ -54,17 +54,3 @@ class FlakyStore:
 def flaky(store: Store) -> FlakyStore:
     return FlakyStore(store)
 
-
-@pytest.fixture
-async def redis_url() -> AsyncIterator[str]:
-    from redis.asyncio import Redis
-
-    url = "redis://127.0.0.1:6379/0"
-    client = Redis.from_url(url, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except Exception:  # noqa: BLE001
-        pytest.skip("Redis is not running at 127.0.0.1:6379 (redis-server --daemonize yes)")
-    finally:
-        await client.aclose()
-    yield url

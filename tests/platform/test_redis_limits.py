@@ -96,3 +96,31 @@ async def test_unreachable_redis_falls_back_to_process_limits() -> None:
         await limiter.settle(held, 0)
     finally:
         await limiter.close()
+
+
+async def test_expects_only_what_the_last_admission_left_room_for(limiters) -> None:  # noqa: ANN001
+    a, b = limiters
+    policy = LimitPolicy(rpm=8, tpm=1000, max_concurrency=4)
+    assert not a.expects("key1", policy, 10)  # never admitted here
+    assert not a.expects("key1", LimitPolicy(), 10)  # unlimited: admitted at once anyway
+    first = await a.acquire("key1", policy, 10)
+    assert a.expects("key1", policy, 10) and not a.expects("key1", policy, 491)
+    assert not b.expects("key1", policy, 10)  # the other process has not admitted it
+    await b.acquire("key1", policy, 10)
+    await b.acquire("key1", policy, 10)  # the window holds 3 of 8 requests, 3 of 4 slots
+    assert not b.expects("key1", policy, 10)
+    await b.settle(first, 10)  # a slot released by the other process
+    await a.settle(await a.acquire("key1", policy, 10), 10)  # a learns of it: 2 running, 4 requests
+    assert not a.expects("key1", policy, 10)  # a fifth request would pass half the rpm
+
+
+async def test_a_refusal_ends_expecting(limiters) -> None:  # noqa: ANN001
+    a, b = limiters
+    policy = LimitPolicy(tpm=100)
+    await a.acquire("key1", policy, 10)
+    assert a.expects("key1", policy, 10)
+    await b.acquire("key1", policy, 80)  # another process takes the room
+    assert a.expects("key1", policy, 10)  # a does not know yet...
+    with pytest.raises(Throttled):
+        await a.acquire("key1", policy, 20)  # ...but its limiter still decides exactly
+    assert not a.expects("key1", policy, 1)

@@ -165,3 +165,39 @@ async def test_a_seed_on_sglang_servers_that_ignore_it_is_a_dashscope_400(
         assert r.status_code == 400 and r.json()["error"]["param"] == "seed"
         r = await c.post(NATIVE, headers=key, json=body())  # the default seed is served
         assert r.status_code == 200 and up.stats()["requests"] == 1
+
+
+async def test_a_run_started_on_stale_room_is_refused_exactly_and_billed_nothing(
+        tmp_path: Path, db_url: str, redis_url: str,
+        fake_upstreams: Callable[..., list[FakeUpstream]],
+        make_pool: Callable[..., Pool]) -> None:
+    """Two fronts share one key's RPM through Redis. Front A, having admitted the key once
+    with room to spare, starts its next request while Redis admits it; front B has taken
+    the rest of the minute meanwhile: A's run is aborted, answered 429, and billed nothing."""
+    (up,) = fake_upstreams(1, num_tokens=4, token_delay_ms=50)
+    shown: list[str] = []
+    async with front(tmp_path / "a", db_url, make_pool([up.url]), shown,
+                     redis_url=redis_url) as (a, state):
+        admin = {"Authorization": f"Bearer {shown[0]}"}
+        r = await a.post("/admin/v1/keys", headers=admin, json={"rpm": 6})
+        key = {"Authorization": f"Bearer {r.json()['secret']}"}
+        answers = [await a.post(NATIVE, headers=key, json=body("a1"))]
+        async with front(tmp_path / "b", db_url, make_pool([up.url]), [],
+                         redis_url=redis_url) as (b, _):
+            for i in range(5):
+                answers.append(await b.post(NATIVE, headers=key, json=body(f"b{i}")))
+        assert [x.status_code for x in answers] == [200] * 6
+        assert up.stats()["requests"] == 6
+        early = await a.post(NATIVE, headers=key, json=body("a2"))  # sent, then refused
+        assert early.status_code == 429 and early.json()["code"] == "Throttling.RateQuota"
+        assert up.stats()["requests"] == 7
+        await until(lambda: up.stats()["disconnected"] == 1, what="the upstream stream closed")
+        late = await a.post(NATIVE, headers=key, json=body("a3"))  # waits for its admission
+        assert late.status_code == 429 and up.stats()["requests"] == 7
+    async with state.store.transaction() as s:
+        rows = await repos.select_records(s)
+    assert Counter(r["status_code"] for r in rows) == {200: 6, 429: 2}
+    refused = {r["request_id"]: r for r in rows if r["status_code"] == 429}
+    assert set(refused) == {early.json()["request_id"], late.json()["request_id"]}
+    assert all(r["input_tokens"] == r["output_tokens"] == 0 for r in refused.values())
+    assert up.stats()["completed"] == 6

@@ -1,5 +1,5 @@
 """Database fixtures shared by the store and platform tests: every test runs on SQLite and on
-PostgreSQL (a fresh schema per test)."""
+PostgreSQL (a fresh schema per test); and the local Redis, for shared rate limits."""
 
 from __future__ import annotations
 
@@ -72,3 +72,18 @@ async def store(db_url: str) -> AsyncIterator[Store]:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    from redis.asyncio import Redis
+
+    url = "redis://127.0.0.1:6379/0"
+    client = Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        await client.ping()
+    except Exception:  # noqa: BLE001
+        pytest.skip("Redis is not running at 127.0.0.1:6379 (redis-server --daemonize yes)")
+    finally:
+        await client.aclose()
+    yield url

@@ -1,6 +1,9 @@
-"""RecordingGate: StaticKeyGate that keeps every UsageRecord (and can refuse admission)."""
+"""RecordingGate: StaticKeyGate that keeps every UsageRecord (and can refuse admission, or
+answer it slowly while expecting to admit, as a shared limiter with room does)."""
 
 from __future__ import annotations
+
+import asyncio
 
 from dashserve.errors import DashServeError
 from dashserve.platform.gate import Admission, Principal, UsageRecord
@@ -13,6 +16,9 @@ class RecordingGate(StaticKeyGate):
         self.records: list[UsageRecord] = []
         self.admissions: list[Admission] = []
         self.refuse_with: DashServeError | None = None
+        self.expects = False  # what expects_admission answers
+        self.hold: asyncio.Event | None = None  # set: admit waits for it
+        self.asked = 0  # admissions asked for, answered or not
         self.started = self.stopped = False
 
     async def start(self) -> None:
@@ -23,11 +29,17 @@ class RecordingGate(StaticKeyGate):
 
     async def admit(self, principal: Principal, request_id: str, model: str,
                     estimated_tokens: int) -> Admission:
+        self.asked += 1
+        if self.hold is not None:
+            await self.hold.wait()
         if self.refuse_with is not None:
             raise self.refuse_with
         admission = await super().admit(principal, request_id, model, estimated_tokens)
         self.admissions.append(admission)
         return admission
+
+    def expects_admission(self, principal: Principal, estimated_tokens: int) -> bool:
+        return self.expects
 
     async def finish(self, admission: Admission, record: UsageRecord) -> None:
         self.records.append(record)
