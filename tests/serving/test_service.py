@@ -10,6 +10,7 @@ from dashserve.errors import InternalError, InvalidRequest, ServerBusy, Throttle
 from dashserve.platform.gate import Principal
 from dashserve.serving.registry import ModelRegistry
 from dashserve.serving.request import GenerationRequest, Message, RequestedParams
+from dashserve.serving.run import GenerationRun
 from dashserve.serving.service import GenerationService
 from tests.utils.fake_engine import FakeEngine
 from tests.utils.recording_gate import RecordingGate
@@ -164,7 +165,7 @@ async def test_aclose_survives_cancellation() -> None:
 
 
 async def start_early(service: GenerationService, gate: RecordingGate,
-                      engine: FakeEngine) -> asyncio.Task:  # type: ignore[type-arg]
+                      engine: FakeEngine) -> asyncio.Task[GenerationRun]:
     """``service.start`` of r1 with a gate that expects to admit and has not answered yet;
     returns once the engine has the request."""
     gate.expects, gate.hold = True, asyncio.Event()
