@@ -121,7 +121,6 @@ class InProcessLimiter:
     def expects(self, subject: str, policy: LimitPolicy, tokens: int) -> bool:
         return False  # acquire answers at once: nothing to start early
 
-
     def acquire_now(self, subject: str, policy: LimitPolicy, tokens: int) -> Reservation:
         """Synchronous acquire (used directly as the Redis limiter's fallback)."""
         now = self._clock()

@@ -1,5 +1,6 @@
-"""Clients that leave at random moments (before, at and after the response headers) against
-the real tiny engine: the engine lives on and its KV pool ends exactly empty."""
+"""Clients that leave at random moments (before, at and after the response headers), and runs
+refused after they started, against the real tiny engine: the engine lives on and its KV pool
+ends exactly empty."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import httpx
 
 from dashserve.engine.async_engine import AsyncEngine
 from dashserve.engine.engine import EngineConfig, LLMEngine
+from dashserve.errors import Throttled
+from dashserve.platform.gate import Admission, Principal
 from tests.reliability.conftest import CHAT, LONG, NATIVE, start_live
 from tests.utils.recording_gate import RecordingGate
 
@@ -101,6 +104,60 @@ async def test_random_disconnect_storm_leaves_the_kv_pool_empty(qwen3_tiny_dir: 
                 "messages": [{"role": "user", "content": "still there?"}]})
             assert r.status_code == 200
             assert (await client.get("/health")).status_code == 200
+    finally:
+        live.stop()
+        await engine.shutdown()
+
+
+class CoinGate(RecordingGate):
+    """Expects to admit every request, then answers after up to 20 ms, refusing about half:
+    runs started before their admission, refused after the engine took them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expects = True
+        self.rng = random.Random(7)
+
+    async def admit(self, principal: Principal, request_id: str, model: str,
+                    estimated_tokens: int) -> Admission:
+        await asyncio.sleep(self.rng.random() * 0.02)
+        if self.rng.random() < 0.5:
+            raise Throttled(retry_after_s=1.0)
+        return await super().admit(principal, request_id, model, estimated_tokens)
+
+
+async def test_runs_refused_after_they_started_leave_the_kv_pool_empty(
+        qwen3_tiny_dir: Path) -> None:
+    engine = AsyncEngine(LLMEngine(EngineConfig(
+        model=str(qwen3_tiny_dir), dtype="fp32", max_model_len=512, max_num_seqs=32,
+        max_num_batched_tokens=256)))
+    gate = CoinGate()
+    live = start_live({"qwen-plus": engine}, gate)
+    limit = asyncio.Semaphore(8)
+    headers = {"Authorization": "Bearer sk-test"}
+
+    async def one(client: httpx.AsyncClient, i: int) -> httpx.Response:
+        async with limit:
+            return await client.post(CHAT, headers=headers, json={
+                "model": "qwen-plus", "max_tokens": 8, "stream": i % 2 == 0,
+                "messages": [{"role": "user", "content": f"early {i} " * (i % 7 + 1)}]})
+
+    try:
+        async with httpx.AsyncClient(base_url=live.base_url, timeout=60) as client:
+            answers = await asyncio.gather(*(one(client, i) for i in range(60)))
+        statuses = Counter(a.status_code for a in answers)
+        assert set(statuses) == {200, 429} and statuses[429] > 10, statuses
+        assert len(gate.records) == statuses[200]  # billed: the admitted ones, once each
+        assert len({r.request_id for r in gate.records}) == statuses[200]
+        assert all(r.status_code == 200 and r.output_tokens > 0 for r in gate.records)
+        for _ in range(600):
+            if not engine.engine.has_unfinished() and live.app.state.service.num_inflight == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert engine.is_alive and live.app.state.service.num_inflight == 0
+        bm = engine.engine.block_manager
+        assert bm.num_free_blocks == bm.num_blocks
+        assert all(b.ref_count == 0 for b in bm.blocks)
     finally:
         live.stop()
         await engine.shutdown()
