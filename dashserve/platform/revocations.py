@@ -240,4 +240,3 @@ class NotifiedMark:
                 if not note.payload.startswith(PROBE) and self._token is not None:
                     self._token = secrets.token_hex(16)
         return False
-

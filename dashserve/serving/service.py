@@ -401,7 +401,7 @@ class GenerationService:
             except DashServeError as exc:
                 await run.aclose(status_code=exc.status_code)
                 raise
-        elif not early:  # the run hands its request over now, before the response is built
+        else:  # the run hands its request over now, before the response is built
             await handed_over()
         return run
 

@@ -55,5 +55,11 @@ def serve_in_thread(app: Any) -> Live:
     return Live(app, server, thread, port)
 
 
+def kv_pool_is_empty(engine: Any) -> bool:
+    """Every KV block of ``engine`` (an AsyncEngine) free and unreferenced."""
+    bm = engine.engine.block_manager
+    return bm.num_free_blocks == bm.num_blocks and all(b.ref_count == 0 for b in bm.blocks)
+
+
 def start_live(engines: dict[str, Any], gate: Gate, **settings: Any) -> Live:
     return serve_in_thread(create_app(Settings(**settings), engines, gate))

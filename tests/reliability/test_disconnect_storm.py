@@ -17,7 +17,7 @@ from dashserve.engine.async_engine import AsyncEngine
 from dashserve.engine.engine import EngineConfig, LLMEngine
 from dashserve.errors import Throttled
 from dashserve.platform.gate import Admission, Principal
-from tests.reliability.conftest import CHAT, LONG, NATIVE, start_live
+from tests.reliability.conftest import CHAT, LONG, NATIVE, Live, kv_pool_is_empty, start_live
 from tests.utils.recording_gate import RecordingGate
 
 REQUESTS = 1000 if LONG else 240
@@ -68,10 +68,25 @@ async def _one(port: int, rng: random.Random, i: int) -> str:
     return mode
 
 
-async def test_random_disconnect_storm_leaves_the_kv_pool_empty(qwen3_tiny_dir: Path) -> None:
-    engine = AsyncEngine(LLMEngine(EngineConfig(
-        model=str(qwen3_tiny_dir), dtype="fp32", max_model_len=512, max_num_seqs=32,
+def storm_engine(model_dir: Path) -> AsyncEngine:
+    return AsyncEngine(LLMEngine(EngineConfig(
+        model=str(model_dir), dtype="fp32", max_model_len=512, max_num_seqs=32,
         max_num_batched_tokens=256)))
+
+
+async def assert_drained(engine: AsyncEngine, live: Live) -> None:
+    """Every request aborted or finished, every block back, the engine alive."""
+    for _ in range(600):
+        if not engine.engine.has_unfinished() and live.app.state.service.num_inflight == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert engine.is_alive
+    assert live.app.state.service.num_inflight == 0
+    assert kv_pool_is_empty(engine)
+
+
+async def test_random_disconnect_storm_leaves_the_kv_pool_empty(qwen3_tiny_dir: Path) -> None:
+    engine = storm_engine(qwen3_tiny_dir)
     live = start_live({"qwen-plus": engine}, RecordingGate())
     rng = random.Random(20)
     limit = asyncio.Semaphore(CONCURRENCY)
@@ -89,15 +104,7 @@ async def test_random_disconnect_storm_leaves_the_kv_pool_empty(qwen3_tiny_dir: 
         summary = (f"storm: {REQUESTS} requests in {time.monotonic() - started:.1f} s: "
                    f"{dict(Counter(modes))}")
         assert modes.count("at_headers") > REQUESTS // 8, summary
-        for _ in range(600):  # every request aborted or finished, every block back
-            if not engine.engine.has_unfinished() and live.app.state.service.num_inflight == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert engine.is_alive
-        assert live.app.state.service.num_inflight == 0
-        bm = engine.engine.block_manager
-        assert bm.num_free_blocks == bm.num_blocks
-        assert all(b.ref_count == 0 for b in bm.blocks)
+        await assert_drained(engine, live)
         async with httpx.AsyncClient(base_url=live.base_url, timeout=30) as client:
             r = await client.post(CHAT, headers={"Authorization": "Bearer sk-test"}, json={
                 "model": "qwen-plus", "max_tokens": 3,
@@ -128,9 +135,7 @@ class CoinGate(RecordingGate):
 
 async def test_runs_refused_after_they_started_leave_the_kv_pool_empty(
         qwen3_tiny_dir: Path) -> None:
-    engine = AsyncEngine(LLMEngine(EngineConfig(
-        model=str(qwen3_tiny_dir), dtype="fp32", max_model_len=512, max_num_seqs=32,
-        max_num_batched_tokens=256)))
+    engine = storm_engine(qwen3_tiny_dir)
     gate = CoinGate()
     live = start_live({"qwen-plus": engine}, gate)
     limit = asyncio.Semaphore(8)
@@ -150,14 +155,7 @@ async def test_runs_refused_after_they_started_leave_the_kv_pool_empty(
         assert len(gate.records) == statuses[200]  # billed: the admitted ones, once each
         assert len({r.request_id for r in gate.records}) == statuses[200]
         assert all(r.status_code == 200 and r.output_tokens > 0 for r in gate.records)
-        for _ in range(600):
-            if not engine.engine.has_unfinished() and live.app.state.service.num_inflight == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert engine.is_alive and live.app.state.service.num_inflight == 0
-        bm = engine.engine.block_manager
-        assert bm.num_free_blocks == bm.num_blocks
-        assert all(b.ref_count == 0 for b in bm.blocks)
+        await assert_drained(engine, live)
     finally:
         live.stop()
         await engine.shutdown()

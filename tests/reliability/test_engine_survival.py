@@ -15,6 +15,7 @@ from dashserve.contracts.params import SamplingParams
 from dashserve.contracts.request import EngineRequest
 from dashserve.engine.async_engine import AsyncEngine
 from dashserve.engine.engine import EngineConfig, LLMEngine
+from tests.reliability.conftest import kv_pool_is_empty
 from tests.utils.recording_gate import RecordingGate
 
 LONG = SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True)
@@ -35,11 +36,6 @@ async def _drain(engine: AsyncEngine) -> None:
 
 async def collect(events):
     return [e async for e in events]
-
-
-def kv_pool_is_empty(engine: AsyncEngine) -> bool:
-    bm = engine.engine.block_manager
-    return bm.num_free_blocks == bm.num_blocks and all(b.ref_count == 0 for b in bm.blocks)
 
 
 async def test_a_request_dropped_before_the_engine_takes_it_does_not_kill_the_thread(

@@ -164,26 +164,25 @@ async def test_aclose_survives_cancellation() -> None:
     assert gate.records[0].status_code == 499 and engine.aborted == ["r1"]
 
 
-async def start_early(service: GenerationService, gate: RecordingGate,
-                      engine: FakeEngine) -> asyncio.Task[GenerationRun]:
+async def start_early(service: GenerationService, gate: RecordingGate, engine: FakeEngine
+                      ) -> tuple[asyncio.Task[GenerationRun], asyncio.Event]:
     """``service.start`` of r1 with a gate that expects to admit and has not answered yet;
-    returns once the engine has the request."""
+    returns once the engine has the request, with the event that lets the gate answer."""
     gate.expects, gate.hold = True, asyncio.Event()
     task = asyncio.create_task(service.start(request(), PRINCIPAL))
     await until(lambda: [s.request_id for s in engine.submissions] == ["r1"])
     await until(lambda: gate.asked == 1)
     assert not task.done() and gate.admissions == []
-    return task
+    return task, gate.hold
 
 
 async def test_a_run_expected_to_be_admitted_starts_while_it_is_admitted() -> None:
     engine = FakeEngine(token_delay_s=0.01)
     service, gate = make_service(engine)
-    task = await start_early(service, gate, engine)
+    task, answer = await start_early(service, gate, engine)
     await asyncio.sleep(0.05)  # tokens arrive meanwhile; nothing is read before the admission
     assert not task.done()
-    assert gate.hold is not None
-    gate.hold.set()
+    answer.set()
     run = await task
     done = await run.complete(None)
     await run.aclose()
@@ -198,9 +197,8 @@ async def test_a_run_refused_after_it_started_is_aborted_and_billed_nothing() ->
     engine = FakeEngine(first_token_delay_s=5)
     service, gate = make_service(engine)
     gate.refuse_with = Throttled(retry_after_s=3.0)
-    task = await start_early(service, gate, engine)
-    assert gate.hold is not None
-    gate.hold.set()
+    task, answer = await start_early(service, gate, engine)
+    answer.set()
     with pytest.raises(Throttled):
         await task
     assert engine.aborted == ["r1"] and not engine.active
@@ -210,7 +208,7 @@ async def test_a_run_refused_after_it_started_is_aborted_and_billed_nothing() ->
 async def test_a_start_cancelled_while_admitted_aborts_its_run() -> None:
     engine = FakeEngine(first_token_delay_s=5)
     service, gate = make_service(engine)
-    task = await start_early(service, gate, engine)
+    task, _ = await start_early(service, gate, engine)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -220,11 +218,10 @@ async def test_a_start_cancelled_while_admitted_aborts_its_run() -> None:
 async def test_shutdown_while_a_run_is_admitted_bills_it_once_admitted() -> None:
     engine = FakeEngine(first_token_delay_s=5)
     service, gate = make_service(engine)
-    task = await start_early(service, gate, engine)
+    task, answer = await start_early(service, gate, engine)
     await service.close_all()
     assert engine.aborted == ["r1"] and gate.records == []  # not admitted: nothing to bill
-    assert gate.hold is not None
-    gate.hold.set()
+    answer.set()
     run = await task
     await run.aclose()
     (record,) = gate.records
